@@ -149,7 +149,7 @@ def cli() -> None:
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(
             f"tap-dynamics: internal error ({type(exc).__name__}: {first[:300]}) — please report "
-            "it; rerun with TAP_DYNAMICS_LOG_LEVEL=DEBUG for details",
+            "it; rerun with TAP_DYNAMICS_LOGLEVEL=DEBUG for details",
             file=sys.stderr,
         )  # noqa: T201
         sys.exit(EXIT_CRASH)

@@ -8,6 +8,7 @@ within a small bound. :data:`TYPE_MAP` is the one place where Dataverse types be
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import logging
 import typing as t
@@ -161,7 +162,7 @@ def select_entities(entities: list[EntityInfo], patterns: t.Sequence[str] | None
     for pattern in patterns:
         if not any(ch in pattern for ch in "*?["):
             if pattern not in by_name:
-                close = fnmatch.filter(by_name, f"*{pattern}*")[:5]
+                close = difflib.get_close_matches(pattern, list(by_name), n=5, cutoff=0.7)
                 hint = f" (similar: {', '.join(close)})" if close else ""
                 msg = f"setting 'entities' names table {pattern!r}, which the org does not have{hint}"
                 raise ConfigError(msg)

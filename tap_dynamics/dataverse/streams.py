@@ -23,6 +23,11 @@ if t.TYPE_CHECKING:
     from tap_dynamics.dataverse.metadata import EntityInfo
 
 INCREMENTAL_KEY = "modifiedon"
+# State key holding {primary key: etag} of the rows emitted at the bookmark's exact second. The
+# next run's inclusive `ge` filter returns them again; they are dropped unless their version
+# (etag) changed. Capped: beyond it, boundary rows are re-emitted (duplicates, never losses).
+BOUNDARY_KEY = "boundary_etags"
+MAX_BOUNDARY_KEYS = 1000
 
 
 def odata_datetime(value: dt.datetime) -> str:
@@ -54,10 +59,19 @@ class EntityStream(DynamicsStream):
         self.primary_keys = (entity.primary_id,)
         properties = self.schema.get("properties", {})
         self.replication_key = INCREMENTAL_KEY if INCREMENTAL_KEY in properties else None
-        self.is_sorted = self.replication_key is not None
         # A STATE message per page: a killed run loses at most one page of progress.
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
+        self._seen_value: t.Any = None
+        self._seen_boundary: dict[str, t.Any] = {}
+        self._boundary_value: t.Any = None
+        self._boundary: dict[str, t.Any] = {}
+        self._state: dict[str, t.Any] = {}
+
+    @property
+    def is_sorted(self) -> bool:
+        """Incremental reads are ordered by the bookmark, so state can advance mid-stream."""
+        return self.replication_key is not None
 
     @property
     def path(self) -> str:
@@ -88,14 +102,44 @@ class EntityStream(DynamicsStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Read every page of the table (or of its changes since the bookmark)."""
+        if self.replication_key:
+            self._start_boundary(context)
         url = self.client.url(self.path, self.query_options(context))
         prefer = f"odata.maxpagesize={self.settings.page_size}"
         for page in self.client.iter_pages(url, prefer=prefer, table=self.name):
             yield from page.records
 
+    def _start_boundary(self, context: Context | None) -> None:
+        """Load the previous run's boundary rows, and keep them in the new state until superseded."""
+        self._state = self.get_context_state(context)
+        bookmark = self._state.get("replication_key_value")
+        previous = self._state.get(BOUNDARY_KEY) if bookmark is not None else None
+        self._seen_value = bookmark
+        self._seen_boundary = dict(previous) if isinstance(previous, dict) else {}
+        self._boundary_value = bookmark
+        self._boundary = dict(self._seen_boundary)
+        self._state[BOUNDARY_KEY] = self._boundary
+
+    def _already_emitted(self, row: dict[str, t.Any], etag: t.Any) -> bool:
+        """True for a row the previous run emitted at its bookmark second, in this same version."""
+        assert self.replication_key is not None
+        value = row.get(self.replication_key)
+        key = row.get(self.entity.primary_id)
+        if etag is not None and value == self._seen_value and self._seen_boundary.get(key) == etag:
+            return True
+        if value != self._boundary_value:
+            self._boundary_value = value
+            self._boundary = {}
+            self._state[BOUNDARY_KEY] = self._boundary
+        if len(self._boundary) < MAX_BOUNDARY_KEYS:
+            self._boundary[key] = etag
+        return False
+
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        """Drop OData annotations and turn multi-select choices ("1,2") into integer arrays."""
-        row.pop("@odata.etag", None)
+        """Drop rows the last run already emitted, OData annotations, and split multi-selects."""
+        etag = row.pop("@odata.etag", None)
+        if self.replication_key and self._already_emitted(row, etag):
+            return None
         for name in self._multi_select:
             value = row.get(name)
             if isinstance(value, str):

@@ -1,0 +1,441 @@
+"""OData query pieces used by the Dataverse emulator: ``$filter`` parsing and compilation,
+``$orderby`` parsing, ``$select`` lists and the XML paging cookie in ``$skiptoken``.
+
+Why a real parser: the tap builds filters such as
+``modifiedon ge 2024-01-01T00:00:00Z and statecode eq 0`` and metadata filters with enum
+literals; the emulator must evaluate them with Dataverse semantics (case-insensitive strings,
+unquoted GUIDs and datetimes) rather than accept anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+
+class ODataError(Exception):
+    """A Dataverse-style error: HTTP status, hex code and message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def bad_request(message: str, code: str = "0x80060888") -> ODataError:
+    return ODataError(400, code, message)
+
+
+# ---------------------------------------------------------------- tokenizer
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<enum>[A-Za-z_][\w.]*'(?:[^']|'')*')
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)
+  | (?P<guid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![\w-]))
+  | (?P<date>\d{4}-\d{2}-\d{2}(?![\w:]))
+  | (?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[mMdDlLfF]?(?![\w]))
+  | (?P<lp>\()
+  | (?P<rp>\))
+  | (?P<comma>,)
+  | (?P<ident>[A-Za-z_@$][\w.]*(?:/[A-Za-z_][\w.]*)*)
+    """,
+    re.VERBOSE,
+)
+
+KEYWORDS = {"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "null", "true", "false"}
+CMP_OPS = {"eq", "ne", "gt", "ge", "lt", "le"}
+FUNCS = {"contains", "startswith", "endswith"}
+
+
+def tokenize(text: str) -> list[tuple[str, str]]:
+    pos, out = 0, []
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise bad_request(
+                f"Syntax error at position {pos} in '{text}'.")
+        pos = m.end()
+        kind = m.lastgroup
+        if kind == "ws":
+            continue
+        val = m.group()
+        if kind == "ident" and val in KEYWORDS:
+            kind = val
+        out.append((kind, val))
+    out.append(("eof", ""))
+    return out
+
+
+# ---------------------------------------------------------------- parser -> AST tuples
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.toks = tokenize(text)
+        self.i = 0
+
+    def peek(self) -> tuple[str, str]:
+        return self.toks[self.i]
+
+    def take(self, kind: str | None = None) -> tuple[str, str]:
+        tok = self.toks[self.i]
+        if kind and tok[0] != kind:
+            raise bad_request(f"Syntax error: expected {kind} but found '{tok[1]}' in '{self.text}'.")
+        self.i += 1
+        return tok
+
+    def parse(self):
+        node = self.or_()
+        if self.peek()[0] != "eof":
+            raise bad_request(f"Syntax error at '{self.peek()[1]}' in '{self.text}'.")
+        return node
+
+    def or_(self):
+        node = self.and_()
+        while self.peek()[0] == "or":
+            self.take()
+            node = ("or", node, self.and_())
+        return node
+
+    def and_(self):
+        node = self.not_()
+        while self.peek()[0] == "and":
+            self.take()
+            node = ("and", node, self.not_())
+        return node
+
+    def not_(self):
+        if self.peek()[0] == "not":
+            self.take()
+            return ("not", self.not_())
+        return self.cmp()
+
+    def cmp(self):
+        left = self.primary()
+        if self.peek()[0] in CMP_OPS:
+            op = self.take()[0]
+            right = self.primary()
+            return ("cmp", op, left, right)
+        return left
+
+    def primary(self):
+        kind, val = self.take()
+        if kind == "lp":
+            node = self.or_()
+            self.take("rp")
+            return node
+        if kind == "ident":
+            if self.peek()[0] == "lp" and val.lower() in FUNCS:
+                self.take()
+                args = [self.primary()]
+                while self.peek()[0] == "comma":
+                    self.take()
+                    args.append(self.primary())
+                self.take("rp")
+                return ("func", val.lower(), args)
+            if self.peek()[0] == "lp":
+                raise bad_request(f"The function '{val}' is not supported.")
+            return ("prop", val)
+        if kind == "str":
+            return ("lit", "string", val[1:-1].replace("''", "'"))
+        if kind == "enum":
+            q = val.index("'")
+            return ("lit", "enum", val[q + 1:-1].replace("''", "'"))
+        if kind == "null":
+            return ("lit", "null", None)
+        if kind in ("true", "false"):
+            return ("lit", "bool", kind == "true")
+        if kind == "guid":
+            return ("lit", "guid", val.lower())
+        if kind == "datetime":
+            return ("lit", "datetime", parse_datetime(val))
+        if kind == "date":
+            return ("lit", "date", val)
+        if kind == "num":
+            v = val.rstrip("mMdDlLfF")
+            return ("lit", "num", float(v) if ("." in v or "e" in v.lower()) else int(v))
+        raise bad_request(f"Syntax error at '{val}' in '{self.text}'.")
+
+
+def parse_filter(text: str):
+    return _Parser(text).parse()
+
+
+def parse_datetime(text: str) -> float:
+    """ISO-8601 -> epoch seconds (naive values are UTC)."""
+    t = text
+    if t.endswith("Z"):
+        t = t[:-1] + "+00:00"
+    d = dt.datetime.fromisoformat(t)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.timezone.utc)
+    return d.timestamp()
+
+
+_DT_CACHE: dict[str, float] = {}
+
+
+def row_datetime(v: str) -> float:
+    r = _DT_CACHE.get(v)
+    if r is None:
+        r = parse_datetime(v)
+        if len(_DT_CACHE) < 500_000:
+            _DT_CACHE[v] = r
+    return r
+
+
+# ---------------------------------------------------------------- compiler
+
+# kinds: "string", "guid", "datetime", "date", "number", "bool", "any"
+Resolver = Callable[[str], tuple[Callable[[dict], Any], str]]
+
+
+def _coerce_lit(kind: str, lit: tuple) -> Any:
+    _, lkind, v = lit
+    if v is None:
+        return None
+    if kind == "datetime":
+        if lkind == "datetime":
+            return v
+        if lkind == "date":
+            return parse_datetime(v + "T00:00:00Z")
+        raise bad_request(f"A binary operator with incompatible types was detected. Found operand "
+                          f"types 'Edm.DateTimeOffset' and '{_edm_of(lkind)}' for operator kind 'Equal'.")
+    if kind == "date":
+        if lkind == "date":
+            return v
+        if lkind == "datetime":
+            return dt.datetime.fromtimestamp(v, dt.timezone.utc).strftime("%Y-%m-%d")
+        raise bad_request(f"A binary operator with incompatible types was detected. Found operand "
+                          f"types 'Edm.Date' and '{_edm_of(lkind)}' for operator kind 'Equal'.")
+    if kind == "guid":
+        if lkind in ("guid", "string"):
+            return str(v).lower()
+        raise bad_request(f"A binary operator with incompatible types was detected. Found operand "
+                          f"types 'Edm.Guid' and '{_edm_of(lkind)}' for operator kind 'Equal'.")
+    if kind == "string":
+        if lkind in ("string", "enum"):
+            return str(v).casefold()
+        raise bad_request(f"A binary operator with incompatible types was detected. Found operand "
+                          f"types 'Edm.String' and '{_edm_of(lkind)}' for operator kind 'Equal'.")
+    if kind == "number":
+        if lkind == "num":
+            return v
+        if lkind == "bool":
+            return int(v)
+        raise bad_request(f"A binary operator with incompatible types was detected. Found operand "
+                          f"types 'Edm.Int32' and '{_edm_of(lkind)}' for operator kind 'Equal'.")
+    if kind == "bool":
+        if lkind == "bool":
+            return v
+        raise bad_request(f"A binary operator with incompatible types was detected. Found operand "
+                          f"types 'Edm.Boolean' and '{_edm_of(lkind)}' for operator kind 'Equal'.")
+    if lkind in ("string", "enum"):
+        return str(v).casefold()
+    return v
+
+
+def _edm_of(lkind: str) -> str:
+    return {"string": "Edm.String", "num": "Edm.Int32", "bool": "Edm.Boolean", "guid": "Edm.Guid",
+            "datetime": "Edm.DateTimeOffset", "date": "Edm.Date", "enum": "Edm.Enum"}.get(lkind, lkind)
+
+
+def _row_conv(kind: str) -> Callable[[Any], Any]:
+    if kind == "datetime":
+        return row_datetime
+    if kind == "string":
+        return lambda v: v.casefold() if isinstance(v, str) else v
+    if kind == "guid":
+        return lambda v: v.lower() if isinstance(v, str) else v
+    if kind == "any":
+        return lambda v: v.casefold() if isinstance(v, str) else v
+    return lambda v: v
+
+
+_OPS = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
+}
+
+
+def compile_filter(ast, resolve: Resolver) -> tuple[Callable[[dict], bool], set[str]]:
+    """Compile to ``predicate(row_dict)``; also returns the referenced property names."""
+    used: set[str] = set()
+
+    def c(node) -> Callable[[dict], Any]:
+        tag = node[0]
+        if tag == "and":
+            a, b = c(node[1]), c(node[2])
+            return lambda r: bool(a(r)) and bool(b(r))
+        if tag == "or":
+            a, b = c(node[1]), c(node[2])
+            return lambda r: bool(a(r)) or bool(b(r))
+        if tag == "not":
+            a = c(node[1])
+            return lambda r: not a(r)
+        if tag == "prop":
+            get, kind = resolve(node[1])
+            used.add(node[1])
+            if kind != "bool":
+                raise bad_request(f"The $filter expression must evaluate to a single boolean value.")
+            return lambda r: get(r) is True
+        if tag == "lit":
+            raise bad_request("The $filter expression must evaluate to a single boolean value.")
+        if tag == "func":
+            name, args = node[1], node[2]
+            if len(args) != 2 or args[0][0] != "prop" or args[1][0] != "lit":
+                raise bad_request(f"The '{name}' function requires a property and a string literal.")
+            get, _kind = resolve(args[0][1])
+            used.add(args[0][1])
+            needle = str(args[1][2]).casefold()
+            if name == "contains":
+                return lambda r: isinstance(v := get(r), str) and needle in v.casefold()
+            if name == "startswith":
+                return lambda r: isinstance(v := get(r), str) and v.casefold().startswith(needle)
+            return lambda r: isinstance(v := get(r), str) and v.casefold().endswith(needle)
+        if tag == "cmp":
+            op, left, right = node[1], node[2], node[3]
+            if left[0] == "lit" and right[0] == "prop":
+                flip = {"gt": "lt", "lt": "gt", "ge": "le", "le": "ge"}
+                op, left, right = flip.get(op, op), right, left
+            if left[0] != "prop" or right[0] != "lit":
+                raise bad_request("Comparisons must be between a property and a literal value.")
+            get, kind = resolve(left[1])
+            used.add(left[1])
+            lit = _coerce_lit(kind, right)
+            conv = _row_conv(kind)
+            fn = _OPS[op]
+            if lit is None:
+                if op == "eq":
+                    return lambda r: get(r) is None
+                if op == "ne":
+                    return lambda r: get(r) is not None
+                return lambda r: False
+
+            def cmp(r, get=get, conv=conv, fn=fn, lit=lit, op=op):
+                v = get(r)
+                if v is None:
+                    return op == "ne"
+                try:
+                    return fn(conv(v), lit)
+                except TypeError:
+                    return False
+
+            return cmp
+        raise bad_request("Unsupported $filter expression.")
+
+    return c(ast), used
+
+
+# ---------------------------------------------------------------- $orderby / $select
+
+def parse_orderby(text: str) -> list[tuple[str, bool]]:
+    """``"modifiedon asc,accountid desc"`` -> ``[("modifiedon", False), ("accountid", True)]``."""
+    out = []
+    for part in text.split(","):
+        bits = part.strip().split()
+        if not bits or len(bits) > 2 or (len(bits) == 2 and bits[1].lower() not in ("asc", "desc")):
+            raise bad_request(f"Syntax error in $orderby '{text}'.")
+        out.append((bits[0], len(bits) == 2 and bits[1].lower() == "desc"))
+    return out
+
+
+def parse_select(text: str) -> list[str]:
+    cols = [c.strip() for c in text.split(",")]
+    if any(not c for c in cols):
+        raise bad_request(f"Syntax error in $select '{text}'.")
+    return cols
+
+
+def split_expand(text: str) -> list[tuple[str, dict[str, str]]]:
+    """``OptionSet($select=Options),GlobalOptionSet`` -> [(name, {"$select": ...}), ...]."""
+    out, depth, cur = [], 0, ""
+    for ch in text + ",":
+        if ch == "," and depth == 0:
+            cur = cur.strip()
+            if cur:
+                if "(" in cur:
+                    name, inner = cur.split("(", 1)
+                    inner = inner[:-1] if inner.endswith(")") else inner
+                    opts = {}
+                    d2, piece = 0, ""
+                    for c2 in inner + ";":
+                        if c2 == ";" and d2 == 0:
+                            if piece.strip():
+                                k, _, v = piece.strip().partition("=")
+                                opts[k] = v
+                            piece = ""
+                            continue
+                        d2 += c2 == "("
+                        d2 -= c2 == ")"
+                        piece += c2
+                    out.append((name.strip(), opts))
+                else:
+                    out.append((cur, {}))
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    return out
+
+
+# ---------------------------------------------------------------- paging cookie
+
+def _lower_pct(s: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), s)
+
+
+def encode_cookie(page: int, columns: list[tuple[str, str | None, str | None]],
+                  tracking: bool = False, extra: dict[str, str] | None = None) -> str:
+    """Build the decoded ``$skiptoken`` value.
+
+    ``columns`` = [(name, last, first)]; order columns first, primary key last (GUIDs as
+    ``{UPPER}``). The inner cookie is URL-encoded twice (lower-case hex, as Dataverse does)."""
+    attrs = "".join(f" {k}={quoteattr(v)}" for k, v in (extra or {}).items())
+    inner = f'<cookie page="{page - 1}"{attrs}>'
+    for name, last, first in columns:
+        if last is None:
+            inner += f'<{name} lastnull="1" first={quoteattr(first or "")} />'
+        else:
+            inner += f"<{name} last={quoteattr(last)} first={quoteattr(first or '')} />"
+    inner += "</cookie>"
+    once = _lower_pct(urllib.parse.quote(inner, safe="-_.!~*()'"))
+    twice = _lower_pct(urllib.parse.quote(once, safe="-_.!~*()'"))
+    return (f'<cookie pagenumber="{page}" pagingcookie="{twice}" '
+            f'istracking="{"True" if tracking else "False"}" />')
+
+
+def skiptoken_param(cookie: str) -> str:
+    """URL-encode the cookie for ``$skiptoken=`` (so a verbatim nextLink decodes to it)."""
+    return urllib.parse.quote(cookie, safe="=")
+
+
+_OUTER = re.compile(r'^<cookie pagenumber="(\d+)" pagingcookie="([^"]*)"(?: istracking="(True|False)")? ?/>$')
+
+
+def decode_cookie(token: str) -> tuple[int, dict[str, str], list[tuple[str, str | None]], bool]:
+    """Parse a decoded ``$skiptoken`` -> (pagenumber, inner attrs, [(col, last)], istracking)."""
+    m = _OUTER.match(token.strip())
+    if not m:
+        raise bad_request("The $skiptoken value is not a valid paging cookie. Follow "
+                          "@odata.nextLink verbatim; it is already URL-encoded.",
+                          code="0x80040203")
+    page, pc, tracking = int(m.group(1)), m.group(2), m.group(3) == "True"
+    inner = urllib.parse.unquote(urllib.parse.unquote(pc))
+    try:
+        root = ET.fromstring(inner)
+    except ET.ParseError:
+        raise bad_request("The paging cookie in $skiptoken is malformed.", code="0x80040203") from None
+    if root.tag != "cookie":
+        raise bad_request("The paging cookie in $skiptoken is malformed.", code="0x80040203")
+    cols = [(el.tag, None if el.get("lastnull") == "1" else el.get("last")) for el in root]
+    return page, dict(root.attrib), cols, tracking

@@ -1,0 +1,40 @@
+"""pytest fixtures for the emulator.
+
+``emulator``: one session-wide instance with the default sizes (cheap to share because tests
+that mutate data should use their own instance). ``make_emulator``: factory for tests that
+need specific sizes or knobs; every instance it creates is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from . import Emulator
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator().start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., Emulator]]:
+    started: list[Emulator] = []
+
+    def factory(rows: dict[str, int] | None = None, **kw: Any) -> Emulator:
+        emu = Emulator(rows=rows, **kw).start()
+        started.append(emu)
+        return emu
+
+    try:
+        yield factory
+    finally:
+        for emu in started:
+            emu.stop()

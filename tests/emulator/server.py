@@ -1,0 +1,85 @@
+"""HTTPS server: ``ThreadingHTTPServer`` + ``ssl`` with HTTP/1.1 keep-alive.
+
+Why so plain: the tap under test uses ``requests``/MSAL over real TLS, so the emulator must
+speak real HTTPS, keep connections alive (every response carries ``Content-Length``) and
+serve concurrent requests (one thread per connection) so tests can observe the tap's
+in-flight concurrency. The TLS handshake runs in the connection's thread, not in the accept
+loop, so a slow client cannot stall the server.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    timeout = 300
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, hdrs, payload = self.server.app.handle(self.command, self.path, headers, body)
+        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        head = [f"HTTP/1.1 {status} {reason}"]
+        head += [f"{k}: {v}" for k, v in hdrs]
+        head.append(f"Content-Length: {len(payload)}")
+        if self.close_connection:
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if len(payload) < 65536:
+            self.wfile.write(data + payload)
+        else:
+            self.wfile.write(data)
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, host: str, port: int, app: Any, cert_path: str, key_path: str):
+        super().__init__((host, port), Handler)
+        self.app = app
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert_path, key_path)
+        self.ssl_context = ctx
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.ssl_context.wrap_socket(sock, server_side=True,
+                                            do_handshake_on_connect=False), addr
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(30)
+            request.do_handshake()
+            request.settimeout(None)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # client disconnects mid-response are normal in tests
+
+
+def serve_in_thread(server: EmulatorServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                         name="dynamics-emulator", daemon=True)
+    t.start()
+    return t

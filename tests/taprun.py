@@ -1,0 +1,99 @@
+"""Run tap-dynamics as a real process (its console script) and collect its Singer output."""
+
+from __future__ import annotations
+
+import decimal
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import typing as t
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TAP = str(Path(sys.executable).parent / "tap-dynamics")
+
+
+@dataclass
+class TapRun:
+    """Everything one tap process wrote."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict[str, t.Any]] = field(default_factory=list)
+
+    def records(self, stream: str | None = None) -> list[dict[str, t.Any]]:
+        """RECORD payloads, optionally of one stream."""
+        return [
+            m["record"]
+            for m in self.messages
+            if m.get("type") == "RECORD" and (stream is None or m.get("stream") == stream)
+        ]
+
+    def schemas(self) -> dict[str, dict[str, t.Any]]:
+        """Last SCHEMA message per stream."""
+        return {m["stream"]: m for m in self.messages if m.get("type") == "SCHEMA"}
+
+    @property
+    def last_state(self) -> dict[str, t.Any] | None:
+        """The value of the last STATE message."""
+        states = [m["value"] for m in self.messages if m.get("type") == "STATE"]
+        return states[-1] if states else None
+
+    @property
+    def catalog(self) -> dict[str, t.Any]:
+        """The discovery output (for --discover runs)."""
+        return json.loads(self.stdout)
+
+
+def parse_messages(stdout: str) -> list[dict[str, t.Any]]:
+    """Singer messages, one JSON object per line (numbers with decimals as Decimal: lossless)."""
+    return [json.loads(line, parse_float=decimal.Decimal) for line in stdout.splitlines() if line.strip()]
+
+
+def write_json(directory: Path, name: str, value: object) -> str:
+    """Write ``value`` as JSON into ``directory`` and return the path."""
+    path = directory / name
+    path.write_text(json.dumps(value))
+    return str(path)
+
+
+def run_tap(
+    config: dict[str, t.Any],
+    *args: str,
+    state: dict[str, t.Any] | None = None,
+    catalog: dict[str, t.Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> TapRun:
+    """Run ``tap-dynamics --config … [args]`` and parse what it printed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        argv = [TAP, "--config", write_json(directory, "config.json", config), *args]
+        if state is not None:
+            argv += ["--state", write_json(directory, "state.json", state)]
+        if catalog is not None:
+            argv += ["--catalog", write_json(directory, "catalog.json", catalog)]
+        result = subprocess.run(  # noqa: S603
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+    run = TapRun(result.returncode, result.stdout, result.stderr)
+    if "--discover" not in args and "--about" not in args:
+        run.messages = parse_messages(result.stdout)
+    return run
+
+
+def select_streams(catalog: dict[str, t.Any], names: t.Iterable[str]) -> dict[str, t.Any]:
+    """Mark only ``names`` as selected in a discovered catalog."""
+    wanted = set(names)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in wanted
+    return catalog
