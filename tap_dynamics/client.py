@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from singer_sdk.streams import Stream
 
+from tap_dynamics.summary import RunSummary
 from tap_dynamics.errors import (
     AuthError,
     ConnectionProblem,
@@ -90,7 +91,7 @@ class _Retry(Exception):
 
 @dataclass
 class RequestStats:
-    """Counters for the run summary (shared by all threads; updated under a lock)."""
+    """Counters for the whole run (shared by all threads; updated under a lock)."""
 
     requests: int = 0
     retries: int = 0
@@ -106,13 +107,17 @@ class DataverseClient:
     BACKOFF_BASE = 1.0
     BACKOFF_CAP = 60.0
 
-    def __init__(self, settings: Settings, tokens: TokenProvider) -> None:
+    def __init__(self, settings: Settings, tokens: TokenProvider, summary: RunSummary | None = None) -> None:
         self.settings = settings
         self.tokens = tokens
         self.origin = settings.url
         self.stats = RequestStats()
+        self.summary = summary if summary is not None else RunSummary()
         self._stats_lock = threading.Lock()
         self._local = threading.local()
+        # The global in-flight cap: every HTTP request of the run (discovery, pages of all
+        # streams, prefetches) holds one slot while on the wire.
+        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -142,11 +147,13 @@ class DataverseClient:
             )
             raise SecurityError(msg)
 
-    def _count(self, *, retry: bool = False, throttled: float = 0.0) -> None:
+    def _count(self, table: str | None = None, *, retry: bool = False, throttled: float = 0.0) -> None:
         with self._stats_lock:
             self.stats.requests += 0 if retry else 1
             self.stats.retries += 1 if retry else 0
             self.stats.throttled_seconds += throttled
+        if retry:
+            self.summary.add(table, retries=1, throttled_seconds=throttled)
 
     # -- requests ---------------------------------------------------------------------------------
     def get_json(
@@ -170,7 +177,7 @@ class DataverseClient:
                 refreshed = True
                 self.tokens.invalidate()
                 LOGGER.info("Access token rejected (401); getting a fresh one and resending")
-                self._count(retry=True)
+                self._count(table, retry=True)
             except _Retry as retry:
                 if retry.throttled:
                     wait = retry.wait if retry.wait is not None else self.DEFAULT_RETRY_AFTER
@@ -183,7 +190,7 @@ class DataverseClient:
                         raise DataverseError(msg, status=429, table=table) from None
                     throttled += wait
                     LOGGER.warning("%sthrottled (429); waiting %.1f s as Retry-After asks", _where(table), wait)
-                    self._count(retry=True, throttled=wait)
+                    self._count(table, retry=True, throttled=wait)
                     time.sleep(wait)
                     continue
                 if attempt >= self.MAX_ATTEMPTS:
@@ -194,7 +201,7 @@ class DataverseClient:
                     "%s%s; retrying in %.1f s (attempt %d of %d)",
                     _where(table), retry.reason, wait, attempt + 1, self.MAX_ATTEMPTS,
                 )
-                self._count(retry=True)
+                self._count(table, retry=True)
                 time.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
@@ -213,13 +220,16 @@ class DataverseClient:
             request_headers.update(headers)
         request_headers["Authorization"] = f"Bearer {self.tokens.token()}"
         try:
-            response = self.session.get(
-                url,
-                headers=request_headers,
-                timeout=self.settings.request_timeout,
-                verify=self.settings.verify,
-                allow_redirects=False,
-            )
+            with self._slots:
+                response = self.session.get(
+                    url,
+                    headers=request_headers,
+                    timeout=self.settings.request_timeout,
+                    verify=self.settings.verify,
+                    allow_redirects=False,
+                )
+                # Read the body while holding the slot: the transfer is part of the request.
+                response.content  # noqa: B018
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "

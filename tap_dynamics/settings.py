@@ -119,6 +119,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description="Rows per page requested with Prefer: odata.maxpagesize (1-5000)",
     ),
     th.Property(
+        "max_concurrency",
+        th.IntegerType,
+        default=8,
+        title="Max concurrency",
+        description=(
+            "Most HTTP requests in flight at once, across everything the tap does (Dataverse "
+            "allows 52 per user; keep well under it)"
+        ),
+    ),
+    th.Property(
         "request_timeout",
         th.IntegerType,
         default=300,
@@ -147,6 +157,7 @@ class Settings:
     entities: tuple[str, ...] | None
     page_size: int
     request_timeout: int
+    max_concurrency: int = 8
 
     @property
     def api_base(self) -> str:
@@ -289,4 +300,5 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         entities=tuple(e.strip().lower() for e in entities) if entities else None,
         page_size=_int_setting(config, "page_size", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE),
         request_timeout=_int_setting(config, "request_timeout", 300, 1, 3600),
+        max_concurrency=_int_setting(config, "max_concurrency", 8, 1, 32),
     )

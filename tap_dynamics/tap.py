@@ -36,6 +36,7 @@ from tap_dynamics.errors import (
     TapDynamicsError,
 )
 from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
+from tap_dynamics.summary import FAILED
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -91,7 +92,7 @@ class TapDynamics(Tap):
         self._set_compatible_replication_methods()
         if self.state:
             self._state_writer.write_state(self.state)
-        failed: list[tuple[str, str]] = []
+        summary = self.client.summary
         for stream in self.streams.values():
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
@@ -100,20 +101,22 @@ class TapDynamics(Tap):
                 stream.sync()
             except DataverseError as exc:
                 self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
-                failed.append((stream.name, str(exc)))
+                entry = summary.stream(stream.name)
+                entry.status = FAILED
+                entry.note = str(exc)[:200]
                 continue
             stream.finalize_state_progress_markers()
         stats = self.client.stats
         self.logger.info(
-            "Run summary: %d requests, %d retries, %.1f s throttled, %d table(s) failed",
+            "Run summary (%d requests, %d retries, %.1f s throttled):\n%s",
             stats.requests,
             stats.retries,
             stats.throttled_seconds,
-            len(failed),
+            summary.table(),
         )
-        if failed:
-            names = ", ".join(name for name, _ in failed)
-            msg = f"{len(failed)} table(s) failed and were skipped: {names} (see the warnings above)"
+        if summary.failed:
+            names = ", ".join(s.name for s in summary.failed)
+            msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
             raise StreamsFailed(msg)
 
 

@@ -10,6 +10,7 @@ resumes from its last STATE without losing a row.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import typing as t
 
 from tap_dynamics.client import DynamicsStream
@@ -67,6 +68,18 @@ class EntityStream(DynamicsStream):
         self._boundary_value: t.Any = None
         self._boundary: dict[str, t.Any] = {}
         self._state: dict[str, t.Any] = {}
+        self._emitted = 0
+
+    def sync(self, context: Context | None = None) -> None:
+        """Sync the table, recording rows and timing in the run summary."""
+        summary = self.client.summary.stream(self.name)
+        summary.started = time.monotonic()
+        self._emitted = 0
+        try:
+            super().sync(context)
+        finally:
+            summary.rows += self._emitted
+            summary.finished = time.monotonic()
 
     @property
     def is_sorted(self) -> bool:
@@ -102,11 +115,14 @@ class EntityStream(DynamicsStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Read every page of the table (or of its changes since the bookmark)."""
+        summary = self.client.summary.stream(self.name)
+        summary.method = "INCREMENTAL" if self.replication_key else "FULL_TABLE"
         if self.replication_key:
             self._start_boundary(context)
         url = self.client.url(self.path, self.query_options(context))
         prefer = f"odata.maxpagesize={self.settings.page_size}"
         for page in self.client.iter_pages(url, prefer=prefer, table=self.name):
+            summary.pages += 1
             yield from page.records
 
     def _start_boundary(self, context: Context | None) -> None:
@@ -140,6 +156,7 @@ class EntityStream(DynamicsStream):
         etag = row.pop("@odata.etag", None)
         if self.replication_key and self._already_emitted(row, etag):
             return None
+        self._emitted += 1
         for name in self._multi_select:
             value = row.get(name)
             if isinstance(value, str):
