@@ -9,6 +9,8 @@ before any network call is made.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import json
 import os
 import re
 import typing as t
@@ -112,6 +114,27 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "replication",
+        th.ObjectType(additional_properties=th.StringType),
+        title="Replication per table",
+        description=(
+            "Replication method per table logical name (globs allowed): change_tracking, "
+            "full_table, modifiedon, versionnumber, or another date-time column such as "
+            "createdon, e.g. {\"audit\": \"createdon\", \"new_*\": \"full_table\"}. Default: change "
+            "tracking where the table has it enabled, else modifiedon, else full table."
+        ),
+    ),
+    th.Property(
+        "lookback_seconds",
+        th.IntegerType,
+        default=0,
+        title="Lookback seconds",
+        description=(
+            "Re-read this many seconds before the bookmark of date-time cursors, to catch rows "
+            "committed late (duplicates are possible, losses are not)"
+        ),
+    ),
+    th.Property(
         "page_size",
         th.IntegerType,
         default=MAX_PAGE_SIZE,
@@ -158,6 +181,18 @@ class Settings:
     page_size: int
     request_timeout: int
     max_concurrency: int = 8
+    replication: tuple[tuple[str, str], ...] = ()
+    lookback_seconds: int = 0
+
+    def replication_for(self, logical_name: str) -> str | None:
+        """The configured method for a table: an exact name wins over the first matching glob."""
+        for pattern, method in self.replication:
+            if pattern == logical_name:
+                return method
+        for pattern, method in self.replication:
+            if fnmatch.fnmatchcase(logical_name, pattern):
+                return method
+        return None
 
     @property
     def api_base(self) -> str:
@@ -257,6 +292,26 @@ def _int_setting(config: t.Mapping[str, t.Any], name: str, default: int, lo: int
     return number
 
 
+def _replication(value: t.Any) -> tuple[tuple[str, str], ...]:
+    """Parse the per-table replication map (a JSON string is accepted from env vars)."""
+    if value in (None, "", {}):
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        msg = (
+            "setting 'replication' must map table names to a method, e.g. "
+            '{"account": "change_tracking", "audit": "createdon"}'
+        )
+        raise ConfigError(msg)
+    return tuple((k.strip().lower(), v.strip().lower()) for k, v in value.items())
+
+
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Validate ``config`` and return typed settings, or raise :class:`ConfigError`."""
     url = _normalise_https_url("url", _require(config, "url", "set it to your org URL, e.g. https://myorg.crm.dynamics.com"))
@@ -301,4 +356,6 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         page_size=_int_setting(config, "page_size", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE),
         request_timeout=_int_setting(config, "request_timeout", 300, 1, 3600),
         max_concurrency=_int_setting(config, "max_concurrency", 8, 1, 32),
+        replication=_replication(config.get("replication")),
+        lookback_seconds=_int_setting(config, "lookback_seconds", 0, 0, 7 * 24 * 3600),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import typing as t
 from functools import cached_property
 
@@ -27,7 +28,7 @@ from tap_dynamics.dataverse.metadata import (
     list_entities,
     select_entities,
 )
-from tap_dynamics.dataverse.streams import EntityStream
+from tap_dynamics.dataverse.streams import EntityStream, choose_method
 from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_CRASH,
@@ -82,7 +83,15 @@ class TapDynamics(Tap):
         else:
             tables = discover_tables(self.client, select_entities(entities, settings.entities))
         return [
-            EntityStream(self, client=self.client, entity=table.entity, schema=table.schema)
+            EntityStream(
+                self,
+                client=self.client,
+                entity=table.entity,
+                schema=table.schema,
+                method=choose_method(
+                    table.entity, table.schema, settings.replication_for(table.entity.logical_name)
+                ),
+            )
             for table in tables
         ]
 
@@ -97,14 +106,19 @@ class TapDynamics(Tap):
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
                 continue
+            entry = summary.stream(stream.name)
+            entry.started = time.monotonic()
             try:
                 stream.sync()
             except DataverseError as exc:
                 self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
-                entry = summary.stream(stream.name)
                 entry.status = FAILED
                 entry.note = str(exc)[:200]
                 continue
+            finally:
+                entry.finished = time.monotonic()
+                entry.rows += getattr(stream, "rows_emitted", 0)
+                entry.deletes += getattr(stream, "deletes_emitted", 0)
             stream.finalize_state_progress_markers()
         stats = self.client.stats
         self.logger.info(

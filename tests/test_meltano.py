@@ -54,3 +54,30 @@ def test_meltano_invokes_the_tap(tmp_path: Path) -> None:
     ensure_plugins(env)
     result = meltano("invoke", "tap-dynamics", "--about", "--format=json", env=env)
     assert '"client_secret"' in result.stdout
+
+
+def test_three_runs_with_deletes_end_equal_to_the_org(make_emulator, tmp_path: Path) -> None:
+    """Change tracking through Meltano into DuckDB (hard deletes): the warehouse equals the org."""
+    emu = make_emulator(rows={"account": 3000, "contact": 800, "systemuser": 10})
+    env = {**_env(emu, tmp_path), "TARGET_DUCKDB_HARD_DELETE": "true"}
+    ensure_plugins(env)
+    warehouse = tmp_path / "warehouse.duckdb"
+    meltano("run", "tap-dynamics", "target-duckdb", env=env)
+    for round_ in range(2):
+        emu.advance_clock(300)
+        for i in range(5):
+            emu.insert("account", {"name": f"Round {round_} new {i}"})
+        for row in emu.rows("account")[round_ * 10 : round_ * 10 + 4]:
+            emu.update("account", row["accountid"], {"name": f"Round {round_} renamed"})
+        for row in emu.rows("account")[500 + round_ * 7 : 503 + round_ * 7]:
+            emu.delete("account", row["accountid"])
+        for row in emu.rows("contact")[:2]:
+            emu.delete("contact", row["contactid"])
+        meltano("run", "tap-dynamics", "target-duckdb", env=env)
+
+    truth = {r["accountid"]: r["name"] for r in emu.rows("account")}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        got = dict(con.execute("select accountid, name from dynamics.account").fetchall())
+        contacts = {r[0] for r in con.execute("select contactid from dynamics.contact").fetchall()}
+    assert got == truth
+    assert contacts == {r["contactid"] for r in emu.rows("contact")}

@@ -15,6 +15,9 @@ from pathlib import Path
 from tests.taprun import TAP, run_tap, select_streams, write_json
 
 
+MODIFIEDON = {"account": "modifiedon"}
+
+
 def test_discovery_describes_tables_faithfully(emulator) -> None:
     run = run_tap(emulator.tap_config(), "--discover")
     assert run.returncode == 0, run.stderr
@@ -23,9 +26,13 @@ def test_discovery_describes_tables_faithfully(emulator) -> None:
 
     account = streams["account"]
     assert account["key_properties"] == ["accountid"]
-    assert account["replication_key"] == "modifiedon"
+    # account has change tracking enabled: that is its default method; systemuser does not.
+    root = next(m["metadata"] for m in account["metadata"] if m["breadcrumb"] == [])
+    assert root["forced-replication-method"] == "LOG_BASED"
+    assert streams["systemuser"]["replication_key"] == "modifiedon"
     props = account["schema"]["properties"]
-    assert props["accountid"] == {"type": ["string"], "format": "uuid"} or props["accountid"]["format"] == "uuid"
+    assert props["accountid"]["format"] == "uuid"
+    assert props["_sdc_deleted_at"]["format"] == "date-time"
     assert props["_primarycontactid_value"]["format"] == "uuid"
     assert props["_ownerid_value"]["format"] == "uuid"
     assert "primarycontactid" not in props and "primarycontactidname" not in props
@@ -38,7 +45,7 @@ def test_discovery_describes_tables_faithfully(emulator) -> None:
     assert streams["systemuser"]["key_properties"] == ["systemuserid"]
     # Every declared column is one the emulator really serves.
     served = set(emulator.rows("account")[0])
-    assert set(props) <= served | {"@odata.etag"}
+    assert set(props) <= served | {"@odata.etag", "_sdc_deleted_at"}
 
 
 def test_paging_returns_every_row_exactly_once(make_emulator) -> None:
@@ -85,7 +92,7 @@ def test_bookmark_is_inclusive(emulator) -> None:
     rows = emulator.rows("account")
     boundary = _second_with_many_rows(rows)
     state = {"bookmarks": {"account": {"replication_key": "modifiedon", "replication_key_value": boundary}}}
-    run = run_tap({**emulator.tap_config(), "entities": ["account"]}, state=state)
+    run = run_tap({**emulator.tap_config(), "entities": ["account"], "replication": MODIFIEDON}, state=state)
     assert run.returncode == 0, run.stderr
     expected = {r["accountid"] for r in rows if r["modifiedon"] >= boundary}
     got = {r["accountid"] for r in run.records("account")}
@@ -95,7 +102,7 @@ def test_bookmark_is_inclusive(emulator) -> None:
 
 def test_second_run_emits_only_changed_rows(make_emulator) -> None:
     emu = make_emulator(rows={"account": 3000, "contact": 50, "systemuser": 5})
-    config = {**emu.tap_config(), "entities": ["account", "contact"]}
+    config = {**emu.tap_config(), "entities": ["account", "contact"], "replication": {"*": "modifiedon"}}
     first = run_tap(config)
     assert first.returncode == 0, first.stderr
     assert len(first.records("account")) == 3000
@@ -120,7 +127,7 @@ def test_second_run_emits_only_changed_rows(make_emulator) -> None:
 
 def test_killed_run_resumes_without_losing_rows(make_emulator, tmp_path: Path) -> None:
     emu = make_emulator(rows={"account": 20000, "contact": 1, "systemuser": 1})
-    config = {**emu.tap_config(), "entities": ["account"], "page_size": 1000}
+    config = {**emu.tap_config(), "entities": ["account"], "page_size": 1000, "replication": MODIFIEDON}
     config_path = write_json(tmp_path, "config.json", config)
     out = tmp_path / "out.jsonl"
     with out.open("w") as sink:

@@ -1,10 +1,24 @@
-"""Table streams for the Dataverse Web API.
+"""Table streams for the Dataverse Web API, with every replication method Dataverse supports.
 
 One :class:`EntityStream` per table. Rows are read with ``$select`` of the selected columns and
-``Prefer: odata.maxpagesize``, following ``@odata.nextLink`` verbatim. Tables with ``modifiedon``
-are incremental: ``$filter=modifiedon ge <bookmark>`` (inclusive, because many rows share a second)
-and ``$orderby=modifiedon asc,<pk> asc`` so the bookmark only moves forward and an interrupted run
-resumes from its last STATE without losing a row.
+``Prefer: odata.maxpagesize``, following ``@odata.nextLink`` verbatim. Per table the method is:
+
+* **change tracking** (Singer ``LOG_BASED``; default where the table has ``ChangeTrackingEnabled``):
+  the first run reads everything with ``Prefer: odata.track-changes`` and keeps the
+  ``@odata.deltaLink``; later runs follow it and get new/changed rows plus ``$deletedEntity``
+  stubs, emitted as records carrying the key and ``_sdc_deleted_at``. An expired token is
+  re-baselined with a full read (as a new table version, with ``ACTIVATE_VERSION``).
+* **a cursor column** (Singer ``INCREMENTAL``): ``modifiedon`` by default (or any date-time column,
+  e.g. ``createdon`` for append-only tables, or ``versionnumber``):
+  ``$filter=<col> ge <bookmark>`` — inclusive, because many rows share a second — ordered by
+  ``<col>, <pk>``; rows the previous run already emitted at the bookmark second are dropped by
+  key and version. ``versionnumber`` is unique, so it uses ``gt``.
+* **full table** (``FULL_TABLE``): every row each run, as a new table version closed by an
+  ``ACTIVATE_VERSION`` message so targets can drop rows that vanished.
+
+State is checkpointed after every page (the generator only runs again once the SDK has written
+the previous page's records), including the in-flight ``nextLink``, so a run killed at any point
+resumes without re-reading the table and without losing rows.
 """
 
 from __future__ import annotations
@@ -14,21 +28,35 @@ import time
 import typing as t
 
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.errors import ConfigError, DataverseError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from singer_sdk.helpers.types import Context
 
-    from tap_dynamics.client import DataverseClient
+    from tap_dynamics.client import DataverseClient, Page
     from tap_dynamics.dataverse.metadata import EntityInfo
 
-INCREMENTAL_KEY = "modifiedon"
+CHANGE_TRACKING = "change_tracking"
+FULL_TABLE = "full_table"
+DEFAULT_CURSOR = "modifiedon"
+VERSION_CURSOR = "versionnumber"
+DELETED_AT = "_sdc_deleted_at"
+DELETED_AT_SCHEMA = {"type": ["string", "null"], "format": "date-time"}
+
 # State key holding {primary key: etag} of the rows emitted at the bookmark's exact second. The
 # next run's inclusive `ge` filter returns them again; they are dropped unless their version
 # (etag) changed. Capped: beyond it, boundary rows are re-emitted (duplicates, never losses).
 BOUNDARY_KEY = "boundary_etags"
 MAX_BOUNDARY_KEYS = 1000
+# Resumable paging: the link of the next page to read, the delta link, the table version.
+NEXT_LINK_KEY = "next_link"
+DELTA_LINK_KEY = "delta_link"
+VERSION_KEY = "table_version"
+PHASE_KEY = "phase"
+
+EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", "0x80044352")
 
 
 def odata_datetime(value: dt.datetime) -> str:
@@ -38,10 +66,56 @@ def odata_datetime(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _is_multi_select(schema: dict[str, t.Any]) -> bool:
+def utc_now_iso() -> str:
+    """Now, as an ISO-8601 UTC timestamp (when a change was read)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _types(schema: dict[str, t.Any]) -> list[str]:
     types = schema.get("type")
-    types = types if isinstance(types, list) else [types]
-    return "array" in types and (schema.get("items") or {}).get("type") == "integer"
+    return types if isinstance(types, list) else [types]
+
+
+def _is_multi_select(schema: dict[str, t.Any]) -> bool:
+    return "array" in _types(schema) and (schema.get("items") or {}).get("type") == "integer"
+
+
+def choose_method(entity: EntityInfo, schema: dict[str, t.Any], requested: str | None) -> str:
+    """The replication method (or cursor column) for a table.
+
+    Default: change tracking where the table has it, else ``modifiedon``, else full table. A
+    ``replication`` setting entry overrides it, and is checked against the table's metadata so a
+    typo fails at discovery with one line rather than silently syncing in full.
+    """
+    properties = schema.get("properties", {})
+    if requested is None:
+        if entity.change_tracking:
+            return CHANGE_TRACKING
+        return DEFAULT_CURSOR if DEFAULT_CURSOR in properties else FULL_TABLE
+    if requested in (CHANGE_TRACKING, FULL_TABLE):
+        if requested == CHANGE_TRACKING and not entity.change_tracking:
+            msg = (
+                f"setting 'replication' asks for change tracking on table {entity.logical_name}, "
+                "which does not have it enabled — enable 'Track changes' on the table in Power Apps "
+                "(Table properties > Advanced options) or use modifiedon"
+            )
+            raise ConfigError(msg)
+        return requested
+    column = properties.get(requested)
+    if column is None:
+        msg = (
+            f"setting 'replication' names column {requested!r} as the cursor of table "
+            f"{entity.logical_name}, which has no such column — use change_tracking, full_table, "
+            "modifiedon, versionnumber or a date-time column"
+        )
+        raise ConfigError(msg)
+    if requested != VERSION_CURSOR and column.get("format") != "date-time":
+        msg = (
+            f"setting 'replication': column {requested!r} of table {entity.logical_name} is not a "
+            "date-time column; cursors must be date-times (e.g. createdon) or versionnumber"
+        )
+        raise ConfigError(msg)
+    return requested
 
 
 class EntityStream(DynamicsStream):
@@ -54,12 +128,23 @@ class EntityStream(DynamicsStream):
         client: DataverseClient,
         entity: EntityInfo,
         schema: dict[str, t.Any],
+        method: str | None = None,
     ) -> None:
+        method = method or choose_method(entity, schema, None)
+        if method == CHANGE_TRACKING and DELETED_AT not in schema.get("properties", {}):
+            schema = {**schema, "properties": {**schema["properties"], DELETED_AT: DELETED_AT_SCHEMA}}
         super().__init__(tap, client=client, name=entity.logical_name, schema=schema)
         self.entity = entity
         self.primary_keys = (entity.primary_id,)
+        if method == CHANGE_TRACKING:
+            self.replication_key = None
+            self.forced_replication_method = "LOG_BASED"
+        elif method == FULL_TABLE:
+            self.replication_key = None
+            self.forced_replication_method = "FULL_TABLE"
+        else:
+            self.replication_key = method
         properties = self.schema.get("properties", {})
-        self.replication_key = INCREMENTAL_KEY if INCREMENTAL_KEY in properties else None
         # A STATE message per page: a killed run loses at most one page of progress.
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
@@ -68,23 +153,23 @@ class EntityStream(DynamicsStream):
         self._boundary_value: t.Any = None
         self._boundary: dict[str, t.Any] = {}
         self._state: dict[str, t.Any] = {}
-        self._emitted = 0
+        self.rows_emitted = 0
+        self.deletes_emitted = 0
 
-    def sync(self, context: Context | None = None) -> None:
-        """Sync the table, recording rows and timing in the run summary."""
-        summary = self.client.summary.stream(self.name)
-        summary.started = time.monotonic()
-        self._emitted = 0
-        try:
-            super().sync(context)
-        finally:
-            summary.rows += self._emitted
-            summary.finished = time.monotonic()
+    # -- what to read ---------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        """The effective method, after any catalog override (the catalog may change it)."""
+        if self.replication_method == "LOG_BASED":
+            return CHANGE_TRACKING
+        if self.replication_method == "INCREMENTAL" and self.replication_key:
+            return self.replication_key
+        return FULL_TABLE
 
     @property
     def is_sorted(self) -> bool:
-        """Incremental reads are ordered by the bookmark, so state can advance mid-stream."""
-        return self.replication_key is not None
+        """Cursor reads are ordered by the cursor, so the bookmark can advance mid-stream."""
+        return self.method not in (CHANGE_TRACKING, FULL_TABLE)
 
     @property
     def path(self) -> str:
@@ -92,42 +177,170 @@ class EntityStream(DynamicsStream):
         return self.entity.entity_set
 
     def selected_columns(self) -> list[str]:
-        """Columns for ``$select``: the selected properties, plus the key and bookmark."""
+        """Columns for ``$select``: the selected properties, plus the key and the cursor."""
         required = {self.entity.primary_id, self.replication_key}
         return [
             name
             for name in self.schema.get("properties", {})
-            if name in required or self.mask.get(("properties", name), True)
+            if name != DELETED_AT and (name in required or self.mask.get(("properties", name), True))
         ]
 
     def query_options(self, context: Context | None) -> dict[str, str]:
-        """``$select``, and for incremental tables the inclusive ``$filter`` and stable ``$orderby``."""
+        """``$select``; for cursor reads the inclusive ``$filter`` and a stable ``$orderby``."""
         options = {"$select": ",".join(self.selected_columns())}
         pk = self.entity.primary_id
-        if self.replication_key:
-            start = self.get_starting_timestamp(context)
-            if start is not None:
-                options["$filter"] = f"{self.replication_key} ge {odata_datetime(start)}"
-            options["$orderby"] = f"{self.replication_key} asc,{pk} asc"
-        else:
+        method = self.method
+        if method == CHANGE_TRACKING:
+            return options  # tracking forbids $filter/$orderby/$top/$expand
+        if method == FULL_TABLE:
             options["$orderby"] = f"{pk} asc"
+            return options
+        if method == VERSION_CURSOR:
+            start = self.get_starting_replication_key_value(context)
+            if start is not None:
+                options["$filter"] = f"{method} gt {int(start)}"
+            options["$orderby"] = f"{method} asc"
+            return options
+        start_ts = self.get_starting_timestamp(context)
+        if start_ts is not None:
+            lookback = dt.timedelta(seconds=self.settings.lookback_seconds)
+            options["$filter"] = f"{method} ge {odata_datetime(start_ts - lookback)}"
+        options["$orderby"] = f"{method} asc,{pk} asc"
         return options
 
+    def _prefer(self, *, tracking: bool = False) -> str:
+        size = f"odata.maxpagesize={self.settings.page_size}"
+        return f"odata.track-changes,{size}" if tracking else size
+
+    # -- reading --------------------------------------------------------------------------------
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """Read every page of the table (or of its changes since the bookmark)."""
+        """Read the table according to its method, checkpointing state after every page."""
+        self._state = self.get_context_state(context)
         summary = self.client.summary.stream(self.name)
-        summary.method = "INCREMENTAL" if self.replication_key else "FULL_TABLE"
-        if self.replication_key:
-            self._start_boundary(context)
-        url = self.client.url(self.path, self.query_options(context))
-        prefer = f"odata.maxpagesize={self.settings.page_size}"
+        method = self.method
+        summary.method = {CHANGE_TRACKING: "CHANGE_TRACKING", FULL_TABLE: "FULL_TABLE"}.get(
+            method, f"INCREMENTAL({method})"
+        )
+        if method == CHANGE_TRACKING:
+            yield from self._read_changes()
+        elif method == FULL_TABLE:
+            yield from self._read_full(self.client.url(self.path, self.query_options(context)))
+        else:
+            if method != VERSION_CURSOR:
+                self._start_boundary()
+            url = self.client.url(self.path, self.query_options(context))
+            if method != VERSION_CURSOR and self.settings.lookback_seconds:
+                # Rows from the lookback window come before the old bookmark; let the bookmark
+                # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
+                self._state.pop("replication_key_value", None)
+            for page in self._pages(url, self._prefer()):
+                yield from page.records
+
+    def _pages(self, url: str, prefer: str) -> Iterator[Page]:
+        summary = self.client.summary.stream(self.name)
         for page in self.client.iter_pages(url, prefer=prefer, table=self.name):
             summary.pages += 1
-            yield from page.records
+            yield page
 
-    def _start_boundary(self, context: Context | None) -> None:
+    def _checkpoint(self, **values: t.Any) -> None:
+        """Update this stream's state and write a STATE message.
+
+        Called between pages, when the generator resumes: every record before this point has
+        already been written by the SDK, so the state never runs ahead of the output.
+        """
+        for key, value in values.items():
+            if value is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = value
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+    def _read_full(self, first_url: str) -> Iterator[dict[str, t.Any]]:
+        """One full pass as a table version; resumes from the in-flight nextLink."""
+        next_link = self._state.get(NEXT_LINK_KEY)
+        version = self._state.get(VERSION_KEY)
+        if not (next_link and version):
+            next_link, version = None, int(time.time() * 1000)
+            if self._state.get("last_version") is None:
+                # First ever sync: activate the version at once so the target creates the table.
+                self._stream_version = version
+                self._write_activate_version_message(version)
+        self._stream_version = version
+        self._checkpoint(**{VERSION_KEY: version, NEXT_LINK_KEY: next_link})
+        for page in self._pages(next_link or first_url, self._prefer()):
+            yield from page.records
+            self._checkpoint(**{NEXT_LINK_KEY: page.next_link})
+        # The whole table has been emitted as `version`: targets may now drop older rows.
+        self._write_activate_version_message(version)
+        self._checkpoint(**{VERSION_KEY: None, NEXT_LINK_KEY: None, "last_version": version})
+
+    def _read_changes(self) -> Iterator[dict[str, t.Any]]:
+        """Change tracking: the initial read, or the changes since the stored delta link."""
+        next_link = self._state.get(NEXT_LINK_KEY)
+        delta_link = self._state.get(DELTA_LINK_KEY)
+        phase = self._state.get(PHASE_KEY)
+        if next_link:  # resume paging where a killed run stopped
+            yield from self._track(next_link, phase or "delta")
+            return
+        if not delta_link:
+            yield from self._track(self._initial_url(), "initial")
+            return
+        try:
+            yield from self._track(delta_link, "delta")
+        except DataverseError as exc:
+            if not _is_expired_token(exc):
+                raise
+            self.logger.warning(
+                "Table %s: the change-tracking token has expired (%s); re-baselining with a full "
+                "read. Targets that honour ACTIVATE_VERSION will drop rows deleted meanwhile.",
+                self.name,
+                exc,
+            )
+            self.client.summary.stream(self.name).note = "re-baselined: change-tracking token expired"
+            self._checkpoint(**{DELTA_LINK_KEY: None})
+            yield from self._track(self._initial_url(), "rebaseline")
+
+    def _initial_url(self) -> str:
+        return self.client.url(self.path, {"$select": ",".join(self.selected_columns())})
+
+    def _track(self, url: str, phase: str) -> Iterator[dict[str, t.Any]]:
+        """Follow one tracked sequence of pages to its delta link."""
+        pk = self.entity.primary_id
+        full_pass = phase in ("initial", "rebaseline")
+        version = self._state.get(VERSION_KEY) if phase == "rebaseline" else None
+        if phase == "rebaseline" and version is None:
+            version = int(time.time() * 1000)
+        self._stream_version = version
+        self._checkpoint(**{PHASE_KEY: phase, VERSION_KEY: version})
+        prefer = self._prefer(tracking=full_pass)
+        for page in self._pages(url, prefer):
+            read_at = utc_now_iso()
+            for row in page.records:
+                if _is_deleted_entity(row):
+                    key = row.get("id")
+                    if key is None:
+                        continue
+                    self.deletes_emitted += 1
+                    yield {pk: key, DELETED_AT: read_at}
+                else:
+                    yield row
+            if page.next_link:
+                self._checkpoint(**{NEXT_LINK_KEY: page.next_link})
+            else:
+                if not page.delta_link:
+                    msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
+                    raise DataverseError(msg, table=self.name)
+                if version is not None:
+                    self._write_activate_version_message(version)
+                self._stream_version = None
+                self._checkpoint(
+                    **{NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
+                )
+
+    # -- boundary dedupe for date-time cursors ---------------------------------------------------
+    def _start_boundary(self) -> None:
         """Load the previous run's boundary rows, and keep them in the new state until superseded."""
-        self._state = self.get_context_state(context)
         bookmark = self._state.get("replication_key_value")
         previous = self._state.get(BOUNDARY_KEY) if bookmark is not None else None
         self._seen_value = bookmark
@@ -152,13 +365,25 @@ class EntityStream(DynamicsStream):
         return False
 
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        """Drop rows the last run already emitted, OData annotations, and split multi-selects."""
+        """Drop rows the last run already emitted and OData annotations; split multi-selects."""
+        if DELETED_AT in row:
+            return row
         etag = row.pop("@odata.etag", None)
-        if self.replication_key and self._already_emitted(row, etag):
+        if self.is_sorted and self.method != VERSION_CURSOR and self._already_emitted(row, etag):
             return None
-        self._emitted += 1
         for name in self._multi_select:
             value = row.get(name)
             if isinstance(value, str):
                 row[name] = [int(part) for part in value.split(",") if part.strip()]
+        self.rows_emitted += 1
         return row
+
+
+def _is_deleted_entity(row: dict[str, t.Any]) -> bool:
+    context = row.get("@odata.context")
+    return isinstance(context, str) and context.endswith("/$deletedEntity")
+
+
+def _is_expired_token(exc: DataverseError) -> bool:
+    text = str(exc)
+    return exc.status == 400 and any(marker in text for marker in EXPIRED_TOKEN_MARKERS)
