@@ -135,6 +135,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "first_load_windows",
+        th.IntegerType,
+        default=4,
+        title="First-load windows",
+        description=(
+            "On the first load of a big table with a date-time cursor, read this many "
+            "time windows of it concurrently (1 disables)"
+        ),
+    ),
+    th.Property(
         "page_size",
         th.IntegerType,
         default=MAX_PAGE_SIZE,
@@ -183,6 +193,7 @@ class Settings:
     max_concurrency: int = 8
     replication: tuple[tuple[str, str], ...] = ()
     lookback_seconds: int = 0
+    first_load_windows: int = 4
 
     def replication_for(self, logical_name: str) -> str | None:
         """The configured method for a table: an exact name wins over the first matching glob."""
@@ -358,4 +369,5 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         max_concurrency=_int_setting(config, "max_concurrency", 8, 1, 32),
         replication=_replication(config.get("replication")),
         lookback_seconds=_int_setting(config, "lookback_seconds", 0, 0, 7 * 24 * 3600),
+        first_load_windows=_int_setting(config, "first_load_windows", 4, 1, 32),
     )

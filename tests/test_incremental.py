@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.taprun import TAP, run_tap, write_json
 
 
@@ -180,16 +182,16 @@ def test_full_table_resumes_from_the_in_flight_page(make_emulator) -> None:
 class Mutator(threading.Thread):
     """Keeps inserting, updating and deleting account rows while the tap runs."""
 
-    def __init__(self, emu, rng: random.Random) -> None:
+    def __init__(self, emu, rng: random.Random, *, deletes: bool = True) -> None:
         super().__init__(daemon=True)
-        self.emu, self.rng, self.stop = emu, rng, threading.Event()
+        self.emu, self.rng, self.stop, self.deletes = emu, rng, threading.Event(), deletes
         self.ids = [r["accountid"] for r in emu.rows("account")]
 
     def step(self) -> None:
         action = self.rng.random()
         if action < 0.4:
             self.ids.append(self.emu.insert("account", {"name": f"Chaos {self.rng.random():.6f}"})["accountid"])
-        elif action < 0.8 and self.ids:
+        elif (action < 0.8 or not self.deletes) and self.ids:
             self.emu.update("account", self.rng.choice(self.ids), {"telephone1": f"{self.rng.randrange(10**6)}"})
         elif self.ids:
             victim = self.ids.pop(self.rng.randrange(len(self.ids)))
@@ -236,14 +238,23 @@ def _apply(table: dict[str, dict], messages: list[dict], pk: str) -> None:
             table[record[pk]] = record
 
 
-def test_kill_and_resume_under_activity_loses_nothing(make_emulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "replication",
+    [
+        pytest.param({}, id="change-tracking"),
+        # modifiedon cannot see deletes; its first load is read in concurrent time windows.
+        pytest.param({"account": "modifiedon"}, id="modifiedon-windows"),
+    ],
+)
+def test_kill_and_resume_under_activity_loses_nothing(make_emulator, tmp_path: Path, replication: dict) -> None:
     rng = random.Random(20261122)
     page = 2000
     emu = make_emulator(rows={"account": 50000, "contact": 5, "systemuser": 3})
-    config_path = write_json(tmp_path, "config.json", {**emu.tap_config(), "entities": ["account"], "page_size": page})
+    config = {**emu.tap_config(), "entities": ["account"], "page_size": page, "replication": replication}
+    config_path = write_json(tmp_path, "config.json", config)
     warehouse: dict[str, dict] = {}
     state = None
-    mutator = Mutator(emu, rng)
+    mutator = Mutator(emu, rng, deletes=not replication)
     mutator.start()
     kills = 0
     try:
@@ -273,3 +284,37 @@ def test_kill_and_resume_under_activity_loses_nothing(make_emulator, tmp_path: P
     for key, row in truth.items():
         assert warehouse[key]["telephone1"] == row["telephone1"]
         assert warehouse[key]["versionnumber"] == row["versionnumber"]
+
+
+def test_first_load_in_windows_reads_every_row_once(make_emulator) -> None:
+    emu = make_emulator(rows={"account": 12000, "contact": 5, "systemuser": 3})
+    config = {**emu.tap_config(), "entities": ["account"], "page_size": 1000, "replication": {"account": "modifiedon"}}
+    emu.reset_stats()
+    first = run_tap(config)
+    assert first.returncode == 0, first.stderr
+    assert "reading 4 time windows concurrently" in first.stderr
+    ids = [r["accountid"] for r in first.records("account")]
+    assert len(ids) == len(set(ids)) == 12000
+    windowed_states = [m["value"]["bookmarks"]["account"] for m in first.messages if m["type"] == "STATE"]
+    assert any("windows" in s for s in windowed_states)
+    final = first.last_state["bookmarks"]["account"]
+    assert "windows" not in final
+    assert final["replication_key_value"] == max(r["modifiedon"] for r in emu.rows("account"))
+    assert emu.stats()["max_in_flight"] >= 2
+    second = run_tap(config, state=first.last_state)
+    assert second.returncode == 0, second.stderr
+    assert second.records() == []
+    emu.advance_clock(5)
+    emu.update("account", ids[0], {"name": "After windows"})
+    third = run_tap(config, state=second.last_state)
+    assert [r["accountid"] for r in third.records()] == [ids[0]]
+
+
+def test_small_tables_and_disabled_windows_read_in_one_sequence(make_emulator) -> None:
+    emu = make_emulator(rows={"account": 12000, "contact": 5, "systemuser": 3})
+    config = {**emu.tap_config(), "entities": ["account"], "page_size": 1000,
+              "replication": {"account": "modifiedon"}, "first_load_windows": 1}
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    assert "time windows" not in run.stderr
+    assert len(run.records()) == 12000

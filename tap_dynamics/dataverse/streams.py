@@ -56,6 +56,8 @@ DELTA_LINK_KEY = "delta_link"
 VERSION_KEY = "table_version"
 PHASE_KEY = "phase"
 
+WINDOWS_KEY = "windows"
+
 EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", "0x80044352")
 
 
@@ -78,6 +80,32 @@ def _types(schema: dict[str, t.Any]) -> list[str]:
 
 def _is_multi_select(schema: dict[str, t.Any]) -> bool:
     return "array" in _types(schema) and (schema.get("items") or {}).get("type") == "integer"
+
+
+class Boundary:
+    """The rows emitted at the latest cursor value, as {primary key: etag}.
+
+    ``accept`` says whether a row must be emitted: rows that a previous read already emitted at
+    its bookmark value, in the same version, are not. The etags it keeps are what the next read
+    needs to do the same, so they go into the state.
+    """
+
+    def __init__(self, value: t.Any, etags: t.Any) -> None:
+        self.seen_value = value
+        self.seen: dict[str, t.Any] = dict(etags) if value is not None and isinstance(etags, dict) else {}
+        self.value = value
+        self.etags: dict[str, t.Any] = dict(self.seen)
+
+    def accept(self, value: t.Any, key: t.Any, etag: t.Any) -> bool:
+        """Record ``key`` as emitted at ``value``; False if it was already emitted unchanged."""
+        if etag is not None and value == self.seen_value and self.seen.get(key) == etag:
+            return False
+        if value != self.value:
+            self.value = value
+            self.etags = {}
+        if len(self.etags) < MAX_BOUNDARY_KEYS:
+            self.etags[key] = etag
+        return True
 
 
 def choose_method(entity: EntityInfo, schema: dict[str, t.Any], requested: str | None) -> str:
@@ -148,11 +176,8 @@ class EntityStream(DynamicsStream):
         # A STATE message per page: a killed run loses at most one page of progress.
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
-        self._seen_value: t.Any = None
-        self._seen_boundary: dict[str, t.Any] = {}
-        self._boundary_value: t.Any = None
-        self._boundary: dict[str, t.Any] = {}
         self._state: dict[str, t.Any] = {}
+        self._windowed = False
         self.rows_emitted = 0
         self.deletes_emitted = 0
 
@@ -168,8 +193,12 @@ class EntityStream(DynamicsStream):
 
     @property
     def is_sorted(self) -> bool:
-        """Cursor reads are ordered by the cursor, so the bookmark can advance mid-stream."""
-        return self.method not in (CHANGE_TRACKING, FULL_TABLE)
+        """Cursor reads are ordered by the cursor, so the bookmark can advance mid-stream.
+
+        Not while time windows of a first load are read concurrently: rows then interleave, and
+        each window keeps its own bookmark in the state instead.
+        """
+        return not self._windowed and self.method not in (CHANGE_TRACKING, FULL_TABLE)
 
     @property
     def path(self) -> str:
@@ -225,16 +254,157 @@ class EntityStream(DynamicsStream):
             yield from self._read_changes()
         elif method == FULL_TABLE:
             yield from self._read_full(self.client.url(self.path, self.query_options(context)))
-        else:
-            if method != VERSION_CURSOR:
-                self._start_boundary()
-            url = self.client.url(self.path, self.query_options(context))
-            if method != VERSION_CURSOR and self.settings.lookback_seconds:
-                # Rows from the lookback window come before the old bookmark; let the bookmark
-                # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
-                self._state.pop("replication_key_value", None)
-            for page in self._pages(url, self._prefer()):
+        elif method == VERSION_CURSOR:
+            for page in self._pages(self.client.url(self.path, self.query_options(context)), self._prefer()):
                 yield from page.records
+        else:
+            yield from self._read_cursor(context)
+
+    def _set_windowed(self, windowed: bool) -> None:
+        """Switch the SDK's sort check off while windows interleave (its state manager caches it)."""
+        self._windowed = windowed
+        self.state_manager._is_sorted = self.is_sorted  # noqa: SLF001 - cached at creation by the SDK
+
+    def _read_cursor(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+        """A date-time cursor: windows on a big first load, else one ordered read from the bookmark."""
+        windows = self._state.get(WINDOWS_KEY)
+        if windows is None and self._state.get("replication_key_value") is None:
+            windows = self._plan_windows(context)
+        if windows:
+            self._set_windowed(True)
+            try:
+                yield from self._read_windows(windows)
+            finally:
+                self._set_windowed(False)
+            return
+        boundary = Boundary(self._state.get("replication_key_value"), self._state.get(BOUNDARY_KEY))
+        self._state[BOUNDARY_KEY] = boundary.etags
+        url = self.client.url(self.path, self.query_options(context))
+        if self.settings.lookback_seconds:
+            # Rows from the lookback window come before the old bookmark; let the bookmark
+            # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
+            self._state.pop("replication_key_value", None)
+        yield from self._accepted(self._pages(url, self._prefer()), boundary, self._state)
+
+    def _accepted(
+        self, pages: Iterator[Page], boundary: Boundary, state: dict[str, t.Any]
+    ) -> Iterator[dict[str, t.Any]]:
+        """Rows of ``pages`` minus those already emitted; keeps ``state``'s boundary current."""
+        cursor, pk = self.replication_key, self.entity.primary_id
+        for page in pages:
+            for row in page.records:
+                if boundary.accept(row.get(cursor), row.get(pk), row.get("@odata.etag")):
+                    state[BOUNDARY_KEY] = boundary.etags
+                    yield row
+
+    # -- first loads in concurrent time windows -------------------------------------------------
+    def _plan_windows(self, context: Context | None) -> list[dict[str, t.Any]] | None:
+        """Split a big first load into time windows of the cursor, or None for a small table.
+
+        The table's size comes from RetrieveTotalRecordCount (a cheap, cached count), the range
+        from the smallest and largest cursor values. The last window is open-ended, so rows
+        changed during the load move into it and are still read.
+        """
+        count = self.settings.first_load_windows
+        if count < 2:
+            return None
+        total = self._total_rows()
+        if total is None or total <= 2 * self.settings.page_size:
+            return None
+        start = self.get_starting_timestamp(context)
+        low, high = self._cursor_extreme("asc", start), self._cursor_extreme("desc", start)
+        if low is None or high is None or high <= low:
+            return None
+        count = min(count, -(-total // self.settings.page_size))
+        step = (high - low) / count
+        edges = [low + step * i for i in range(count)]
+        bounds = [odata_datetime(edge) for edge in edges]
+        if len(set(bounds)) < len(bounds):
+            return None  # the range is too narrow to split by whole seconds
+        windows = [
+            {"lo": bounds[i], "hi": bounds[i + 1] if i + 1 < count else None, "bookmark": None,
+             "boundary": {}, "done": False}
+            for i in range(count)
+        ]
+        if start is None:
+            windows[0]["lo"] = None  # the first window also takes rows whose cursor is null
+        self.logger.info("First load of %s: reading %d time windows concurrently", self.name, count)
+        self._checkpoint(**{WINDOWS_KEY: windows})
+        return windows
+
+    def _total_rows(self) -> int | None:
+        url = self.client.url(f"RetrieveTotalRecordCount(EntityNames=['{self.entity.logical_name}'])")
+        try:
+            payload, _ = self.client.get_json(url, table=self.name)
+        except DataverseError as exc:
+            self.logger.info("Table %s: no record count (%s); reading it in one sequence", self.name, exc)
+            return None
+        values = (payload.get("EntityRecordCountCollection") or {}).get("Values") or []
+        return int(values[0]) if values and isinstance(values[0], int) else None
+
+    def _cursor_extreme(self, direction: str, start: dt.datetime | None) -> dt.datetime | None:
+        cursor = self.replication_key
+        options = {"$select": cursor, "$orderby": f"{cursor} {direction}", "$top": "1"}
+        if start is not None:
+            options["$filter"] = f"{cursor} ge {odata_datetime(start)}"
+        elif direction == "asc":
+            options["$filter"] = f"{cursor} ne null"
+        payload, _ = self.client.get_json(self.client.url(self.path, options), table=self.name)
+        rows = payload.get("value") or []
+        value = rows[0].get(cursor) if rows and isinstance(rows[0], dict) else None
+        if not isinstance(value, str):
+            return None
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    def _window_url(self, window: dict[str, t.Any]) -> str:
+        cursor, pk = self.replication_key, self.entity.primary_id
+        low = window.get("bookmark") or window.get("lo")
+        parts = []
+        if low is not None:
+            parts.append(f"{cursor} ge {low}")
+        if window.get("hi") is not None:
+            parts.append(f"{cursor} lt {window['hi']}")
+        where = " and ".join(parts)
+        if window.get("lo") is None and window.get("bookmark") is None:
+            where = f"({cursor} eq null or {where})" if where else ""
+        options = {"$select": ",".join(self.selected_columns()), "$orderby": f"{cursor} asc,{pk} asc"}
+        if where:
+            options["$filter"] = where
+        return self.client.url(self.path, options)
+
+    def _read_windows(self, windows: list[dict[str, t.Any]]) -> Iterator[dict[str, t.Any]]:
+        """Read the windows concurrently; each page's rows are emitted, then its window checkpointed."""
+        from tap_dynamics.parallel import interleave
+
+        cursor, pk = self.replication_key, self.entity.primary_id
+        pending = [w for w in windows if not w.get("done")]
+        trackers = [Boundary(w.get("bookmark"), w.get("boundary")) for w in pending]
+        prefer = self._prefer()
+        summary = self.client.summary.stream(self.name)
+
+        def sequence(window: dict[str, t.Any]) -> t.Callable[[], Iterator[Page]]:
+            url = self._window_url(window)
+            return lambda: self.client.iter_pages(url, prefer=prefer, table=self.name)
+
+        for index, page in interleave([sequence(w) for w in pending], buffer=2):
+            tracker = trackers[index]
+            for row in page.records:
+                if tracker.accept(row.get(cursor), row.get(pk), row.get("@odata.etag")):
+                    yield row
+            summary.pages += 1
+            window = pending[index]
+            if tracker.value is not None:
+                window["bookmark"], window["boundary"] = tracker.value, tracker.etags
+            window["done"] = page.next_link is None
+            self._checkpoint(**{WINDOWS_KEY: windows})
+        # Every window is complete: one bookmark again, at the newest row read.
+        values = [w["bookmark"] for w in windows if w.get("bookmark") is not None]
+        last = max(values) if values else None
+        etags: dict[str, t.Any] = {}
+        for window in windows:
+            if last is not None and window.get("bookmark") == last:
+                etags.update(window.get("boundary") or {})
+        self._checkpoint(**{WINDOWS_KEY: None, "replication_key": cursor, "replication_key_value": last, BOUNDARY_KEY: etags})
 
     def _pages(self, url: str, prefer: str) -> Iterator[Page]:
         summary = self.client.summary.stream(self.name)
@@ -338,39 +508,11 @@ class EntityStream(DynamicsStream):
                     **{NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
                 )
 
-    # -- boundary dedupe for date-time cursors ---------------------------------------------------
-    def _start_boundary(self) -> None:
-        """Load the previous run's boundary rows, and keep them in the new state until superseded."""
-        bookmark = self._state.get("replication_key_value")
-        previous = self._state.get(BOUNDARY_KEY) if bookmark is not None else None
-        self._seen_value = bookmark
-        self._seen_boundary = dict(previous) if isinstance(previous, dict) else {}
-        self._boundary_value = bookmark
-        self._boundary = dict(self._seen_boundary)
-        self._state[BOUNDARY_KEY] = self._boundary
-
-    def _already_emitted(self, row: dict[str, t.Any], etag: t.Any) -> bool:
-        """True for a row the previous run emitted at its bookmark second, in this same version."""
-        assert self.replication_key is not None
-        value = row.get(self.replication_key)
-        key = row.get(self.entity.primary_id)
-        if etag is not None and value == self._seen_value and self._seen_boundary.get(key) == etag:
-            return True
-        if value != self._boundary_value:
-            self._boundary_value = value
-            self._boundary = {}
-            self._state[BOUNDARY_KEY] = self._boundary
-        if len(self._boundary) < MAX_BOUNDARY_KEYS:
-            self._boundary[key] = etag
-        return False
-
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
         """Drop rows the last run already emitted and OData annotations; split multi-selects."""
         if DELETED_AT in row:
             return row
-        etag = row.pop("@odata.etag", None)
-        if self.is_sorted and self.method != VERSION_CURSOR and self._already_emitted(row, etag):
-            return None
+        row.pop("@odata.etag", None)
         for name in self._multi_select:
             value = row.get(name)
             if isinstance(value, str):
