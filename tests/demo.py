@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO_ROWS = {"account": 20000, "contact": 5000, "systemuser": 50}
+if os.environ.get("DEMO_ROWS"):  # e.g. DEMO_ROWS=account=2000,contact=500,systemuser=5 (tests)
+    DEMO_ROWS = {k: int(v) for k, v in (p.split("=") for p in os.environ["DEMO_ROWS"].split(","))}
 
 
 class EmulatorProcess:
@@ -132,6 +134,7 @@ def main() -> int:
         env = {
             **emulator.tap_env(),
             "TARGET_DUCKDB_PATH": str(warehouse),
+            "TARGET_DUCKDB_HARD_DELETE": "true",  # change-tracking deletes remove rows
             "MELTANO_DATABASE_URI": f"sqlite:///{output / 'demo-meltano.db'}",
         }
         (output / "demo-meltano.db").unlink(missing_ok=True)
@@ -151,6 +154,9 @@ def main() -> int:
         emulator.control("POST", "clock/advance", {"seconds": 3600})
         for _ in range(3):
             emulator.control("POST", "tables/account/rows", {})
+        doomed = emulator.control("GET", "tables/account/rows")["value"][:2]
+        for row in doomed:
+            emulator.control("DELETE", f"tables/account/rows/{row['accountid']}")
         some = emulator.control("GET", "tables/contact/rows")["value"][:2]
         for row in some:
             emulator.control("PATCH", f"tables/contact/rows/{row['contactid']}", {"jobtitle": "Chief Demo Officer"})
@@ -162,8 +168,8 @@ def main() -> int:
             officers = con.execute(
                 "select count(*) from dynamics.contact where jobtitle = 'Chief Demo Officer'"
             ).fetchone()[0]
-        print("\nIncremental run after inserting 3 accounts and updating 2 contacts:")  # noqa: T201
-        print(f"  account rows in DuckDB: {counts.get('account', 0)} (was {truth['account']})")  # noqa: T201
+        print("\nIncremental run after inserting 3 accounts, deleting 2 and updating 2 contacts:")  # noqa: T201
+        print(f"  account rows in DuckDB: {counts.get('account', 0)} (was {truth['account']}; +3 -2)")  # noqa: T201
         print(f"  contacts updated to 'Chief Demo Officer' in DuckDB: {officers}")  # noqa: T201
     print(f"\nWarehouse: {warehouse.relative_to(ROOT)} (schema 'dynamics')")  # noqa: T201
     return 0
