@@ -23,10 +23,13 @@ from tap_dynamics.auth import build_token_provider
 from tap_dynamics.client import DataverseClient
 from tap_dynamics.dataverse.metadata import (
     DiscoveredTable,
+    MetadataCache,
     discover_tables,
+    entities_fingerprint,
     list_entities,
     select_entities,
 )
+from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.dataverse.streams import EntityStream
 from tap_dynamics.errors import (
     EXIT_CONFIG,
@@ -72,6 +75,8 @@ class TapDynamics(Tap):
             by_name = {e.logical_name: e for e in entities}
             tables: list[DiscoveredTable] = []
             for entry in self.input_catalog.streams:
+                if entry.tap_stream_id in METADATA_STREAM_NAMES:
+                    continue
                 entity = by_name.get(entry.tap_stream_id)
                 if entity is None:
                     self.logger.warning(
@@ -80,11 +85,23 @@ class TapDynamics(Tap):
                     continue
                 tables.append(DiscoveredTable(entity, entry.schema.to_dict()))
         else:
-            tables = discover_tables(self.client, select_entities(entities, settings.entities))
-        return [
+            chosen = select_entities(entities, settings.entities, settings.exclude_entities)
+            cache = None
+            if settings.metadata_cache_path:
+                cache = MetadataCache(
+                    settings.metadata_cache_path,
+                    settings.api_base,
+                    settings.metadata_cache_ttl,
+                    entities_fingerprint(entities),
+                )
+            tables = discover_tables(self.client, chosen, annotations=settings.annotations, cache=cache)
+        streams: list[Stream] = [
             EntityStream(self, client=self.client, entity=table.entity, schema=table.schema)
             for table in tables
         ]
+        known = [table.entity for table in tables]
+        streams += [cls(self, client=self.client, tables=lambda: known) for cls in METADATA_STREAMS]
+        return streams
 
     def sync_all(self) -> None:
         """Sync every selected stream; a failing table is skipped and reported, not fatal."""

@@ -14,6 +14,7 @@ import time
 import typing as t
 
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -94,10 +95,12 @@ class EntityStream(DynamicsStream):
     def selected_columns(self) -> list[str]:
         """Columns for ``$select``: the selected properties, plus the key and bookmark."""
         required = {self.entity.primary_id, self.replication_key}
+        properties = self.schema.get("properties", {})
         return [
             name
-            for name in self.schema.get("properties", {})
-            if name in required or self.mask.get(("properties", name), True)
+            for name in properties
+            if (name in required or self.mask.get(("properties", name), True))
+            and not is_annotation_column(name, properties)
         ]
 
     def query_options(self, context: Context | None) -> dict[str, str]:
@@ -121,6 +124,8 @@ class EntityStream(DynamicsStream):
             self._start_boundary(context)
         url = self.client.url(self.path, self.query_options(context))
         prefer = f"odata.maxpagesize={self.settings.page_size}"
+        if self.settings.annotations:
+            prefer += f",{ANNOTATIONS_PREFER}"
         for page in self.client.iter_pages(url, prefer=prefer, table=self.name):
             summary.pages += 1
             yield from page.records
@@ -157,6 +162,8 @@ class EntityStream(DynamicsStream):
         if self.replication_key and self._already_emitted(row, etag):
             return None
         self._emitted += 1
+        if self.settings.annotations:
+            rename_annotations(row)
         for name in self._multi_select:
             value = row.get(name)
             if isinstance(value, str):
