@@ -100,7 +100,20 @@ def entity_json(td: T.TableDef) -> dict:
 ENTITY_PROPS = list(entity_json(T.account_def()).keys())
 
 
+_ATTR_JSON: dict[tuple[str, str, int], dict] = {}
+
+
 def attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
+    """An attribute's metadata as served (memoised: metadata is static, and the org-size mode
+    serves 150,000 attributes; callers get a shallow copy they may extend)."""
+    key = (td.logical, a.logical, col)
+    cached = _ATTR_JSON.get(key)
+    if cached is None:
+        cached = _ATTR_JSON[key] = _attr_json(td, a, col)
+    return dict(cached)
+
+
+def _attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
     d = {
         "@odata.type": f"#{T.NS}.{a.md_type}",
         "MetadataId": T.stable_guid("attr", td.logical, a.logical), "HasChanged": None,
