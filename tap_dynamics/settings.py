@@ -168,6 +168,54 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Request timeout",
         description="Seconds to wait for one HTTP response before retrying it",
     ),
+    th.Property(
+        "exclude_entities",
+        th.ArrayType(th.StringType),
+        title="Excluded tables",
+        description=(
+            "Logical names of tables to leave out, globs allowed (e.g. [\"msdyn_*\", "
+            "\"adx_*\"]); applied after 'entities'"
+        ),
+    ),
+    th.Property(
+        "annotations",
+        th.BooleanType,
+        default=False,
+        title="Labels and lookup tables",
+        description=(
+            "Also extract formatted values (choice labels, lookup display names, formatted "
+            "money/dates) as <column>__formatted and lookup target tables as "
+            "_<lookup>_value__lookuplogicalname columns"
+        ),
+    ),
+    th.Property(
+        "label_languages",
+        th.ArrayType(th.IntegerType),
+        title="Label languages",
+        description=(
+            "Language codes (LCIDs, e.g. [1033, 1031]) of the labels in option_set_labels. "
+            "Default: every language installed in the org"
+        ),
+    ),
+    th.Property(
+        "metadata_cache_path",
+        th.StringType,
+        title="Metadata cache file",
+        description=(
+            "File where discovered table schemas are cached between runs, so scheduled syncs do "
+            "not rediscover. Default: no cache"
+        ),
+    ),
+    th.Property(
+        "metadata_cache_ttl",
+        th.IntegerType,
+        default=86400,
+        title="Metadata cache TTL",
+        description=(
+            "Seconds a cached table schema is reused before it is read again (the cache is also "
+            "dropped when the org's table list changes)"
+        ),
+    ),
 ).to_dict()
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -194,6 +242,12 @@ class Settings:
     replication: tuple[tuple[str, str], ...] = ()
     lookback_seconds: int = 0
     first_load_windows: int = 4
+
+    exclude_entities: tuple[str, ...] = ()
+    annotations: bool = False
+    label_languages: tuple[int, ...] | None = None
+    metadata_cache_path: str | None = None
+    metadata_cache_ttl: int = 86400
 
     def replication_for(self, logical_name: str) -> str | None:
         """The configured method for a table: an exact name wins over the first matching glob."""
@@ -370,4 +424,58 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         replication=_replication(config.get("replication")),
         lookback_seconds=_int_setting(config, "lookback_seconds", 0, 0, 7 * 24 * 3600),
         first_load_windows=_int_setting(config, "first_load_windows", 4, 1, 32),
+        **_schema_settings(config),
     )
+
+
+def _name_list(config: t.Mapping[str, t.Any], name: str) -> tuple[str, ...]:
+    value = config.get(name)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(e, str) and e.strip() for e in value):
+        msg = f"setting '{name}' must be a list of table logical names (globs allowed)"
+        raise ConfigError(msg)
+    return tuple(e.strip().lower() for e in value)
+
+
+def _bool_setting(config: t.Mapping[str, t.Any], name: str, default: bool) -> bool:
+    value = config.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0"}:
+        return value.strip().lower() in {"true", "1"}
+    msg = f"setting '{name}' must be true or false (got {value!r})"
+    raise ConfigError(msg)
+
+
+def _languages(value: t.Any) -> tuple[int, ...] | None:
+    if value in (None, "", []):
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        codes = tuple(int(str(p).strip()) for p in parts if not isinstance(p, bool))
+    except (TypeError, ValueError):
+        codes = ()
+    if not isinstance(parts, list | tuple | str) or len(codes) != len(parts) or not all(0 < c < 100000 for c in codes):
+        msg = f"setting 'label_languages' must be a list of language codes such as [1033, 1031] (got {value!r})"
+        raise ConfigError(msg)
+    return codes
+
+
+def _schema_settings(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The discovery/label settings (issue 4), validated the same way as the others."""
+    cache = config.get("metadata_cache_path")
+    if cache is not None and (not isinstance(cache, str) or not cache.strip()):
+        msg = "setting 'metadata_cache_path' must be a file path, e.g. .meltano/tap-dynamics-metadata.json"
+        raise ConfigError(msg)
+    return {
+        "exclude_entities": _name_list(config, "exclude_entities"),
+        "annotations": _bool_setting(config, "annotations", False),
+        "label_languages": _languages(config.get("label_languages")),
+        "metadata_cache_path": os.path.expanduser(cache.strip()) if cache else None,
+        "metadata_cache_ttl": _int_setting(config, "metadata_cache_ttl", 86400, 0, 365 * 86400),
+    }

@@ -24,10 +24,13 @@ from tap_dynamics.auth import build_token_provider
 from tap_dynamics.client import DataverseClient
 from tap_dynamics.dataverse.metadata import (
     DiscoveredTable,
+    MetadataCache,
     discover_tables,
+    entities_fingerprint,
     list_entities,
     select_entities,
 )
+from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.dataverse.streams import EntityStream, choose_method
 from tap_dynamics.errors import (
     EXIT_CONFIG,
@@ -65,6 +68,14 @@ class TapDynamics(Tap):
         """The run's one HTTP client (token cache, connection pools, counters)."""
         return DataverseClient(self.settings, build_token_provider(self.settings))
 
+    @property
+    def catalog_dict(self) -> dict:
+        """The catalog, built once: the SDK builds it for the stream-map setup and again for
+        ``--discover``; on a 1,000-table org each build costs seconds and a few hundred MB."""
+        if self.input_catalog is None:
+            return t.cast("dict", self.catalog.to_dict())
+        return super().catalog_dict
+
     def discover_streams(self) -> list[Stream]:
         """One stream per table: from the input catalog when given, else from the org's metadata."""
         settings = self.settings
@@ -73,6 +84,8 @@ class TapDynamics(Tap):
             by_name = {e.logical_name: e for e in entities}
             tables: list[DiscoveredTable] = []
             for entry in self.input_catalog.streams:
+                if entry.tap_stream_id in METADATA_STREAM_NAMES:
+                    continue
                 entity = by_name.get(entry.tap_stream_id)
                 if entity is None:
                     self.logger.warning(
@@ -81,8 +94,17 @@ class TapDynamics(Tap):
                     continue
                 tables.append(DiscoveredTable(entity, entry.schema.to_dict()))
         else:
-            tables = discover_tables(self.client, select_entities(entities, settings.entities))
-        return [
+            chosen = select_entities(entities, settings.entities, settings.exclude_entities)
+            cache = None
+            if settings.metadata_cache_path:
+                cache = MetadataCache(
+                    settings.metadata_cache_path,
+                    settings.api_base,
+                    settings.metadata_cache_ttl,
+                    entities_fingerprint(entities),
+                )
+            tables = discover_tables(self.client, chosen, annotations=settings.annotations, cache=cache)
+        streams: list[Stream] = [
             EntityStream(
                 self,
                 client=self.client,
@@ -94,6 +116,9 @@ class TapDynamics(Tap):
             )
             for table in tables
         ]
+        known = [table.entity for table in tables]
+        streams += [cls(self, client=self.client, tables=lambda: known) for cls in METADATA_STREAMS]
+        return streams
 
     def sync_all(self) -> None:
         """Sync every selected stream; a failing table is skipped and reported, not fatal."""

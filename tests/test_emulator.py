@@ -213,13 +213,18 @@ def test_entity_definitions(emu):
     r = get(emu, API + "/EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute,"
                        "ChangeTrackingEnabled,TableType&$filter=IsValidForAdvancedFind eq true")
     vals = {v["LogicalName"]: v for v in r.json()["value"]}
-    assert set(vals) == {"account", "contact", "systemuser"}
+    assert set(vals) == {"account", "contact", "systemuser", "new_internalqueueitem",
+                         "new_externalorder", "new_sensorreading", "new_account_contact",
+                         "new_payrollentry"}
+    assert vals["new_externalorder"]["TableType"] == "Virtual"
+    assert vals["new_sensorreading"]["TableType"] == "Elastic"
     assert vals["account"]["EntitySetName"] == "accounts" and vals["account"]["MetadataId"]
     assert vals["systemuser"]["ChangeTrackingEnabled"] is False
     assert set(vals["account"]) == {"LogicalName", "EntitySetName", "PrimaryIdAttribute",
                                     "ChangeTrackingEnabled", "TableType", "MetadataId"}
     r = get(emu, API + "/EntityDefinitions?$select=LogicalName&$filter=OwnershipType eq "
-                       "Microsoft.Dynamics.CRM.OwnershipTypes'UserOwned' and not (LogicalName eq 'contact')")
+                       "Microsoft.Dynamics.CRM.OwnershipTypes'UserOwned' and not (LogicalName eq 'contact')"
+                       " and IsCustomEntity eq false")
     assert [v["LogicalName"] for v in r.json()["value"]] == ["account"]
     one = get(emu, API + "/EntityDefinitions(LogicalName='account')").json()
     assert one["DisplayName"]["UserLocalizedLabel"]["Label"] == "Account"
@@ -235,7 +240,7 @@ def test_attributes_and_casts(emu):
     attrs = r.json()["value"]
     readable = [a for a in attrs if a["IsValidForRead"] and a["IsValidODataAttribute"] and not a["AttributeOf"]
                 and a["AttributeTypeName"]["Value"] not in ("ImageType", "FileType")]
-    assert len(readable) == 34
+    assert len(readable) == 35  # includes the standalone EntityName column new_sourcetable
     by = {a["LogicalName"]: a for a in attrs}
     assert by["new_regions"]["AttributeType"] == "Virtual"
     assert by["new_regions"]["AttributeTypeName"]["Value"] == "MultiSelectPicklistType"
@@ -264,7 +269,7 @@ def test_paging_12345_rows(emu):
     pages, rows, _ = read_all(emu, API + "/accounts")
     assert pages == 3 and len(rows) == 12345
     assert len({r["accountid"] for r in rows}) == 12345
-    assert len(rows[0]) == 35  # 34 columns + @odata.etag
+    assert len(rows[0]) == 36  # 35 columns + @odata.etag
 
 
 def test_cookie_shape_and_verbatim_rule(emu):

@@ -1,16 +1,27 @@
 """Dataverse metadata: which tables exist, which columns the Web API returns, and their JSON types.
 
 Discovery reads ``EntityDefinitions`` once (one unpaged call with a narrow ``$select``) and then,
-per selected table, its ``Attributes`` plus the DateTime cast (for DateOnly behaviour) — never one
-giant ``$expand=Attributes`` that runs big orgs out of memory. Per-table calls run in parallel
-within a small bound. :data:`TYPE_MAP` is the one place where Dataverse types become JSON Schema.
+per selected table, its ``Attributes`` in one call — never one giant ``$expand=Attributes`` that
+runs big orgs out of memory. The per-table call has no ``$select`` on purpose: the untyped
+``Attributes`` collection only accepts base properties in ``$select``, and DateOnly behaviour lives
+on the derived ``DateTimeAttributeMetadata``; without ``$select`` each attribute comes in its derived
+type, so one round trip per table is enough (the DateTime cast is only read when a server leaves
+``DateTimeBehavior`` out). Per-table calls run in parallel within ``max_concurrency``, and results
+are cached on disk (:class:`MetadataCache`) so scheduled syncs do not rediscover.
+
+:data:`TYPE_MAP` is the one place where Dataverse types become JSON Schema.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
+import json
 import logging
+import os
+import tempfile
+import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,11 +54,15 @@ ATTRIBUTE_SELECT = (
     "IsPrimaryId",
     "Description",
 )
-DISCOVERY_CONCURRENCY = 4
+DISCOVERY_CONCURRENCY = 4  # floor; the bound is the `max_concurrency` setting
 
 # Attribute types that are not columns of the entity set (reached through navigation, or not data).
 SKIPPED_TYPES = frozenset({"PartyList", "CalendarRules", "ManagedProperty"})
 LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
+
+
+INT32 = {"minimum": -(2**31), "maximum": 2**31 - 1}
+INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
 
 
 def _nullable(schema: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -64,19 +79,36 @@ TYPE_MAP: dict[str, dict[str, t.Any]] = {
     "Lookup": {"type": "string", "format": "uuid"},
     "Customer": {"type": "string", "format": "uuid"},
     "Owner": {"type": "string", "format": "uuid"},
-    "Integer": {"type": "integer"},
-    "BigInt": {"type": "integer"},
-    "Picklist": {"type": "integer"},
-    "State": {"type": "integer"},
-    "Status": {"type": "integer"},
+    # Edm.Int32 / Edm.Int64 bounds: they are the real ranges, and let targets pick INTEGER/BIGINT.
+    "Integer": {"type": "integer", **INT32},
+    "BigInt": {"type": "integer", **INT64},
+    "Picklist": {"type": "integer", **INT32},
+    "State": {"type": "integer", **INT32},
+    "Status": {"type": "integer", **INT32},
+    # Edm.Decimal: parsed as decimal.Decimal (client._DECODER) and written by msgspec as the exact
+    # digits the server sent, so 0.1 stays 0.1 and 922337203685477.5807 keeps every digit.
     "Decimal": {"type": "number"},
     "Money": {"type": "number"},
     "Double": {"type": "number"},
     "Boolean": {"type": "boolean"},
+    # UserLocal (a UTC instant) and TimeZoneIndependent (a wall-clock value with a Z suffix).
     "DateTime": {"type": "string", "format": "date-time"},
+    # Edm.Date "YYYY-MM-DD": kept as the string the server sent, never shifted by a time zone.
     "DateOnly": {"type": "string", "format": "date"},
-    "MultiSelectPicklistType": {"type": "array", "items": {"type": "integer"}},
+    "MultiSelectPicklistType": {"type": "array", "items": {"type": "integer", **INT32}},
 }
+
+# Types whose values Dataverse also returns as an OData.Community.Display.V1.FormattedValue
+# annotation (labels, lookup display names, money/date/number text in the user's locale).
+FORMATTED_TYPES = frozenset({
+    "Picklist", "State", "Status", "Boolean", "MultiSelectPicklistType", "Lookup", "Customer",
+    "Owner", "Money", "DateTime", "DateOnly", "Integer", "BigInt", "Decimal", "Double",
+})
+FORMATTED_VALUE = "OData.Community.Display.V1.FormattedValue"
+LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
+ANNOTATIONS_PREFER = f'odata.include-annotations="{FORMATTED_VALUE},{LOOKUP_LOGICAL_NAME}"'
+# annotation term -> column-name suffix (see README "Labels and lookup tables" for the why)
+ANNOTATION_SUFFIXES = {FORMATTED_VALUE: "__formatted", LOOKUP_LOGICAL_NAME: "__lookuplogicalname"}
 
 
 @dataclass(frozen=True)
@@ -148,29 +180,40 @@ def list_entities(client: DataverseClient) -> list[EntityInfo]:
     return sorted(entities, key=lambda e: e.logical_name)
 
 
-def select_entities(entities: list[EntityInfo], patterns: t.Sequence[str] | None) -> list[EntityInfo]:
-    """Apply the ``entities`` include globs.
+def select_entities(
+    entities: list[EntityInfo],
+    patterns: t.Sequence[str] | None,
+    exclude: t.Sequence[str] = (),
+) -> list[EntityInfo]:
+    """Apply the ``entities`` include globs, then the ``exclude_entities`` globs.
 
     Special tables (private, virtual, elastic, intersect) are only taken when named exactly, since
     they are rarely wanted and often fail to read. A name that matches nothing is an error: a typo
-    must not silently produce an empty catalog.
+    must not silently produce an empty catalog. Exclusions win over inclusions (an exact exclude
+    name that the org does not have is only a warning: excluding nothing loses no data).
     """
-    if not patterns:
-        return [e for e in entities if e.special_kind is None]
-    chosen: dict[str, EntityInfo] = {}
     by_name = {e.logical_name: e for e in entities}
-    for pattern in patterns:
-        if not any(ch in pattern for ch in "*?["):
-            if pattern not in by_name:
-                close = difflib.get_close_matches(pattern, list(by_name), n=5, cutoff=0.7)
-                hint = f" (similar: {', '.join(close)})" if close else ""
-                msg = f"setting 'entities' names table {pattern!r}, which the org does not have{hint}"
-                raise ConfigError(msg)
-            chosen[pattern] = by_name[pattern]
-            continue
-        for entity in entities:
-            if entity.special_kind is None and fnmatch.fnmatchcase(entity.logical_name, pattern):
-                chosen[entity.logical_name] = entity
+    if not patterns:
+        chosen = {e.logical_name: e for e in entities if e.special_kind is None}
+    else:
+        chosen = {}
+        for pattern in patterns:
+            if not any(ch in pattern for ch in "*?["):
+                if pattern not in by_name:
+                    close = difflib.get_close_matches(pattern, list(by_name), n=5, cutoff=0.7)
+                    hint = f" (similar: {', '.join(close)})" if close else ""
+                    msg = f"setting 'entities' names table {pattern!r}, which the org does not have{hint}"
+                    raise ConfigError(msg)
+                chosen[pattern] = by_name[pattern]
+                continue
+            for entity in entities:
+                if entity.special_kind is None and fnmatch.fnmatchcase(entity.logical_name, pattern):
+                    chosen[entity.logical_name] = entity
+    for pattern in exclude:
+        if not any(ch in pattern for ch in "*?[") and pattern not in by_name:
+            LOGGER.warning("Setting 'exclude_entities' names table %r, which the org does not have", pattern)
+        for name in [n for n in chosen if fnmatch.fnmatchcase(n, pattern)]:
+            del chosen[name]
     return sorted(chosen.values(), key=lambda e: e.logical_name)
 
 
@@ -216,49 +259,211 @@ def column_from_attribute(attr: dict[str, t.Any], date_behaviours: dict[str, str
     return ColumnInfo(name, logical, attribute_type, type_key, description, schema)
 
 
+def attributes_url(client: DataverseClient, entity: str) -> str:
+    """All attributes of one table, each in its derived type (no ``$select``: see module doc)."""
+    return client.url(f"EntityDefinitions(LogicalName='{entity}')/Attributes")
+
+
+def fetch_attributes(client: DataverseClient, entity: str) -> list[dict[str, t.Any]]:
+    """The raw attribute metadata of one table (one call, unpaged)."""
+    payload, _ = client.get_json(attributes_url(client, entity), table=entity)
+    rows = payload.get("value")
+    if not isinstance(rows, list):
+        msg = f"table {entity}: the Attributes response has no 'value' list"
+        raise DataverseError(msg, table=entity)
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def _behaviour(attr: dict[str, t.Any]) -> str | None:
+    value = attr.get("DateTimeBehavior")
+    if isinstance(value, dict):
+        value = value.get("Value")
+    return str(value) if value else None
+
+
 def fetch_columns(client: DataverseClient, entity: EntityInfo) -> list[ColumnInfo]:
-    """Columns of one table: base attribute metadata plus DateTime behaviours (two calls)."""
-    base = f"EntityDefinitions(LogicalName='{entity.logical_name}')/Attributes"
-    attrs_url = client.url(base, {"$select": ",".join(ATTRIBUTE_SELECT)})
-    dates_url = client.url(
-        f"{base}/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
-        {"$select": "LogicalName,DateTimeBehavior"},
-    )
-    attrs, _ = client.get_json(attrs_url, table=entity.logical_name)
-    dates, _ = client.get_json(dates_url, table=entity.logical_name)
-    behaviours = {
-        str(row.get("LogicalName")): str((row.get("DateTimeBehavior") or {}).get("Value"))
-        for row in dates.get("value") or []
-        if isinstance(row, dict)
-    }
+    """Columns of one table from its attribute metadata (one call; two if behaviours are missing)."""
+    attrs = fetch_attributes(client, entity.logical_name)
+    behaviours = {str(a.get("LogicalName")): b for a in attrs if (b := _behaviour(a))}
+    missing = [a for a in attrs if a.get("AttributeType") == "DateTime" and str(a.get("LogicalName")) not in behaviours]
+    if missing:
+        dates_url = client.url(
+            f"EntityDefinitions(LogicalName='{entity.logical_name}')/Attributes/"
+            "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
+            {"$select": "LogicalName,DateTimeBehavior"},
+        )
+        dates, _ = client.get_json(dates_url, table=entity.logical_name)
+        for row in dates.get("value") or []:
+            if isinstance(row, dict) and (b := _behaviour(row)):
+                behaviours[str(row.get("LogicalName"))] = b
+    return columns_from_attributes(entity.logical_name, attrs, behaviours)
+
+
+def columns_from_attributes(
+    table: str, attrs: list[dict[str, t.Any]], behaviours: dict[str, str]
+) -> list[ColumnInfo]:
+    """Map a table's attributes to columns; file/image columns are listed once in the log."""
     columns: list[ColumnInfo] = []
     unsupported: list[str] = []
-    for attr in attrs.get("value") or []:
-        if not isinstance(attr, dict):
-            continue
+    for attr in attrs:
         column = column_from_attribute(attr, behaviours)
         if column is not None:
             columns.append(column)
         elif (attr.get("AttributeTypeName") or {}).get("Value") in {"ImageType", "FileType"} and not attr.get("AttributeOf"):
             unsupported.append(str(attr.get("LogicalName")))
     if unsupported:
-        LOGGER.info(
-            "Table %s: file/image columns are not extracted: %s",
-            entity.logical_name,
-            ", ".join(sorted(unsupported)),
-        )
+        LOGGER.info("Table %s: file/image columns are not extracted: %s", table, ", ".join(sorted(unsupported)))
     return sorted(columns, key=lambda c: c.name)
 
 
-def build_schema(entity: EntityInfo, columns: list[ColumnInfo]) -> dict[str, t.Any]:
-    """JSON Schema of a table's records. The primary key is the only non-nullable column."""
+def annotation_columns(column: ColumnInfo) -> dict[str, dict[str, t.Any]]:
+    """The extra columns ``annotations`` adds for one column, with their schemas."""
+    extra: dict[str, dict[str, t.Any]] = {}
+    if column.type_key in FORMATTED_TYPES:
+        extra[column.name + ANNOTATION_SUFFIXES[FORMATTED_VALUE]] = {
+            "type": ["string", "null"],
+            "description": f"Display text of {column.name} (OData FormattedValue annotation)",
+        }
+    if column.attribute_type in LOOKUP_TYPES:
+        extra[column.name + ANNOTATION_SUFFIXES[LOOKUP_LOGICAL_NAME]] = {
+            "type": ["string", "null"],
+            "description": f"Logical name of the table {column.name} points to (lookuplogicalname annotation)",
+        }
+    return extra
+
+
+def build_schema(entity: EntityInfo, columns: list[ColumnInfo], annotations: bool = False) -> dict[str, t.Any]:
+    """JSON Schema of a table's records. The primary key is the only non-nullable column.
+
+    With ``annotations``, each column that Dataverse annotates gets its extra columns right after
+    it; a generated name that clashes with a real column is left out (the real column wins).
+    """
     properties: dict[str, t.Any] = {}
+    real = {c.name for c in columns}
     for column in columns:
         schema = column.schema if column.name == entity.primary_id else _nullable(column.schema)
         properties[column.name] = schema
+        if annotations and column.name != entity.primary_id:
+            for name, extra in annotation_columns(column).items():
+                if name in real:
+                    LOGGER.warning("Table %s: annotation column %s clashes with a real column; leaving it out", entity.logical_name, name)
+                    continue
+                properties[name] = extra
     if entity.primary_id not in properties:
         properties[entity.primary_id] = {"type": "string", "format": "uuid"}
     return {"type": "object", "properties": properties}
+
+
+def is_annotation_column(name: str, properties: t.Mapping[str, t.Any]) -> bool:
+    """True for a column ``annotations`` added (never sent in ``$select``)."""
+    for suffix in ANNOTATION_SUFFIXES.values():
+        if name.endswith(suffix) and name[: -len(suffix)] in properties:
+            return True
+    return False
+
+
+def rename_annotations(row: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Turn ``<prop>@<term>`` annotation keys into the warehouse-safe columns, in place.
+
+    Known terms become ``<prop>__formatted`` / ``<prop>__lookuplogicalname``; any other
+    instance annotation (e.g. ``associatednavigationproperty``) is dropped, as it is not data.
+    """
+    for key in [k for k in row if "@" in k]:
+        value = row.pop(key)
+        prop, _, term = key.partition("@")
+        suffix = ANNOTATION_SUFFIXES.get(term)
+        if suffix and prop:
+            row[prop + suffix] = value
+    return row
+
+
+# ---------------------------------------------------------------- on-disk metadata cache
+
+CACHE_FORMAT = 1
+
+
+def entities_fingerprint(entities: list[EntityInfo]) -> str:
+    """Changes when a table is added, removed or changes kind, set name, key or tracking."""
+    digest = hashlib.sha256()
+    for entity in sorted(entities, key=lambda e: e.logical_name):
+        digest.update(repr(entity).encode())
+    return digest.hexdigest()
+
+
+class MetadataCache:
+    """Per-table column metadata on disk, for one org.
+
+    Why: a 1,000-table org costs ~1,000 metadata calls to discover; scheduled syncs should not pay
+    that every run. An entry is reused while it is younger than ``ttl`` seconds *and* the org's
+    table list (fingerprinted from the ``EntityDefinitions`` call every run makes anyway) is the
+    one the entry was read under. Columns (not final schemas) are stored, so a newer tap version
+    or the ``annotations`` setting rebuild schemas from them. A corrupt or foreign file is ignored
+    and rewritten, never an error.
+    """
+
+    def __init__(self, path: str, org: str, ttl: int, fingerprint: str) -> None:
+        self.path, self.org, self.ttl, self.fingerprint = path, org, ttl, fingerprint
+        self.tables: dict[str, dict[str, t.Any]] = {}
+        self.hits = 0
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            LOGGER.warning("Metadata cache %s is unreadable (%s); rediscovering", path, exc)
+            return
+        if (
+            isinstance(data, dict)
+            and data.get("format") == CACHE_FORMAT
+            and data.get("org") == org
+            and data.get("fingerprint") == fingerprint
+            and isinstance(data.get("tables"), dict)
+        ):
+            self.tables = data["tables"]
+        elif data:
+            LOGGER.info("Metadata cache %s is for another org or an older table list; rediscovering", path)
+
+    def get(self, table: str) -> list[ColumnInfo] | None:
+        entry = self.tables.get(table)
+        if not isinstance(entry, dict) or time.time() - float(entry.get("at", 0)) > self.ttl:
+            return None
+        try:
+            columns = [ColumnInfo(*c[:5], schema=_column_schema(c[3], c[4])) for c in entry["columns"]]
+        except (KeyError, TypeError, ValueError):
+            return None
+        self.hits += 1
+        return columns
+
+    def put(self, table: str, columns: list[ColumnInfo]) -> None:
+        rows = [[c.name, c.logical_name, c.attribute_type, c.type_key, c.description] for c in columns]
+        self.tables[table] = {"at": time.time(), "columns": rows}
+
+    def save(self, keep: t.Iterable[str]) -> None:
+        """Write atomically (temp file + rename), keeping only ``keep`` tables."""
+        wanted = set(keep)
+        data = {
+            "format": CACHE_FORMAT,
+            "org": self.org,
+            "fingerprint": self.fingerprint,
+            "tables": {k: v for k, v in self.tables.items() if k in wanted},
+        }
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tap-dynamics-metadata.", dir=directory)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            LOGGER.warning("Could not write the metadata cache %s (%s); next run rediscovers", self.path, exc)
+
+
+def _column_schema(type_key: str, description: str | None) -> dict[str, t.Any]:
+    schema = dict(TYPE_MAP.get(type_key, TYPE_MAP["String"]))
+    if description:
+        schema["description"] = description
+    return schema
 
 
 @dataclass
@@ -269,19 +474,38 @@ class DiscoveredTable:
     schema: dict[str, t.Any]
 
 
-def discover_tables(client: DataverseClient, entities: list[EntityInfo]) -> list[DiscoveredTable]:
-    """Read column metadata for ``entities`` in parallel; a table that fails is skipped with a warning."""
+def discover_tables(
+    client: DataverseClient,
+    entities: list[EntityInfo],
+    *,
+    annotations: bool = False,
+    cache: MetadataCache | None = None,
+) -> list[DiscoveredTable]:
+    """Read column metadata for ``entities`` in parallel; a table that fails is skipped with a warning.
+
+    Parallelism is bounded by the ``max_concurrency`` setting (the client also enforces it
+    globally); only one table's attribute payload per worker is alive at a time.
+    """
 
     def one(entity: EntityInfo) -> DiscoveredTable | None:
-        try:
-            columns = fetch_columns(client, entity)
-        except DataverseError as exc:
-            LOGGER.warning("Skipping table %s: its metadata could not be read (%s)", entity.logical_name, exc)
-            return None
-        return DiscoveredTable(entity, build_schema(entity, columns))
+        columns = cache.get(entity.logical_name) if cache is not None else None
+        if columns is None:
+            try:
+                columns = fetch_columns(client, entity)
+            except DataverseError as exc:
+                LOGGER.warning("Skipping table %s: its metadata could not be read (%s)", entity.logical_name, exc)
+                return None
+            if cache is not None:
+                cache.put(entity.logical_name, columns)
+        return DiscoveredTable(entity, build_schema(entity, columns, annotations))
 
     if not entities:
         return []
-    with ThreadPoolExecutor(max_workers=min(DISCOVERY_CONCURRENCY, len(entities))) as pool:
+    workers = max(DISCOVERY_CONCURRENCY, client.settings.max_concurrency)
+    with ThreadPoolExecutor(max_workers=min(workers, len(entities))) as pool:
         results = list(pool.map(one, entities))
+    if cache is not None:
+        if cache.hits:
+            LOGGER.info("Metadata cache: %d of %d tables reused from %s", cache.hits, len(entities), cache.path)
+        cache.save(e.logical_name for e in entities)
     return [r for r in results if r is not None]

@@ -28,6 +28,7 @@ import time
 import typing as t
 
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
 from tap_dynamics.errors import ConfigError, DataverseError
 
 if t.TYPE_CHECKING:
@@ -208,10 +209,13 @@ class EntityStream(DynamicsStream):
     def selected_columns(self) -> list[str]:
         """Columns for ``$select``: the selected properties, plus the key and the cursor."""
         required = {self.entity.primary_id, self.replication_key}
+        properties = self.schema.get("properties", {})
         return [
             name
-            for name in self.schema.get("properties", {})
-            if name != DELETED_AT and (name in required or self.mask.get(("properties", name), True))
+            for name in properties
+            if name != DELETED_AT
+            and (name in required or self.mask.get(("properties", name), True))
+            and not is_annotation_column(name, properties)
         ]
 
     def query_options(self, context: Context | None) -> dict[str, str]:
@@ -238,8 +242,10 @@ class EntityStream(DynamicsStream):
         return options
 
     def _prefer(self, *, tracking: bool = False) -> str:
-        size = f"odata.maxpagesize={self.settings.page_size}"
-        return f"odata.track-changes,{size}" if tracking else size
+        prefer = f"odata.maxpagesize={self.settings.page_size}"
+        if self.settings.annotations:
+            prefer += f",{ANNOTATIONS_PREFER}"
+        return f"odata.track-changes,{prefer}" if tracking else prefer
 
     # -- reading --------------------------------------------------------------------------------
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
@@ -513,6 +519,8 @@ class EntityStream(DynamicsStream):
         if DELETED_AT in row:
             return row
         row.pop("@odata.etag", None)
+        if self.settings.annotations:
+            rename_annotations(row)
         for name in self._multi_select:
             value = row.get(name)
             if isinstance(value, str):

@@ -41,8 +41,10 @@ class Emulator:
 
     def __init__(self, rows: dict[str, int] | None = None, seed: int = 42, latency_ms: float = 0,
                  token_lifetime: int = 3600, port: int = 0, host: str = "127.0.0.1",
-                 change_tracking_expiry_seconds: float = 7 * 86400, top_wins: bool = True):
+                 change_tracking_expiry_seconds: float = 7 * 86400, top_wins: bool = True,
+                 org_tables: int = 0):
         self._rows_cfg = dict(DEFAULT_ROWS if rows is None else rows)
+        self.org_tables = org_tables  # extra synthetic ~150-column tables (discovery benchmark)
         self.seed = seed
         self.port = port
         self.host = host
@@ -61,7 +63,7 @@ class Emulator:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Emulator:
-        self.store = Store(self._rows_cfg, self.seed)
+        self.store = Store(self._rows_cfg, self.seed, self.org_tables)
         self.tls = make_tls()
         self.ca_path = self.tls.ca_path
         self.server = EmulatorServer(self.host, self.port, self, self.tls.cert_path, self.tls.key_path)

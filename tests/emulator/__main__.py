@@ -27,13 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=0)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--token-lifetime", type=int, default=3600)
+    ap.add_argument("--tables", type=int, default=0, metavar="N",
+                    help="add N synthetic ~150-column tables (org-size mode, e.g. --tables 1000)")
     args = ap.parse_args(argv)
     rows = dict(DEFAULT_ROWS)
     for spec in args.rows:
         table, _, n = spec.partition("=")
         rows[table.strip()] = int(n)
     emu = Emulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms,
-                   token_lifetime=args.token_lifetime, port=args.port).start()
+                   token_lifetime=args.token_lifetime, port=args.port,
+                   org_tables=args.tables).start()
     info = {"base_url": emu.base_url, "org_url": emu.org_url, "authority_host": emu.authority_host,
             "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id, "client_id": emu.client_id,
             "client_secret": emu.client_secret, "control_url": emu.org_url + "/_emulator/",

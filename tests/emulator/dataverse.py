@@ -180,6 +180,10 @@ class Dataverse:
             return self.total_count(req, base, rest)
         if rest.startswith("EntityDefinitions"):
             return self.entity_definitions(req, base, rest[len("EntityDefinitions"):])
+        if rest.startswith("GlobalOptionSetDefinitions"):
+            return self.global_option_sets(req, base, rest[len("GlobalOptionSetDefinitions"):])
+        if rest.startswith("RelationshipDefinitions"):
+            return self.relationship_definitions(req, base, rest[len("RelationshipDefinitions"):])
         if rest == "organizations":
             row = {"@odata.etag": 'W/"1000"', "name": T.ORG_NAME, "organizationid": T.ORGANIZATION_ID}
             if "$select" in req.query:
@@ -199,6 +203,8 @@ class Dataverse:
         if td is None:
             raise ODataError(404, "0x80060888", f"Resource not found for the segment '{set_name}'.")
         ts = self.store.t[td.logical]
+        if td.read_error is not None:  # e.g. a virtual table whose provider fails
+            raise ODataError(*td.read_error)
         if key is not None:
             return self.single(req, base, ts, key)
         if count:
@@ -351,6 +357,8 @@ class Dataverse:
         return out
 
     def attributes(self, req, base, td, attr_key, cast, select):
+        if td.metadata_error is not None:
+            raise ODataError(*td.metadata_error)
         q = dict(req.query)
         items = self._attr_list(td, cast, q)
         if attr_key is not None:
@@ -367,6 +375,58 @@ class Dataverse:
             body.update(items[0])
             return self.json(200, body)
         return self.json(200, {"@odata.context": base + f"$metadata#{ctx}", "value": items})
+
+    def global_option_sets(self, req, base, rest):
+        """``GlobalOptionSetDefinitions`` (unpaged; ``$filter`` is not supported there)."""
+        if "$filter" in req.query:
+            raise bad_request("The $filter query option is not supported on GlobalOptionSetDefinitions.")
+        select = parse_select(req.query["$select"]) if "$select" in req.query else None
+        sets = T.global_option_sets(self.store.tables)
+        m = re.match(r"^(?:\((?:Name=)?'?([^')]*)'?\))?$", rest)
+        if not m:
+            raise ODataError(404, "0x80060888", f"Resource not found for the segment '{rest}'.")
+        out = []
+        for os_ in sets:
+            d = {"@odata.type": f"#{T.NS}.OptionSetMetadata", **M.optionset_json(os_)}
+            if m.group(1) and m.group(1) not in (os_.name, d["MetadataId"]):
+                continue
+            try:
+                out.append(M.select_props(d, select, M.OPTIONSET_PROPS, "OptionSetMetadata"))
+            except ValueError as e:
+                raise bad_request(str(e)) from None
+        ctx = "GlobalOptionSetDefinitions" + (f"({','.join(select)})" if select else "")
+        if m.group(1):
+            if not out:
+                raise ODataError(404, "0x80040217", f"Could not find optionset {m.group(1)}.")
+            return self.json(200, {"@odata.context": base + f"$metadata#{ctx}/$entity", **out[0]})
+        return self.json(200, {"@odata.context": base + f"$metadata#{ctx}", "value": out})
+
+    def relationship_definitions(self, req, base, rest):
+        """``RelationshipDefinitions`` with optional derived-type cast; type-specific
+        properties are only selectable through the cast, like on ``Attributes``."""
+        m = re.match(r"^(?:/([\w.]+))?$", rest)
+        if not m:
+            raise ODataError(404, "0x80060888", f"Resource not found for the segment '{rest}'.")
+        cast = m.group(1)
+        allowed = list(M.RELATIONSHIP_BASE_PROPS)
+        md_type = None
+        if cast:
+            md_type = cast[len(T.NS) + 1:] if cast.startswith(T.NS + ".") else None
+            if md_type not in M.RELATIONSHIP_TYPE_PROPS:
+                raise ODataError(404, "0x80060888", f"Resource not found for the segment '{cast}'.")
+            allowed += M.RELATIONSHIP_TYPE_PROPS[md_type]
+        select = parse_select(req.query["$select"]) if "$select" in req.query else None
+        out = []
+        for rel in T.relationships(self.store.tables):
+            if md_type and rel["@odata.type"] != f"#{T.NS}.{md_type}":
+                continue
+            try:
+                out.append(M.select_props(rel, select, allowed, md_type or "RelationshipMetadataBase"))
+            except ValueError as e:
+                raise bad_request(str(e)) from None
+        ctx = "RelationshipDefinitions" + (f"/{cast}" if cast else "") + \
+            (f"({','.join(select)})" if select else "")
+        return self.json(200, {"@odata.context": base + f"$metadata#{ctx}", "value": out})
 
     # ------------------------------------------------------------ data
     def _select(self, td: T.TableDef, q: dict) -> tuple[list[str] | None, frozenset | None]:

@@ -75,19 +75,20 @@ def entity_json(td: T.TableDef) -> dict:
         "LogicalCollectionName": td.collection, "CollectionSchemaName": td.schema + "s",
         "PrimaryIdAttribute": td.pk, "PrimaryNameAttribute": td.primary_name,
         "PrimaryImageAttribute": "entityimage" if "entityimage" in td.by_logical else None,
-        "ObjectTypeCode": td.otc, "IsIntersect": False, "IsValidForAdvancedFind": True,
+        "ObjectTypeCode": td.otc, "IsIntersect": td.is_intersect, "IsValidForAdvancedFind": True,
         "ChangeTrackingEnabled": td.change_tracking,
         "CanChangeTrackingBeEnabled": _managed(True, "canchangetrackingbeenabled"),
         "IsCustomEntity": td.is_custom, "IsActivity": False, "IsActivityParty": False,
-        "IsPrivate": False, "IsLogicalEntity": False, "IsManaged": True,
+        "IsPrivate": td.is_private, "IsLogicalEntity": False, "IsManaged": True,
         "IsAvailableOffline": True, "IsBusinessProcessEnabled": td.logical != "systemuser",
         "IsAuditEnabled": _managed(True, "canmodifyauditsettings"),
         "IsCustomizable": _managed(True, "iscustomizable"),
         "IsRenameable": _managed(True, "isrenameable"),
         "IsValidForQueue": _managed(False, "canmodifyqueuesettings"),
         "IsRetrieveAuditEnabled": False, "IsRetrieveMultipleAuditEnabled": False,
-        "IsElasticTable": False, "IsSolutionAware": False, "IsVirtual": False,
-        "OwnershipType": td.ownership, "TableType": "Standard", "DataProviderId": None,
+        "IsElasticTable": td.table_type == "Elastic", "IsSolutionAware": False,
+        "IsVirtual": td.table_type == "Virtual",
+        "OwnershipType": td.ownership, "TableType": td.table_type, "DataProviderId": td.data_provider,
         "DataSourceId": None, "ExternalName": None, "ExternalCollectionName": None,
         "EntityColor": "#0078D4", "IntroducedVersion": "5.0.0.0", "UsesBusinessDataLabelTable": False,
         "DisplayName": T.label(*td.display, key=td.logical),
@@ -99,7 +100,20 @@ def entity_json(td: T.TableDef) -> dict:
 ENTITY_PROPS = list(entity_json(T.account_def()).keys())
 
 
+_ATTR_JSON: dict[tuple[str, str, int], dict] = {}
+
+
 def attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
+    """An attribute's metadata as served (memoised: metadata is static, and the org-size mode
+    serves 150,000 attributes; callers get a shallow copy they may extend)."""
+    key = (td.logical, a.logical, col)
+    cached = _ATTR_JSON.get(key)
+    if cached is None:
+        cached = _ATTR_JSON[key] = _attr_json(td, a, col)
+    return dict(cached)
+
+
+def _attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
     d = {
         "@odata.type": f"#{T.NS}.{a.md_type}",
         "MetadataId": T.stable_guid("attr", td.logical, a.logical), "HasChanged": None,
@@ -170,6 +184,46 @@ def optionset_json(os_: T.OptionSetDef) -> dict:
     else:
         base["Options"] = [option_json(o, os_.kind, os_.name) for o in os_.options]
     return base
+
+
+# ---------------------------------------------------------------- option sets, relationships
+
+RELATIONSHIP_BASE_PROPS = ["MetadataId", "HasChanged", "SchemaName", "RelationshipType",
+                           "IsCustomRelationship", "IsManaged", "IsValidForAdvancedFind",
+                           "SecurityTypes", "IntroducedVersion"]
+RELATIONSHIP_TYPE_PROPS = {
+    "OneToManyRelationshipMetadata": ["ReferencedEntity", "ReferencedAttribute",
+                                      "ReferencingEntity", "ReferencingAttribute",
+                                      "ReferencedEntityNavigationPropertyName",
+                                      "ReferencingEntityNavigationPropertyName", "IsHierarchical"],
+    "ManyToManyRelationshipMetadata": ["Entity1LogicalName", "Entity2LogicalName",
+                                       "IntersectEntityName", "Entity1IntersectAttribute",
+                                       "Entity2IntersectAttribute",
+                                       "Entity1NavigationPropertyName",
+                                       "Entity2NavigationPropertyName"],
+}
+OPTIONSET_PROPS = ["MetadataId", "HasChanged", "IsCustomOptionSet", "IsGlobal", "IsManaged",
+                   "Name", "ExternalTypeName", "OptionSetType", "IntroducedVersion",
+                   "ParentOptionSetName", "Description", "DisplayName", "IsCustomizable",
+                   "Options", "TrueOption", "FalseOption"]
+
+
+def relationship_json(rel: dict, cast: str | None) -> dict:
+    """A relationship as served: untyped listings carry the derived ``@odata.type``."""
+    return dict(rel)
+
+
+def select_props(d: dict, select: list[str] | None, allowed: list[str], type_name: str) -> dict:
+    """``$select`` for metadata entities: unknown (or not-on-this-type) properties are a 400."""
+    if select is None:
+        return d
+    bad = [x for x in select if x not in allowed]
+    if bad:
+        raise ValueError(f"Could not find a property named '{bad[0]}' on type '{T.NS}.{type_name}'.")
+    out = {k: d[k] for k in ("@odata.type",) if k in d}
+    out.update({x: d.get(x) for x in select})
+    out["MetadataId"] = d["MetadataId"]
+    return out
 
 
 # ---------------------------------------------------------------- CSDL

@@ -351,8 +351,8 @@ class TableStore:
 class Store:
     """All tables of the emulated org plus the org-wide clock and version counter."""
 
-    def __init__(self, rows: dict[str, int], seed: int = 42):
-        self.tables = T.all_tables()
+    def __init__(self, rows: dict[str, int], seed: int = 42, org_tables: int = 0):
+        self.tables = T.all_tables(org_tables)
         self.seed = seed
         self.lock = threading.RLock()
         self.version = 1_000_000

@@ -119,6 +119,16 @@ class TableDef:
     attrs: list[Attr]
     base_type: str = "crmbaseentity"
     is_custom: bool = False
+    table_type: str = "Standard"  # Standard, Activity, Virtual, Elastic
+    is_private: bool = False
+    is_intersect: bool = False
+    data_provider: str | None = None  # DataProviderId of a virtual table
+    # (status, code, message) every data read answers with (a failing virtual-table provider)
+    read_error: tuple[int, str, str] | None = None
+    # (status, code, message) the Attributes metadata read answers with (a missing privilege)
+    metadata_error: tuple[int, str, str] | None = None
+    # many-to-many: (schema name, entity1, entity1 attribute, entity2, entity2 attribute)
+    intersect_of: tuple[str, str, str, str, str] | None = None
 
     def __post_init__(self) -> None:
         self.metadata_id = stable_guid("entity", self.logical)
@@ -229,6 +239,12 @@ def lookup(logical, en, de, targets, atype="Lookup", **kw):
     return _a(logical, atype, f"{atype}Type", "LookupAttributeMetadata", "Edm.Guid", en, de,
               prop=f"_{logical}_value", targets=list(targets),
               extra={"Format": "None"}, **kw)
+
+
+def entityname(logical, en, de, **kw):
+    """A standalone EntityName column (a table's logical name stored as data)."""
+    return _a(logical, "EntityName", "EntityNameType", "EntityNameAttributeMetadata", "Edm.String",
+              en, de, **kw)
 
 
 def companion(logical, of, atype="String", en="", **kw):
@@ -350,6 +366,7 @@ def account_def() -> TableDef:
         lookup("ownerid", "Owner", "Besitzer", ["systemuser", "team"], atype="Owner"),
         lookup("modifiedby", "Modified By", "Geändert von", ["systemuser"]),
         lookup("transactioncurrencyid", "Currency", "Währung", ["transactioncurrency"]),
+        entityname("new_sourcetable", "Source Table", "Quelltabelle", custom=True),
         *_common_tail(e),
         # metadata-only companions and non-row attributes
         companion("primarycontactidname", "primarycontactid"),
@@ -428,8 +445,207 @@ def systemuser_def() -> TableDef:
                     base_type="principal")
 
 
-def all_tables() -> dict[str, TableDef]:
-    return {t.logical: t for t in (account_def(), contact_def(), systemuser_def())}
+# ---------------------------------------------------------------- special table kinds
+
+def _special_tail(e: str) -> list[Attr]:
+    return [dtime("createdon", "Created On", "Erstellt am"),
+            dtime("modifiedon", "Modified On", "Geändert am"),
+            bigint("versionnumber", "Version Number", "Versionsnummer")]
+
+
+def private_def() -> TableDef:
+    """A private table (``IsPrivate``): internal plumbing, skipped unless named."""
+    e = "new_internalqueueitem"
+    attrs = [guid(f"{e}id", "Queue Item", "Warteschlangenelement", primary_id=True),
+             s("new_name", "Name", "Name", 100, primary_name=True), *_special_tail(e)]
+    td = TableDef(e, "new_InternalQueueItem", "new_internalqueueitems", "new_internalqueueitems",
+                  f"{e}id", "new_name", 10010, False, "OrganizationOwned",
+                  ("Internal Queue Item", "Internes Warteschlangenelement"),
+                  ("Internal Queue Items", "Interne Warteschlangenelemente"),
+                  "Private plumbing table.", attrs, is_custom=True)
+    td.is_private = True
+    return td
+
+
+VIRTUAL_PROVIDER_ERROR = (400, "0x80040265",
+                          "ISV code aborted the operation. The external data provider of virtual "
+                          "table 'new_externalorder' returned: Unable to connect to the remote "
+                          "server (ODataProvider).")
+
+
+def virtual_def() -> TableDef:
+    """A virtual table whose provider fails on every read (metadata reads work)."""
+    e = "new_externalorder"
+    attrs = [guid(f"{e}id", "External Order", "Externer Auftrag", primary_id=True),
+             s("new_name", "Order Number", "Auftragsnummer", 100, primary_name=True),
+             money("new_amount", "Amount", "Betrag"), *_special_tail(e)]
+    return TableDef(e, "new_ExternalOrder", "new_externalorders", "new_externalorders", f"{e}id",
+                    "new_name", 10011, False, "OrganizationOwned",
+                    ("External Order", "Externer Auftrag"), ("External Orders", "Externe Aufträge"),
+                    "Orders read live from the ERP through a virtual table provider.", attrs,
+                    is_custom=True, table_type="Virtual",
+                    data_provider="7015a531-cc0d-4537-b5f2-c882a1eb65ad",
+                    read_error=VIRTUAL_PROVIDER_ERROR)
+
+
+def elastic_def() -> TableDef:
+    """An elastic (Cosmos DB-backed) table with ``partitionid`` and ``ttlinseconds``."""
+    e = "new_sensorreading"
+    attrs = [guid(f"{e}id", "Sensor Reading", "Sensormesswert", primary_id=True),
+             s("new_name", "Name", "Name", 100, primary_name=True),
+             s("partitionid", "Partition Id", "Partitions-ID", 100),
+             integer("ttlinseconds", "Time to live (seconds)", "Gültigkeitsdauer (Sekunden)"),
+             double("new_value", "Value", "Wert", 5, -1e9, 1e9), *_special_tail(e)]
+    return TableDef(e, "new_SensorReading", "new_sensorreadings", "new_sensorreadings", f"{e}id",
+                    "new_name", 10012, False, "UserOwned", ("Sensor Reading", "Sensormesswert"),
+                    ("Sensor Readings", "Sensormesswerte"), "IoT readings (elastic table).", attrs,
+                    is_custom=True, table_type="Elastic")
+
+
+def intersect_def() -> TableDef:
+    """The intersect table of the account <-> contact many-to-many relationship."""
+    e = "new_account_contact"
+    attrs = [guid(f"{e}id", "Account Contact", "Firma Kontakt", primary_id=True),
+             guid("accountid", "Account", "Firma"), guid("contactid", "Contact", "Kontakt"),
+             bigint("versionnumber", "Version Number", "Versionsnummer")]
+    td = TableDef(e, "new_account_contact", "new_account_contactset", "new_account_contactset",
+                  f"{e}id", f"{e}id", 10013, False, "None", ("Account Contact", "Firma Kontakt"),
+                  ("Account Contacts", "Firma Kontakte"), "Intersect of account and contact.",
+                  attrs, is_custom=True,
+                  intersect_of=("new_account_contact", "account", "accountid", "contact",
+                                "contactid"))
+    td.is_intersect = True
+    return td
+
+
+def restricted_def() -> TableDef:
+    """A standard table whose attribute metadata the app user may not read (403)."""
+    e = "new_payrollentry"
+    attrs = [guid(f"{e}id", "Payroll Entry", "Lohnbuchung", primary_id=True),
+             s("new_name", "Name", "Name", 100, primary_name=True), *_special_tail(e)]
+    return TableDef(e, "new_PayrollEntry", "new_payrollentries", "new_payrollentries", f"{e}id",
+                    "new_name", 10014, False, "UserOwned", ("Payroll Entry", "Lohnbuchung"),
+                    ("Payroll Entries", "Lohnbuchungen"), "Restricted HR table.", attrs,
+                    is_custom=True,
+                    metadata_error=(403, "0x80040220",
+                                    "Principal user (Id=emulated, type=8) is missing "
+                                    "prvReadnew_payrollentry privilege."))
+
+
+# ---------------------------------------------------------------- org-size mode
+
+ORG_COLUMNS = 150
+
+
+def org_table_def(i: int, columns: int = ORG_COLUMNS) -> TableDef:
+    """One synthetic custom table of a big org: ~``columns`` columns of every attribute type."""
+    e = f"new_bulk{i:04d}"
+    pk = f"{e}id"
+    attrs: list[Attr] = [guid(pk, f"Bulk {i}", f"Masse {i}", primary_id=True),
+                         s("new_name", "Name", "Name", 100, primary_name=True)]
+    kinds = ("s", "memo", "int", "big", "dec", "money", "dbl", "bool", "pick", "date", "dateonly",
+             "lookup", "multi")
+    n = 0
+    while len(attrs) < columns - 5:
+        k = kinds[n % len(kinds)]
+        name = f"new_c{n:03d}"
+        en, de = f"Column {n}", f"Spalte {n}"
+        if k == "s":
+            attrs.append(s(name, en, de, 200, custom=True))
+        elif k == "memo":
+            attrs.append(memo(name, en, de, custom=True))
+        elif k == "int":
+            attrs.append(integer(name, en, de, custom=True))
+        elif k == "big":
+            attrs.append(bigint(name, en, de, custom=True))
+        elif k == "dec":
+            attrs.append(decimal(name, en, de, 4, custom=True))
+        elif k == "money":
+            attrs.append(money(name, en, de, custom=True))
+        elif k == "dbl":
+            attrs.append(double(name, en, de, custom=True))
+        elif k == "bool":
+            attrs.append(boolean(name, en, de, ("No", "Nein"), ("Yes", "Ja"), entity=e, custom=True))
+        elif k == "pick":
+            attrs.append(picklist(name, en, de, opts(f"{e}_{name}", "Picklist", [
+                (100000000, "Low", "Niedrig"), (100000001, "High", "Hoch")]), custom=True))
+        elif k == "date":
+            attrs.append(dtime(name, en, de, custom=True))
+        elif k == "dateonly":
+            attrs.append(dtime(name, en, de, "DateOnly", custom=True))
+        elif k == "lookup":
+            attrs.append(lookup(name, en, de, ["account"], custom=True))
+            attrs.append(companion(f"{name}name", name))
+        else:
+            attrs.append(multiselect(name, en, de, REGIONS, custom=True))
+        n += 1
+    attrs += [state("Status", "Status", state_opts(e)),
+              status("Status Reason", "Statusgrund", status_opts(e)), *_special_tail(e)]
+    return TableDef(e, f"new_Bulk{i:04d}", f"new_bulk{i:04d}s", f"new_bulk{i:04d}s", pk,
+                    "new_name", 20000 + i, i % 2 == 0, "UserOwned", (f"Bulk {i}", f"Masse {i}"),
+                    (f"Bulk {i}s", f"Massen {i}"), f"Synthetic table {i} of a big org.", attrs,
+                    is_custom=True)
+
+
+def all_tables(org_tables: int = 0) -> dict[str, TableDef]:
+    """The org's tables: the three data tables, one of each special kind, and with
+    ``org_tables`` > 0 that many synthetic ~150-column tables (the discovery benchmark)."""
+    defs = [account_def(), contact_def(), systemuser_def(), private_def(), virtual_def(),
+            elastic_def(), intersect_def(), restricted_def()]
+    defs += [org_table_def(i) for i in range(org_tables)]
+    return {t.logical: t for t in defs}
+
+
+def relationships(tables: dict[str, TableDef]) -> list[dict]:
+    """One-to-many relationships (one per lookup target) and many-to-many (one per intersect).
+
+    Shapes follow ``OneToManyRelationshipMetadata`` / ``ManyToManyRelationshipMetadata``."""
+    out: list[dict] = []
+    pks = {"transactioncurrency": "transactioncurrencyid", "businessunit": "businessunitid",
+           "team": "teamid", **{t.logical: t.pk for t in tables.values()}}
+    for td in tables.values():
+        for a in td.attrs:
+            if a.atype not in ("Lookup", "Customer", "Owner") or not a.prop:
+                continue
+            for target in a.targets:
+                name = f"{target}_{td.logical}_{a.logical}"
+                out.append({
+                    "@odata.type": f"#{NS}.OneToManyRelationshipMetadata",
+                    "MetadataId": stable_guid("rel", name), "HasChanged": None,
+                    "SchemaName": name, "RelationshipType": "OneToManyRelationship",
+                    "IsCustomRelationship": a.custom, "IsManaged": True, "IsValidForAdvancedFind": True,
+                    "SecurityTypes": "Append", "IntroducedVersion": "5.0.0.0",
+                    "ReferencedEntity": target, "ReferencedAttribute": pks.get(target, f"{target}id"),
+                    "ReferencingEntity": td.logical, "ReferencingAttribute": a.logical,
+                    "ReferencedEntityNavigationPropertyName": name,
+                    "ReferencingEntityNavigationPropertyName":
+                        a.logical if len(a.targets) == 1 or a.atype == "Owner" else f"{a.logical}_{target}",
+                    "IsHierarchical": target == td.logical,
+                })
+        if td.intersect_of:
+            name, e1, a1, e2, a2 = td.intersect_of
+            out.append({
+                "@odata.type": f"#{NS}.ManyToManyRelationshipMetadata",
+                "MetadataId": stable_guid("rel", name), "HasChanged": None, "SchemaName": name,
+                "RelationshipType": "ManyToManyRelationship", "IsCustomRelationship": True,
+                "IsManaged": False, "IsValidForAdvancedFind": True, "SecurityTypes": "None",
+                "IntroducedVersion": "1.0", "Entity1LogicalName": e1, "Entity2LogicalName": e2,
+                "IntersectEntityName": td.logical, "Entity1IntersectAttribute": a1,
+                "Entity2IntersectAttribute": a2,
+                "Entity1NavigationPropertyName": f"{name}_{e1}",
+                "Entity2NavigationPropertyName": f"{name}_{e2}",
+            })
+    return out
+
+
+def global_option_sets(tables: dict[str, TableDef]) -> list[OptionSetDef]:
+    """Every global option set used by some column (by name, once)."""
+    seen: dict[str, OptionSetDef] = {}
+    for td in tables.values():
+        for a in td.attrs:
+            if a.optionset is not None and a.optionset.is_global:
+                seen.setdefault(a.optionset.name, a.optionset)
+    return list(seen.values())
 
 
 # ---------------------------------------------------------------- value formatting
@@ -578,6 +794,7 @@ def generate(table: TableDef, n: int, rng: random.Random, ids: dict[str, list[st
         cols["_ownerid_value"] = _pick(rng, users, n) if users else [None] * n
         cols["_modifiedby_value"] = _pick(rng, users, n) if users else [None] * n
         cols["_transactioncurrencyid_value"] = [CURRENCY_ID] * n
+        cols["new_sourcetable"] = _pick(rng, ["lead", "contact", "opportunity"], n, 0.3)
     elif table.logical == "contact":
         f, l_ = rng.choices(FIRST, k=n), rng.choices(LAST, k=n)
         cols["firstname"] = f
