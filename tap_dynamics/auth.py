@@ -145,7 +145,7 @@ class ServicePrincipalTokenProvider(TokenProvider):
             except ValueError as exc:
                 # MSAL raises ValueError when tenant (OIDC) discovery gets a 4xx; the body is
                 # Entra's JSON error (e.g. AADSTS90002 for an unknown tenant).
-                raise self._fail(_payload_from_discovery_error(str(exc))) from None
+                raise self._fail(_discovery_failure(self._http, self.authority, str(exc))) from None
             except requests.exceptions.SSLError as exc:
                 raise self._network_error(exc) from None
             except (requests.exceptions.RequestException, OSError) as exc:
@@ -172,6 +172,23 @@ class ServicePrincipalTokenProvider(TokenProvider):
             cache = self._app.token_cache
             for item in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
                 cache.remove_at(item)
+
+
+def _discovery_failure(http: requests.Session, authority: str, text: str) -> dict[str, t.Any]:
+    """Entra's own error for a failed tenant discovery.
+
+    MSAL ≥ 1.3x raises ``ValueError('Unable to get authority configuration …')`` without the
+    response body, so the body (e.g. AADSTS90002 for an unknown tenant) is fetched once more.
+    """
+    if "{" not in text:
+        try:
+            answer = http.get(f"{authority}/v2.0/.well-known/openid-configuration")
+            payload = answer.json()
+            if isinstance(payload, dict) and payload.get("error"):
+                return payload
+        except (requests.exceptions.RequestException, ValueError):
+            pass
+    return _payload_from_discovery_error(text)
 
 
 def _payload_from_discovery_error(text: str) -> dict[str, t.Any]:
@@ -415,7 +432,7 @@ class DelegatedTokenProvider(TokenProvider):
             try:
                 self._app = self._build_app()
             except ValueError as exc:
-                raise self._fail(_payload_from_discovery_error(str(exc))) from None
+                raise self._fail(_discovery_failure(self._http, self.authority, str(exc))) from None
             except requests.exceptions.SSLError as exc:
                 raise _network_error(self._settings, exc) from None
             except (requests.exceptions.RequestException, OSError) as exc:

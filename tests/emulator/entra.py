@@ -425,7 +425,9 @@ class Entra:
             signature = b64url_decode(parts[2])
         except Exception:
             return self.error(50027, reason="The assertion is not a JWT.")
-        thumb_s256, thumb_sha1 = header.get("x5t#S256"), header.get("x5t")
+        # RFC 7515 says unpadded base64url; MSAL sends it padded. Entra ID accepts both.
+        thumb_s256 = str(header.get("x5t#S256") or "").rstrip("=") or None
+        thumb_sha1 = str(header.get("x5t") or "").rstrip("=") or None
         shown = thumb_s256 or thumb_sha1 or ""
         cert = None
         for candidate in app.certificates:
