@@ -251,9 +251,10 @@ def test_login_then_scheduled_syncs_refresh_silently(emu, tmp_path: Path) -> Non
 
     check = run_command(["check"], {**config, "initiate_oauth": "REFRESH"})
     assert check.returncode == 0, check.stderr
-    assert check.stdout.strip().startswith(
-        f"connection available: Contoso (Emulated) ({emu.org_url}) as user alex@contoso.onmicrosoft.com"
-    ) or check.stdout.strip().startswith("connection available: ")
+    user_id = emu.entra.apps[USER_APP].user_id
+    assert check.stdout.strip() == (
+        f"connection available: Contoso Emulated ({emu.org_url}) as user alex@contoso.onmicrosoft.com, "
+        f"user id {user_id}")
 
 
 @pytest.mark.parametrize(
@@ -398,8 +399,10 @@ def test_managed_identity_off_azure(emu) -> None:
 def test_check_success_line(emulator) -> None:
     run = run_command(["check"], emulator.tap_config())
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip().startswith(f"connection available: ")
-    assert f"({emulator.org_url}) as application {emulator.client_id}" in run.stdout
+    user_id = emulator.entra.apps[emulator.client_id].user_id
+    assert run.stdout.strip() == (
+        f"connection available: Contoso Emulated ({emulator.org_url}) as application "
+        f"{emulator.client_id}, user id {user_id}")
 
 
 GOOD_APP = "88888888-8888-4888-8888-888888888888"
@@ -566,3 +569,25 @@ def test_secret_guard_catches_a_leak() -> None:
         assert_no_secrets("token: " + PFX_PASSWORD, {})
     with pytest.raises(AssertionError):
         assert_no_secrets("x OAuthClientSecret=abcdefgh12", {"connection_string": "URL=x;OAuthClientSecret=abcdefgh12"})
+
+
+def test_meltano_config_test(emu, tmp_path: Path) -> None:
+    from tests.demo import ensure_plugins, meltano
+    from tests.taprun import known_secrets
+
+    config = emu.tap_config()
+    env = {
+        "TAP_DYNAMICS_URL": config["url"], "TAP_DYNAMICS_TENANT_ID": config["tenant_id"],
+        "TAP_DYNAMICS_CLIENT_ID": config["client_id"], "TAP_DYNAMICS_CLIENT_SECRET": config["client_secret"],
+        "TAP_DYNAMICS_AUTHORITY_HOST": config["authority_host"], "TAP_DYNAMICS_CA_BUNDLE": config["ca_bundle"],
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+    }
+    ensure_plugins(env)
+    ok = meltano("config", "test", "tap-dynamics", env=env, check=False)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "Plugin configuration is valid" in ok.stdout + ok.stderr
+    bad = meltano("config", "test", "tap-dynamics", env={**env, "TAP_DYNAMICS_CLIENT_SECRET": "wrong-secret-value"}, check=False)
+    assert bad.returncode != 0
+    assert "AADSTS7000215: the client secret is wrong" in bad.stdout + bad.stderr
+    for output in (ok.stdout + ok.stderr, bad.stdout + bad.stderr):
+        assert not [s for s in known_secrets({"client_secret": "wrong-secret-value"}) if s in output]
