@@ -591,3 +591,37 @@ def test_meltano_config_test(emu, tmp_path: Path) -> None:
     assert "AADSTS7000215: the client secret is wrong" in bad.stdout + bad.stderr
     for output in (ok.stdout + ok.stderr, bad.stdout + bad.stderr):
         assert not [s for s in known_secrets({"client_secret": "wrong-secret-value"}) if s in output]
+
+
+def test_azuread_confidential_client_login_and_sync(emu, tmp_path: Path) -> None:
+    port = free_port()
+    emu.register_app(USER_APP, secret="web-app-secret-1234", redirect_uris=[f"http://localhost:{port}"],
+                     public_client=False)
+    config = user_config(emu, tmp_path, port, client_secret="wrong-secret-value")
+    session = Interactive(["login"], config, tmp_path)
+    session.browse(emu.ca_path)
+    run = session.finish()
+    assert run.returncode == 2
+    assert one_line(run).startswith("tap-dynamics: error: AADSTS7000215: the client secret is wrong")
+    config["client_secret"] = "web-app-secret-1234"
+    login(emu, tmp_path, config)
+    assert_synced_accounts(run_tap({**config, "initiate_oauth": "REFRESH"}), emu)
+
+
+def test_login_is_only_for_azuread(emulator) -> None:
+    run = run_command(["login"], emulator.tap_config())
+    assert run.returncode == 2
+    assert one_line(run) == (
+        "tap-dynamics: error: login is for auth_scheme AzureAD (signing in as a user); auth_scheme "
+        "AzureServicePrincipal needs no sign-in — run `tap-dynamics check` instead")
+
+
+@pytest.mark.parametrize("host", ["https://login.microsoftonline.us", "https://login.chinacloudapi.cn",
+                                  "https://login.partner.microsoftonline.cn"])
+def test_sovereign_authorities(host: str) -> None:
+    from tap_dynamics.auth import MICROSOFT_AUTHORITY_HOSTS, ServicePrincipalTokenProvider
+
+    settings = load_settings({"url": "https://org.crm.microsoftdynamics.us", "tenant_id": GUID_T,
+                              "client_id": GUID_C, "client_secret": "x", "authority_host": host + "/"})
+    assert ServicePrincipalTokenProvider(settings).authority == f"{host}/{GUID_T}"
+    assert host.removeprefix("https://") in MICROSOFT_AUTHORITY_HOSTS  # MSAL validates these itself
