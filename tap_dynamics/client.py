@@ -32,6 +32,7 @@ from tap_dynamics.errors import (
     SecurityError,
     TapDynamicsError,
 )
+from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -277,6 +278,8 @@ class DataverseClient:
             retry_after = _retry_after(response) if status == 503 else None
             raise _Retry(f"HTTP {status} {_error_message(response)} (request id {request_id})", retry_after)
         code, message = _error_code_message(response)
+        if status == 403 and code == NOT_A_MEMBER:
+            raise no_application_user(self.tokens.identity(), self.origin)
         raise DataverseError(
             f"{_where(table)}HTTP {status}: {message or response.reason}"
             + (f" (code {code})" if code else "")

@@ -100,7 +100,8 @@ AADSTS_GUIDANCE: dict[str, tuple[str, str]] = {
     ),
     "7000218": (
         "no client secret or certificate was sent",
-        "set client_secret (or a certificate) for auth_scheme AzureServicePrincipal",
+        "set client_secret or certificate_path; for AzureAD without a secret, turn on 'Allow "
+        "public client flows' under App registrations > your app > Authentication",
     ),
     "700016": (
         "application {client_id} was not found in tenant {tenant_id}",
@@ -123,16 +124,49 @@ AADSTS_GUIDANCE: dict[str, tuple[str, str]] = {
         "'Grant admin consent for <tenant>' (needs an administrator)",
     ),
     "700027": (
-        "the client assertion (certificate) signature is invalid",
-        "upload the certificate that matches your private key to the app registration",
+        "Entra ID does not know the certificate the tap signed with",
+        "upload the certificate in certificate_path (its public part, .cer/.pem) under App "
+        "registrations > your app > Certificates & secrets > Certificates, or point "
+        "certificate_path at the certificate that is uploaded there",
+    ),
+    "700027-expired": (
+        "the certificate uploaded for the app has expired",
+        "create a new certificate, upload it under App registrations > your app > Certificates "
+        "& secrets > Certificates and set certificate_path to it",
+    ),
+    "700024": (
+        "the certificate assertion is outside its valid time range",
+        "check that this machine's clock is correct (NTP)",
+    ),
+    "700021": (
+        "the certificate assertion names another application",
+        "check client_id: it must be the app the certificate is uploaded to",
+    ),
+    "50011": (
+        "the redirect URI is not registered for the app",
+        "add callback_url (default http://localhost:33333) as a Redirect URI under App "
+        "registrations > your app > Authentication (platform 'Mobile and desktop applications'), "
+        "or set callback_url to the one registered there",
+    ),
+    "501481": (
+        "the sign-in code did not match this login (PKCE check failed)",
+        "run `tap-dynamics login` again",
+    ),
+    "54005": (
+        "the sign-in code was already used",
+        "run `tap-dynamics login` again",
+    ),
+    "50173": (
+        "the saved sign-in was revoked (password changed or sessions revoked by an administrator)",
+        "run `tap-dynamics login` again",
     ),
     "70011": (
         "the requested scope is invalid",
         "check that url is the org URL (the tap requests <url>/.default)",
     ),
     "50076": (
-        "multi-factor authentication is required",
-        "run `tap-dynamics login` again interactively",
+        "multi-factor authentication is now required for this user",
+        "run `tap-dynamics login` again interactively and complete the MFA prompt",
     ),
     "700082": (
         "the refresh token has expired",
@@ -167,7 +201,10 @@ def auth_error_from_response(
     code = aadsts_code(payload)
     description = str(payload.get("error_description") or payload.get("error") or "unknown error")
     first_line = description.strip().splitlines()[0] if description.strip() else description
-    guidance = AADSTS_GUIDANCE.get(code or "")
+    if code == "700027" and "expired" in first_line.lower():
+        guidance = AADSTS_GUIDANCE["700027-expired"]
+    else:
+        guidance = AADSTS_GUIDANCE.get(code or "")
     if guidance:
         cause, fix = (
             part.format(client_id=client_id, tenant_id=tenant_id, url=url) for part in guidance
@@ -178,4 +215,20 @@ def auth_error_from_response(
         f"authentication failed ({error}): {first_line} — check tenant_id, client_id and the "
         "credential settings",
         code=code,
+    )
+
+
+# Dataverse answers 403 with this code when the token is valid but its service principal has no
+# application user in the environment (or the user was disabled).
+NOT_A_MEMBER = "0x80072560"
+
+
+def no_application_user(identity: str, url: str) -> AuthError:
+    """The one line for a service principal that Entra ID accepts but the environment does not."""
+    return AuthError(
+        f"Dataverse refused {identity} (403, not a member of the organization {url}) — create an "
+        "application user for the app: Power Platform admin center > Environments > your "
+        "environment > Settings > Users + permissions > Application users > New app user, and "
+        "give it a security role that can read the tables",
+        code=NOT_A_MEMBER,
     )

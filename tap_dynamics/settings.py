@@ -19,9 +19,16 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from tap_dynamics.connection import merge_connection_string
 from tap_dynamics.errors import ConfigError
 
-AUTH_SCHEMES = ("AzureServicePrincipal",)
+AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI")
+INITIATE_OAUTH = ("GETANDREFRESH", "REFRESH", "OFF")
+CERTIFICATE_TYPES = ("PEMKEY_FILE", "PFXFILE")
+CRM_VERSIONS = ("CRMOnline",)
+ON_PREMISES_CRM_VERSIONS = ("CRM2011+", "CRM4.0")
+DEFAULT_CALLBACK_URL = "http://localhost:33333"
+DEFAULT_TOKEN_CACHE = "~/.tap-dynamics/token-cache.json"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 API_VERSIONS = ("9.0", "9.1", "9.2")
 MAX_PAGE_SIZE = 5000
@@ -30,11 +37,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
         "url",
         th.StringType,
-        required=True,
         title="Org URL",
         description=(
             "Root URL of the Dynamics 365 / Dataverse environment, exactly as the browser shows "
-            "it, e.g. https://myorg.crm.dynamics.com"
+            "it, e.g. https://myorg.crm.dynamics.com (or give it as resource or in "
+            "connection_string)"
         ),
     ),
     th.Property(
@@ -45,7 +52,9 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Auth scheme",
         description=(
             "How to authenticate. AzureServicePrincipal: an Entra ID app registration with a "
-            "client secret (application permissions + an application user in the environment)."
+            "client secret or certificate (application permissions + an application user in the "
+            "environment). AzureAD: delegated, as a signed-in user (tap-dynamics login). "
+            "AzureMSI: the Azure managed identity of the machine the tap runs on."
         ),
     ),
     th.Property(
@@ -216,6 +225,104 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "dropped when the org's table list changes)"
         ),
     ),
+    th.Property(
+        "connection_string",
+        th.StringType,
+        secret=True,
+        title="Connection string",
+        description=(
+            "The documented Key=Value;… form, e.g. URL=https://myorg.crm.dynamics.com/;"
+            "AuthScheme=AzureServicePrincipal;AzureTenant=…;OAuthClientId=…;OAuthClientSecret=…;"
+            "CRMVersion=CRMOnline. Explicit settings win over it."
+        ),
+    ),
+    th.Property(
+        "resource",
+        th.StringType,
+        title="Resource",
+        description="Another name for url (the org URL), as some platforms call it",
+    ),
+    th.Property(
+        "crm_version",
+        th.StringType,
+        default="CRMOnline",
+        title="CRM version",
+        description="CRMOnline (Dynamics 365 / Dataverse online). CRM2011+ (on-premises) is not supported yet.",
+    ),
+    th.Property(
+        "certificate_path",
+        th.StringType,
+        title="Certificate path",
+        description=(
+            "AzureServicePrincipal with a certificate: path to a PEM file (private key + "
+            "certificate) or a PFX/PKCS#12 file whose certificate is uploaded to the app registration"
+        ),
+    ),
+    th.Property(
+        "certificate_password",
+        th.StringType,
+        secret=True,
+        title="Certificate password",
+        description="Password of the PFX file or of the encrypted PEM private key, if any",
+    ),
+    th.Property(
+        "certificate_type",
+        th.StringType,
+        allowed_values=list(CERTIFICATE_TYPES),
+        title="Certificate type",
+        description="PEMKEY_FILE or PFXFILE; inferred from the file when omitted",
+    ),
+    th.Property(
+        "initiate_oauth",
+        th.StringType,
+        default="GETANDREFRESH",
+        allowed_values=list(INITIATE_OAUTH),
+        title="Initiate OAuth",
+        description=(
+            "AzureAD only. GETANDREFRESH: sign in interactively when there is no usable token, "
+            "then refresh silently. REFRESH: refresh only, never interactive. OFF: use "
+            "access_token as is."
+        ),
+    ),
+    th.Property(
+        "callback_url",
+        th.StringType,
+        default=DEFAULT_CALLBACK_URL,
+        title="Callback URL",
+        description=(
+            "AzureAD only: the redirect URI registered for the app; the tap listens on it "
+            "during sign-in (default http://localhost:33333)"
+        ),
+    ),
+    th.Property(
+        "token_cache_path",
+        th.StringType,
+        title="Token cache path",
+        description=(
+            "AzureAD only: file where the signed-in user's tokens are kept (mode 0600), "
+            "refreshed tokens included. Default: ~/.tap-dynamics/token-cache.json"
+        ),
+    ),
+    th.Property(
+        "refresh_token",
+        th.StringType,
+        secret=True,
+        title="Refresh token",
+        description="AzureAD only: a refresh token to start from (e.g. moving from another tap)",
+    ),
+    th.Property(
+        "access_token",
+        th.StringType,
+        secret=True,
+        title="Access token",
+        description="AzureAD with initiate_oauth OFF: a bearer token for the org, used as is",
+    ),
+    th.Property(
+        "managed_identity_client_id",
+        th.StringType,
+        title="Managed identity client ID",
+        description="AzureMSI only: client ID of a user-assigned managed identity (default: system-assigned)",
+    ),
 ).to_dict()
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -248,6 +355,16 @@ class Settings:
     label_languages: tuple[int, ...] | None = None
     metadata_cache_path: str | None = None
     metadata_cache_ttl: int = 86400
+    certificate_path: str | None = None
+    certificate_password: str | None = field(default=None, repr=False)
+    certificate_type: str | None = None
+    initiate_oauth: str = "GETANDREFRESH"
+    callback_url: str = DEFAULT_CALLBACK_URL
+    token_cache_path: str = DEFAULT_TOKEN_CACHE
+    refresh_token: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    crm_version: str = "CRMOnline"
+    managed_identity_client_id: str | None = None
 
     def replication_for(self, logical_name: str) -> str | None:
         """The configured method for a table: an exact name wins over the first matching glob."""
@@ -268,6 +385,11 @@ class Settings:
     def scope(self) -> str:
         """The application scope for client-credential tokens."""
         return f"{self.url}/.default"
+
+    @property
+    def delegated_scope(self) -> str:
+        """The delegated (user) scope: Dataverse's one delegated permission."""
+        return f"{self.url}/user_impersonation"
 
 
 def _require(config: t.Mapping[str, t.Any], name: str, fix: str) -> str:
@@ -379,20 +501,17 @@ def _replication(value: t.Any) -> tuple[tuple[str, str], ...]:
 
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Validate ``config`` and return typed settings, or raise :class:`ConfigError`."""
+    config = merge_connection_string(config)
+    _crm_version(config)
     url = _normalise_https_url("url", _require(config, "url", "set it to your org URL, e.g. https://myorg.crm.dynamics.com"))
     auth_scheme = str(config.get("auth_scheme") or "AzureServicePrincipal")
+    # Connection strings from other tools spell it freely (AzureAd, azuread): match case-insensitively.
+    auth_scheme = next((a for a in AUTH_SCHEMES if a.lower() == auth_scheme.strip().lower()), auth_scheme)
     if auth_scheme not in AUTH_SCHEMES:
         msg = f"setting 'auth_scheme' is {auth_scheme!r}; valid values: {', '.join(AUTH_SCHEMES)}"
         raise ConfigError(msg)
-    tenant_id = _tenant(_require(config, "tenant_id", "set it to the Directory (tenant) ID of the Azure AD tenant"))
-    client_id = _require(config, "client_id", "set it to the Application (client) ID of your app registration")
-    if not _GUID_RE.match(client_id):
-        msg = (
-            f"setting 'client_id' is not a GUID (got {client_id!r}) — use the Application "
-            "(client) ID from the app registration's Overview page"
-        )
-        raise ConfigError(msg)
-    client_secret = _require(config, "client_secret", "set it to the client secret's Value from Certificates & secrets")
+    scheme = _scheme_settings(config, auth_scheme)
+    tenant_id, client_id, client_secret = scheme.pop("tenant_id"), scheme.pop("client_id"), scheme.pop("client_secret")
     authority_host = _normalise_https_url(
         "authority_host", str(config.get("authority_host") or DEFAULT_AUTHORITY_HOST)
     )
@@ -425,6 +544,8 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         lookback_seconds=_int_setting(config, "lookback_seconds", 0, 0, 7 * 24 * 3600),
         first_load_windows=_int_setting(config, "first_load_windows", 4, 1, 32),
         **_schema_settings(config),
+        crm_version="CRMOnline",
+        **scheme,
     )
 
 
@@ -479,3 +600,140 @@ def _schema_settings(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         "metadata_cache_path": os.path.expanduser(cache.strip()) if cache else None,
         "metadata_cache_ttl": _int_setting(config, "metadata_cache_ttl", 86400, 0, 365 * 86400),
     }
+
+
+def _crm_version(config: t.Mapping[str, t.Any]) -> None:
+    value = str(config.get("crm_version") or "CRMOnline").strip()
+    if value.lower() in (v.lower() for v in ON_PREMISES_CRM_VERSIONS):
+        msg = (
+            f"setting 'crm_version' is {value!r}: on-premises support is not available yet — "
+            "tap-dynamics connects to Dynamics 365 / Dataverse online (crm_version CRMOnline)"
+        )
+        raise ConfigError(msg)
+    if value.lower() != "crmonline":
+        msg = f"setting 'crm_version' is {value!r}; valid values: CRMOnline (CRM2011+ arrives with on-premises support)"
+        raise ConfigError(msg)
+
+
+def _optional(config: t.Mapping[str, t.Any], name: str) -> str | None:
+    value = config.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        msg = f"setting '{name}' must be a string"
+        raise ConfigError(msg)
+    return value.strip()
+
+
+def _client_id(config: t.Mapping[str, t.Any], name: str = "client_id") -> str:
+    client_id = _require(config, name, "set it to the Application (client) ID of your app registration")
+    if not _GUID_RE.match(client_id):
+        msg = (
+            f"setting '{name}' is not a GUID (got {client_id!r}) — use the Application "
+            "(client) ID from the app registration's Overview page"
+        )
+        raise ConfigError(msg)
+    return client_id
+
+
+def _choice(config: t.Mapping[str, t.Any], name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    value = _optional(config, name)
+    if value is None:
+        return default
+    for choice in choices:
+        if value.upper() == choice.upper():
+            return choice
+    msg = f"setting '{name}' is {value!r}; valid values: {', '.join(choices)}"
+    raise ConfigError(msg)
+
+
+def _certificate(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    path = _optional(config, "certificate_path")
+    if path is None:
+        return {}
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        msg = (
+            f"setting 'certificate_path' points to {path!r}, which is not a readable file — give "
+            "the path of the PEM (private key + certificate) or PFX file"
+        )
+        raise ConfigError(msg)
+    kind = _choice(config, "certificate_type", CERTIFICATE_TYPES, None)
+    if kind is None:  # infer: PEM files are text with BEGIN markers, PFX is DER binary
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        kind = "PEMKEY_FILE" if b"-----BEGIN" in head else "PFXFILE"
+    return {
+        "certificate_path": path,
+        "certificate_type": kind,
+        "certificate_password": config.get("certificate_password") or None,
+    }
+
+
+def _callback_url(config: t.Mapping[str, t.Any]) -> str:
+    value = _optional(config, "callback_url") or DEFAULT_CALLBACK_URL
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        msg = (
+            f"setting 'callback_url' must be a URL such as http://localhost:33333 (got {value!r}) "
+            "— use the Redirect URI registered for the app"
+        )
+        raise ConfigError(msg)
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1"):
+        msg = (
+            f"setting 'callback_url' is {value!r}: the tap can only listen on http://localhost "
+            "(Entra ID allows plain http only for localhost) — e.g. http://localhost:33333"
+        )
+        raise ConfigError(msg)
+    return value.rstrip("/") if parts.path in ("", "/") else value
+
+
+def _scheme_settings(config: t.Mapping[str, t.Any], auth_scheme: str) -> dict[str, t.Any]:
+    """The settings each auth scheme needs, with one-line errors for what is missing."""
+    out: dict[str, t.Any] = {"tenant_id": "", "client_id": "", "client_secret": ""}
+    if auth_scheme == "AzureServicePrincipal":
+        out["tenant_id"] = _tenant(_require(config, "tenant_id", "set it to the Directory (tenant) ID of the Azure AD tenant"))
+        out["client_id"] = _client_id(config)
+        out.update(_certificate(config))
+        secret = _optional(config, "client_secret")
+        if secret and out.get("certificate_path"):
+            msg = (
+                "settings 'client_secret' and 'certificate_path' are both set — a service "
+                "principal signs in with one credential; remove one of them"
+            )
+            raise ConfigError(msg)
+        if not secret and not out.get("certificate_path"):
+            msg = (
+                "setting 'client_secret' is missing — set it to the client secret's Value from "
+                "Certificates & secrets, or set certificate_path to use a certificate"
+            )
+            raise ConfigError(msg)
+        out["client_secret"] = secret or ""
+    elif auth_scheme == "AzureAD":
+        tenant = _require(config, "tenant_id", "set it to the Directory (tenant) ID of the Azure AD tenant")
+        # A signed-in user may use 'organizations' (any work account); 'common'/'consumers'
+        # would admit personal Microsoft accounts, which Dataverse never accepts.
+        out["tenant_id"] = tenant if tenant.lower() == "organizations" else _tenant(tenant)
+        out["client_id"] = _client_id(config)
+        out.update(_certificate(config))
+        out["client_secret"] = _optional(config, "client_secret") or ""
+        mode = _choice(config, "initiate_oauth", INITIATE_OAUTH, "GETANDREFRESH")
+        out["initiate_oauth"] = mode
+        out["callback_url"] = _callback_url(config)
+        out["token_cache_path"] = os.path.expanduser(_optional(config, "token_cache_path") or DEFAULT_TOKEN_CACHE)
+        out["refresh_token"] = _optional(config, "refresh_token")
+        out["access_token"] = _optional(config, "access_token")
+        if mode == "OFF" and not out["access_token"]:
+            msg = (
+                "setting 'access_token' is missing — initiate_oauth OFF uses the given access "
+                "token as is; set access_token, or use initiate_oauth GETANDREFRESH"
+            )
+            raise ConfigError(msg)
+    elif auth_scheme == "AzureMSI":
+        identity = _optional(config, "managed_identity_client_id")
+        if identity is not None:
+            _client_id(config, "managed_identity_client_id")
+        out["managed_identity_client_id"] = identity
+        out["tenant_id"] = _optional(config, "tenant_id") or ""
+        out["client_id"] = identity or ""
+    return out

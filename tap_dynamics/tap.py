@@ -120,6 +120,14 @@ class TapDynamics(Tap):
         streams += [cls(self, client=self.client, tables=lambda: known) for cls in METADATA_STREAMS]
         return streams
 
+    def run_connection_test(self) -> bool:
+        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name), then
+        the SDK's one-record-per-stream sync. A failure raises the one-line error."""
+        from tap_dynamics.commands import connection_check
+
+        self.logger.info("%s", connection_check(self.settings, self.client))
+        return super().run_connection_test()
+
     def sync_all(self) -> None:
         """Sync every selected stream; a failing table is skipped and reported, not fatal."""
         self._reset_state_progress_markers()
@@ -166,6 +174,10 @@ def _one_line(exc: ConfigValidationError) -> str:
 
 def cli() -> None:
     """Console entry point: the SDK's CLI, with one-line errors and meaningful exit codes."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("check", "login"):
+        from tap_dynamics.commands import main
+
+        sys.exit(main(sys.argv[1:]))
     command = TapDynamics.cli
     try:
         result = command.main(prog_name="tap-dynamics", standalone_mode=False)

@@ -84,6 +84,7 @@ def run_tap(
             env={**os.environ, **(env or {})},
         )
     run = TapRun(result.returncode, result.stdout, result.stderr)
+    assert_no_secrets(run.stdout + run.stderr, config)
     if "--discover" not in args and "--about" not in args:
         run.messages = parse_messages(result.stdout)
     return run
@@ -97,3 +98,52 @@ def select_streams(catalog: dict[str, t.Any], names: t.Iterable[str]) -> dict[st
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] in wanted
     return catalog
+
+
+# --- secrets never leak -------------------------------------------------------------------------
+SECRET_SETTINGS = ("client_secret", "certificate_password", "refresh_token", "access_token", "connection_string")
+EXTRA_SECRETS: set[str] = set()  # tests add e.g. certificate passwords here
+CHECKED_RUNS: list[int] = []  # one entry per tap process whose output was checked
+
+
+def known_secrets(config: dict[str, t.Any] | None = None) -> set[str]:
+    """Every secret a tap run must never print: the config's secret settings, every credential
+    the emulator issued (tokens, refresh tokens, codes, app secrets) and test-registered ones."""
+    from tests.emulator.entra import ISSUED_SECRETS
+
+    found = set(ISSUED_SECRETS) | EXTRA_SECRETS
+    for name in SECRET_SETTINGS:
+        value = (config or {}).get(name)
+        if isinstance(value, str) and value:
+            found.add(value)
+    text = (config or {}).get("connection_string")
+    if isinstance(text, str):  # the secret parts of a connection string, one by one
+        for part in text.split(";"):
+            key, _, value = part.partition("=")
+            if key.strip().lower() in ("oauthclientsecret", "oauthjwtcertpassword", "oauthaccesstoken", "oauthrefreshtoken") and value.strip():
+                found.add(value.strip().strip("'\""))
+    return {s for s in found if len(s) >= 8}
+
+
+def assert_no_secrets(output: str, config: dict[str, t.Any] | None = None) -> None:
+    """Fail the test when any known secret appears in a tap process's output."""
+    leaked = [s for s in known_secrets(config) if s in output]
+    assert not leaked, f"a secret appeared in the tap's output ({len(leaked)} value(s), e.g. {leaked[0][:6]}…)"
+    CHECKED_RUNS.append(len(output))
+
+
+def run_command(
+    argv: list[str], config: dict[str, t.Any], *, env: dict[str, str] | None = None, timeout: float = 300
+) -> TapRun:
+    """Run ``tap-dynamics <argv…> --config <file>`` (check, login, --test) and check its output."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_json(Path(tmp), "config.json", config)
+        result = subprocess.run(  # noqa: S603
+            [TAP, *argv, "--config", path],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+    assert_no_secrets(result.stdout + result.stderr, config)
+    return TapRun(result.returncode, result.stdout, result.stderr)

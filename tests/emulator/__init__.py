@@ -97,9 +97,10 @@ class Emulator:
 
     def register_app(self, client_id: str, secret: str = DEFAULT_SECRET, tenant_id: str | None = None,
                      secret_expired: bool = False, consent: bool = True,
-                     application_user: bool = True):
+                     application_user: bool = True, **more):
+        """``more``: certificate=, redirect_uris=, public_client=, managed_identity= (entra.py)."""
         return self.entra.register_app(client_id, secret, tenant_id, secret_expired, consent,
-                                       application_user)
+                                       application_user, **more)
 
     def issue_token(self, client_id: str | None = None, lifetime: int | None = None,
                     audience: str | None = None) -> str:
@@ -240,6 +241,9 @@ class Emulator:
             form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             status, obj = self.entra.token(parts[0], form, headers)
             return status, js, orjson.dumps(obj)
+        routed = self.entra.route(method, path, query, dict(headers), body)  # user flows, MSI
+        if routed is not None:
+            return routed
         return 404, [("Content-Type", "text/html")], b"<h2>404 - File or directory not found.</h2>"
 
     # ------------------------------------------------------------ control API (no auth)
