@@ -135,6 +135,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Request timeout",
         description="Seconds to wait for one HTTP response before retrying it",
     ),
+    th.Property(
+        "progress_interval",
+        th.NumberType,
+        default=10,
+        title="Progress interval",
+        description=(
+            "Seconds between progress lines on stderr (rows, rate, percent and ETA per running "
+            "table); 0 turns them off"
+        ),
+    ),
 ).to_dict()
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -158,6 +168,7 @@ class Settings:
     page_size: int
     request_timeout: int
     max_concurrency: int = 8
+    progress_interval: float = 10.0
 
     @property
     def api_base(self) -> str:
@@ -240,6 +251,18 @@ def _start_date(value: t.Any) -> dt.datetime | None:
     return parsed.astimezone(dt.timezone.utc)
 
 
+def _progress_interval(config: t.Mapping[str, t.Any]) -> float:
+    value = config.get("progress_interval", 10)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not 0 <= seconds <= 86400:
+        msg = f"setting 'progress_interval' must be a number of seconds from 0 to 86400 (0 = off), got {value!r}"
+        raise ConfigError(msg)
+    return seconds
+
+
 def _int_setting(config: t.Mapping[str, t.Any], name: str, default: int, lo: int, hi: int) -> int:
     value = config.get(name, default)
     if value is None:
@@ -301,4 +324,5 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         page_size=_int_setting(config, "page_size", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE),
         request_timeout=_int_setting(config, "request_timeout", 300, 1, 3600),
         max_concurrency=_int_setting(config, "max_concurrency", 8, 1, 32),
+        progress_interval=_progress_interval(config),
     )

@@ -14,13 +14,15 @@ import time
 import typing as t
 
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.fastpath import records_of
+from tap_dynamics.prefetch import prefetch
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from singer_sdk.helpers.types import Context
 
-    from tap_dynamics.client import DataverseClient
+    from tap_dynamics.client import DataverseClient, Page
     from tap_dynamics.dataverse.metadata import EntityInfo
 
 INCREMENTAL_KEY = "modifiedon"
@@ -115,15 +117,23 @@ class EntityStream(DynamicsStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Read every page of the table (or of its changes since the bookmark)."""
+        return records_of(self.get_pages(context))
+
+    def get_pages(self, context: Context | None) -> Iterator[Page]:
+        """Every page of the table, the next one fetched while this one is written (prefetch)."""
         summary = self.client.summary.stream(self.name)
         summary.method = "INCREMENTAL" if self.replication_key else "FULL_TABLE"
         if self.replication_key:
             self._start_boundary(context)
         url = self.client.url(self.path, self.query_options(context))
         prefer = f"odata.maxpagesize={self.settings.page_size}"
-        for page in self.client.iter_pages(url, prefer=prefer, table=self.name):
+
+        def pages() -> Iterator[Page]:
+            return self.client.iter_pages(url, prefer=prefer, table=self.name)
+
+        for page in prefetch(pages, self.client.page_budget, name=self.name):
             summary.pages += 1
-            yield from page.records
+            yield page
 
     def _start_boundary(self, context: Context | None) -> None:
         """Load the previous run's boundary rows, and keep them in the new state until superseded."""
