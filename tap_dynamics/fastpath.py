@@ -107,43 +107,18 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
         stream._write_starting_replication_value(None)
         previous = None  # last replication key value emitted, for the sort check
         for page in stream.get_pages(None):
-            extracted = datetime.datetime.now(datetime.timezone.utc)
-            suffix = plan.suffix(stream._stream_version, extracted)
-            lines: list[bytes] = []
-            last = None
-            for raw in page.records:
-                row = post_process(raw, None)
-                if row is None:
-                    continue
-                if not allowed.issuperset(row):
-                    row = _drop_unknown(stream, row, allowed, plan.unknown_ok, warned)
-                for name in booleans:
-                    value = row.get(name)
-                    if value is not None and value.__class__ is not bool:
-                        row[name] = value != 0
-                if rk is not None:
-                    value = row.get(rk)
-                    if value is not None:
-                        if check_sorted and previous is not None and value < previous:
-                            msg = (
-                                f"Unsorted data detected in stream. Latest value '{value}' is "
-                                f"smaller than previous max '{previous}'."
-                            )
-                            raise InvalidStreamSortException(msg)
-                        previous = value
-                        last = row
-                lines.append(prefix + encode(row) + suffix)
-            with OUTPUT_LOCK:
-                if lines:
-                    out.write(b"".join(lines))
-                    out.flush()
-                    stream.state_manager.is_flushed = False
-                if last is not None:
-                    stream._increment_stream_state(last, context=state_partition_context)
-                stream._write_state_message()
-            if lines:
-                record_counter.increment(len(lines))
-            stream.page_done(page, len(lines))
+            # The whole page is processed under the lock: the work is CPU-bound (one GIL), so
+            # nothing is lost, and only one page's encoded lines exist at a time.
+            OUTPUT_LOCK.acquire()
+            try:
+                written = _emit_page(stream, page, plan, state_partition_context, post_process, allowed,
+                                     booleans, prefix, encode, rk, check_sorted, out, warned, previous)
+            finally:
+                OUTPUT_LOCK.release()
+            previous = written[1]
+            if written[0]:
+                record_counter.increment(written[0])
+            stream.page_done(page, written[0])
         with OUTPUT_LOCK:
             state = stream.get_context_state(None)
             stream._finalize_state(state)
@@ -152,6 +127,45 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
         stream._write_state_message()
     return
     yield  # a generator, like the SDK's _sync_records
+
+
+def _emit_page(stream, page, plan, state_partition_context, post_process, allowed, booleans,  # noqa: ANN001, PLR0913
+               prefix, encode, rk, check_sorted, out, warned, previous):  # noqa: ANN001, ANN202
+    """Write one page's RECORD lines and the STATE after them; (records written, last key value)."""
+    extracted = datetime.datetime.now(datetime.timezone.utc)
+    suffix = plan.suffix(stream._stream_version, extracted)
+    lines: list[bytes] = []
+    last = None
+    for raw in page.records:
+        row = post_process(raw, None)
+        if row is None:
+            continue
+        if not allowed.issuperset(row):
+            row = _drop_unknown(stream, row, allowed, plan.unknown_ok, warned)
+        for name in booleans:
+            value = row.get(name)
+            if value is not None and value.__class__ is not bool:
+                row[name] = value != 0
+        if rk is not None:
+            value = row.get(rk)
+            if value is not None:
+                if check_sorted and previous is not None and value < previous:
+                    msg = (
+                        f"Unsorted data detected in stream. Latest value '{value}' is "
+                        f"smaller than previous max '{previous}'."
+                    )
+                    raise InvalidStreamSortException(msg)
+                previous = value
+                last = row
+        lines.append(prefix + encode(row) + suffix)
+    if lines:
+        out.write(b"".join(lines))
+        out.flush()
+        stream.state_manager.is_flushed = False
+    if last is not None:
+        stream._increment_stream_state(last, context=state_partition_context)
+    stream._write_state_message()
+    return len(lines), previous
 
 
 def _drop_unknown(
