@@ -1,0 +1,1 @@
+"""Throughput and memory benchmark for tap-dynamics (``python -m bench.run``; see the README)."""

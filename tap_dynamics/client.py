@@ -24,6 +24,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from singer_sdk.streams import Stream
 
+from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled, sync_records_fast
+from tap_dynamics.prefetch import PageBudget
 from tap_dynamics.summary import RunSummary
 from tap_dynamics.errors import (
     AuthError,
@@ -36,6 +38,8 @@ from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+
+    from singer_sdk.helpers.types import Context
 
     from tap_dynamics.auth import TokenProvider
     from tap_dynamics.settings import Settings
@@ -78,6 +82,9 @@ class Page:
     next_link: str | None
     delta_link: str | None
     request_id: str | None
+    # Set by streams, applied once the page's records are written (see EntityStream):
+    checkpoint: dict[str, t.Any] | None = None  # state keys to set (None values are removed)
+    activate_version: int | None = None  # ACTIVATE_VERSION to emit after the page
 
 
 class _Retry(Exception):
@@ -119,6 +126,10 @@ class DataverseClient:
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
+        # Decoded pages alive at once (buffered, on the wire or being written), all streams
+        # together: enough to keep every slot busy plus one page being emitted; a fixed number,
+        # so memory stays flat whatever the table sizes and the number of tables.
+        self.page_budget = PageBudget(settings.max_concurrency + 2)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -389,6 +400,37 @@ class DynamicsStream(Stream):
     def settings(self) -> Settings:
         """The run's validated settings."""
         return self.client.settings
+
+    def get_pages(self, context: Context | None) -> Iterator[Page]:
+        """The stream's pages, in order. Streams that read pages implement it (fast path)."""
+        raise NotImplementedError
+
+    def before_page_state(self, page: Page) -> None:
+        """Called after a page's records are written, before its STATE message (under the lock)."""
+
+    def page_done(self, page: Page, rows: int) -> None:
+        """Called after a page's ``rows`` records were written (progress counters)."""
+        self.client.summary.stream(self.name).live_rows += rows
+
+    def _sync_records(
+        self,
+        context: Context | None = None,
+        *,
+        write_messages: bool = True,
+    ) -> t.Generator[dict, t.Any, t.Any]:
+        """Page-at-a-time record path when nothing needs the SDK's per-record one (fastpath.py)."""
+        if (
+            write_messages
+            and type(self).get_pages is not DynamicsStream.get_pages
+            and fast_path_enabled(self, context)
+        ):
+            return sync_records_fast(self, context)
+        return super()._sync_records(context, write_messages=write_messages)
+
+    def _write_schema_message(self) -> None:
+        """SCHEMA under the output lock: streams synced in parallel never split a message."""
+        with OUTPUT_LOCK:
+            super()._write_schema_message()
 
 
 __all__ = [

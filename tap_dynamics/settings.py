@@ -323,6 +323,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Managed identity client ID",
         description="AzureMSI only: client ID of a user-assigned managed identity (default: system-assigned)",
     ),
+    th.Property(
+        "progress_interval",
+        th.NumberType,
+        default=10,
+        title="Progress interval",
+        description=(
+            "Seconds between progress lines on stderr (rows, rate, percent and ETA per running "
+            "table); 0 turns them off"
+        ),
+    ),
 ).to_dict()
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -365,6 +375,7 @@ class Settings:
     access_token: str | None = field(default=None, repr=False)
     crm_version: str = "CRMOnline"
     managed_identity_client_id: str | None = None
+    progress_interval: float = 10.0
 
     def replication_for(self, logical_name: str) -> str | None:
         """The configured method for a table: an exact name wins over the first matching glob."""
@@ -462,6 +473,18 @@ def _start_date(value: t.Any) -> dt.datetime | None:
     return parsed.astimezone(dt.timezone.utc)
 
 
+def _progress_interval(config: t.Mapping[str, t.Any]) -> float:
+    value = config.get("progress_interval", 10)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not 0 <= seconds <= 86400:
+        msg = f"setting 'progress_interval' must be a number of seconds from 0 to 86400 (0 = off), got {value!r}"
+        raise ConfigError(msg)
+    return seconds
+
+
 def _int_setting(config: t.Mapping[str, t.Any], name: str, default: int, lo: int, hi: int) -> int:
     value = config.get(name, default)
     if value is None:
@@ -546,6 +569,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         **_schema_settings(config),
         crm_version="CRMOnline",
         **scheme,
+        progress_interval=_progress_interval(config),
     )
 
 

@@ -31,6 +31,8 @@ class StreamSummary:
     finished: float | None = None
     status: str = OK
     note: str = ""
+    live_rows: int = 0  # rows written so far (progress), updated page by page
+    expected: int | None = None  # RetrieveTotalRecordCount snapshot, for percent and ETA
 
     @property
     def duration(self) -> float:

@@ -39,6 +39,8 @@ from tap_dynamics.errors import (
     StreamsFailed,
     TapDynamicsError,
 )
+from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled
+from tap_dynamics.progress import ProgressReporter, fetch_totals, sync_streams
 from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
 from tap_dynamics.summary import FAILED
 
@@ -135,10 +137,14 @@ class TapDynamics(Tap):
         if self.state:
             self._state_writer.write_state(self.state)
         summary = self.client.summary
+        selected = []
         for stream in self.streams.values():
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
                 continue
+            selected.append(stream)
+
+        def sync_one(stream: Stream) -> None:
             entry = summary.stream(stream.name)
             entry.started = time.monotonic()
             try:
@@ -147,12 +153,20 @@ class TapDynamics(Tap):
                 self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
                 entry.status = FAILED
                 entry.note = str(exc)[:200]
-                continue
+                return
             finally:
                 entry.finished = time.monotonic()
                 entry.rows += getattr(stream, "rows_emitted", 0)
                 entry.deletes += getattr(stream, "deletes_emitted", 0)
-            stream.finalize_state_progress_markers()
+            with OUTPUT_LOCK:
+                stream.finalize_state_progress_markers()
+
+        reporter = self._start_progress(selected)
+        try:
+            sync_streams(selected, sync_one, self._parallel_streams(selected))
+        finally:
+            if reporter is not None:
+                reporter.stop()
         stats = self.client.stats
         self.logger.info(
             "Run summary (%d requests, %d retries, %.1f s throttled):\n%s",
@@ -165,6 +179,33 @@ class TapDynamics(Tap):
             names = ", ".join(s.name for s in summary.failed)
             msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
             raise StreamsFailed(msg)
+
+
+    def _parallel_streams(self, streams: list[Stream]) -> int:
+        """How many tables to read at once: several only when every one takes the page path.
+
+        Streams on the SDK's per-record path write messages outside the output lock, so they
+        are synced one after the other, as before.
+        """
+        if self.settings.max_concurrency <= 1 or not all(
+            isinstance(s, EntityStream) and fast_path_enabled(s, None) for s in streams
+        ):
+            return 1
+        return self.settings.max_concurrency + 2
+
+    def _start_progress(self, streams: list[Stream]) -> ProgressReporter | None:
+        """Expected row counts (first loads only) and the periodic progress lines."""
+        interval = self.settings.progress_interval
+        if not interval or not streams:
+            return None
+        summary = self.client.summary
+        bookmarks = (self.state or {}).get("bookmarks", {})
+        first_loads = [s.name for s in streams if not (bookmarks.get(s.name) or {}).get("replication_key_value")]
+        for name, total in fetch_totals(self.client, first_loads).items():
+            summary.stream(name).expected = total
+        reporter = ProgressReporter(summary, interval)
+        reporter.start()
+        return reporter
 
 
 def _one_line(exc: ConfigValidationError) -> str:

@@ -23,11 +23,15 @@ resumes without re-reading the table and without losing rows.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
+from dataclasses import replace
 import typing as t
 
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.fastpath import OUTPUT_LOCK
+from tap_dynamics.prefetch import prefetch, prefetch_pages
 from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
 from tap_dynamics.errors import ConfigError, DataverseError
 
@@ -248,8 +252,14 @@ class EntityStream(DynamicsStream):
         return f"odata.track-changes,{prefer}" if tracking else prefer
 
     # -- reading --------------------------------------------------------------------------------
-    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """Read the table according to its method, checkpointing state after every page."""
+    # Every method yields pages. A page may carry a `checkpoint` (state keys to set once its rows
+    # are written) and an `activate_version`. They are applied by `before_page_state`, which runs
+    # after the page's records are out and before its STATE message — in the fast path under the
+    # output lock, since the tap state is shared by streams synced in parallel. Nothing here
+    # touches the state while a page's rows are still unwritten.
+
+    def get_pages(self, context: Context | None) -> Iterator[Page]:
+        """The table's pages, according to its method (the fast path writes them)."""
         self._state = self.get_context_state(context)
         summary = self.client.summary.stream(self.name)
         method = self.method
@@ -257,21 +267,68 @@ class EntityStream(DynamicsStream):
             method, f"INCREMENTAL({method})"
         )
         if method == CHANGE_TRACKING:
-            yield from self._read_changes()
+            yield from self._change_pages()
         elif method == FULL_TABLE:
-            yield from self._read_full(self.client.url(self.path, self.query_options(context)))
+            yield from self._full_pages(self.client.url(self.path, self.query_options(context)))
         elif method == VERSION_CURSOR:
-            for page in self._pages(self.client.url(self.path, self.query_options(context)), self._prefer()):
-                yield from page.records
+            yield from self._fetch(self.client.url(self.path, self.query_options(context)), self._prefer())
         else:
-            yield from self._read_cursor(context)
+            yield from self._cursor_pages(context)
 
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The SDK's per-record path (stream maps, flattening…): the same pages, row by row.
+
+        The generator only resumes after the SDK has written the previous row, so once a page's
+        rows are yielded they are out, and the page's checkpoint and STATE can follow.
+        """
+        for page in self.get_pages(context):
+            yield from page.records
+            with OUTPUT_LOCK:
+                self.before_page_state(page)
+                self.state_manager.is_flushed = False
+                self._write_state_message()
+
+    def before_page_state(self, page: Page) -> None:
+        """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
+        if page.checkpoint:
+            for key, value in page.checkpoint.items():
+                if value is None:
+                    self._state.pop(key, None)
+                else:
+                    self._state[key] = value
+            self.state_manager.is_flushed = False
+        if page.activate_version is not None:
+            self._write_activate_version_message(page.activate_version)
+
+    def _fetch(self, url: str, prefer: str) -> Iterator[Page]:
+        """One page sequence, the next page fetched while this one is written."""
+        summary = self.client.summary.stream(self.name)
+
+        def source() -> Iterator[Page]:
+            return self.client.iter_pages(url, prefer=prefer, table=self.name)
+
+        for page in prefetch(source, self.client.page_budget, name=self.name):
+            summary.pages += 1
+            yield page
+
+    def _checkpoint(self, **values: t.Any) -> None:
+        """Set state keys and write a STATE at once: for phase changes, between pages."""
+        with OUTPUT_LOCK:
+            for key, value in values.items():
+                if value is None:
+                    self._state.pop(key, None)
+                else:
+                    self._state[key] = value
+            self.state_manager.is_flushed = False
+            self._write_state_message()
+
+    # -- date-time cursors ------------------------------------------------------------------------
     def _set_windowed(self, windowed: bool) -> None:
         """Switch the SDK's sort check off while windows interleave (its state manager caches it)."""
         self._windowed = windowed
         self.state_manager._is_sorted = self.is_sorted  # noqa: SLF001 - cached at creation by the SDK
 
-    def _read_cursor(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
+    def _cursor_pages(self, context: Context | None) -> Iterator[Page]:
         """A date-time cursor: windows on a big first load, else one ordered read from the bookmark."""
         windows = self._state.get(WINDOWS_KEY)
         if windows is None and self._state.get("replication_key_value") is None:
@@ -279,29 +336,28 @@ class EntityStream(DynamicsStream):
         if windows:
             self._set_windowed(True)
             try:
-                yield from self._read_windows(windows)
+                yield from self._window_pages(windows)
             finally:
                 self._set_windowed(False)
             return
         boundary = Boundary(self._state.get("replication_key_value"), self._state.get(BOUNDARY_KEY))
-        self._state[BOUNDARY_KEY] = boundary.etags
         url = self.client.url(self.path, self.query_options(context))
         if self.settings.lookback_seconds:
             # Rows from the lookback window come before the old bookmark; let the bookmark
             # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
-            self._state.pop("replication_key_value", None)
-        yield from self._accepted(self._pages(url, self._prefer()), boundary, self._state)
+            self._checkpoint(replication_key_value=None)
+        for page in self._fetch(url, self._prefer()):
+            yield self._accepted(page, boundary)
 
-    def _accepted(
-        self, pages: Iterator[Page], boundary: Boundary, state: dict[str, t.Any]
-    ) -> Iterator[dict[str, t.Any]]:
-        """Rows of ``pages`` minus those already emitted; keeps ``state``'s boundary current."""
+    def _accepted(self, page: Page, boundary: Boundary) -> Page:
+        """``page`` without the rows already emitted, carrying the boundary to checkpoint."""
         cursor, pk = self.replication_key, self.entity.primary_id
-        for page in pages:
-            for row in page.records:
-                if boundary.accept(row.get(cursor), row.get(pk), row.get("@odata.etag")):
-                    state[BOUNDARY_KEY] = boundary.etags
-                    yield row
+        rows = [
+            row
+            for row in page.records
+            if boundary.accept(row.get(cursor), row.get(pk), row.get("@odata.etag"))
+        ]
+        return replace(page, records=rows, checkpoint={BOUNDARY_KEY: dict(boundary.etags)})
 
     # -- first loads in concurrent time windows -------------------------------------------------
     def _plan_windows(self, context: Context | None) -> list[dict[str, t.Any]] | None:
@@ -323,8 +379,7 @@ class EntityStream(DynamicsStream):
             return None
         count = min(count, -(-total // self.settings.page_size))
         step = (high - low) / count
-        edges = [low + step * i for i in range(count)]
-        bounds = [odata_datetime(edge) for edge in edges]
+        bounds = [odata_datetime(low + step * i) for i in range(count)]
         if len(set(bounds)) < len(bounds):
             return None  # the range is too narrow to split by whole seconds
         windows = [
@@ -335,7 +390,7 @@ class EntityStream(DynamicsStream):
         if start is None:
             windows[0]["lo"] = None  # the first window also takes rows whose cursor is null
         self.logger.info("First load of %s: reading %d time windows concurrently", self.name, count)
-        self._checkpoint(**{WINDOWS_KEY: windows})
+        self._checkpoint(**{WINDOWS_KEY: copy.deepcopy(windows)})
         return windows
 
     def _total_rows(self) -> int | None:
@@ -378,31 +433,32 @@ class EntityStream(DynamicsStream):
             options["$filter"] = where
         return self.client.url(self.path, options)
 
-    def _read_windows(self, windows: list[dict[str, t.Any]]) -> Iterator[dict[str, t.Any]]:
-        """Read the windows concurrently; each page's rows are emitted, then its window checkpointed."""
-        from tap_dynamics.parallel import interleave
-
+    def _window_pages(self, windows: list[dict[str, t.Any]]) -> Iterator[Page]:
+        """Read the windows concurrently; each page checkpoints a snapshot of every window."""
         cursor, pk = self.replication_key, self.entity.primary_id
         pending = [w for w in windows if not w.get("done")]
         trackers = [Boundary(w.get("bookmark"), w.get("boundary")) for w in pending]
         prefer = self._prefer()
         summary = self.client.summary.stream(self.name)
 
-        def sequence(window: dict[str, t.Any]) -> t.Callable[[], Iterator[Page]]:
+        def source(window: dict[str, t.Any]) -> t.Callable[[], Iterator[Page]]:
             url = self._window_url(window)
             return lambda: self.client.iter_pages(url, prefer=prefer, table=self.name)
 
-        for index, page in interleave([sequence(w) for w in pending], buffer=2):
+        sources = [source(w) for w in pending]
+        for index, page in prefetch_pages(sources, self.client.page_budget, name=self.name):
             tracker = trackers[index]
-            for row in page.records:
-                if tracker.accept(row.get(cursor), row.get(pk), row.get("@odata.etag")):
-                    yield row
+            rows = [
+                row
+                for row in page.records
+                if tracker.accept(row.get(cursor), row.get(pk), row.get("@odata.etag"))
+            ]
             summary.pages += 1
             window = pending[index]
             if tracker.value is not None:
-                window["bookmark"], window["boundary"] = tracker.value, tracker.etags
+                window["bookmark"], window["boundary"] = tracker.value, dict(tracker.etags)
             window["done"] = page.next_link is None
-            self._checkpoint(**{WINDOWS_KEY: windows})
+            yield replace(page, records=rows, checkpoint={WINDOWS_KEY: copy.deepcopy(windows)})
         # Every window is complete: one bookmark again, at the newest row read.
         values = [w["bookmark"] for w in windows if w.get("bookmark") is not None]
         last = max(values) if values else None
@@ -410,29 +466,12 @@ class EntityStream(DynamicsStream):
         for window in windows:
             if last is not None and window.get("bookmark") == last:
                 etags.update(window.get("boundary") or {})
-        self._checkpoint(**{WINDOWS_KEY: None, "replication_key": cursor, "replication_key_value": last, BOUNDARY_KEY: etags})
+        self._checkpoint(
+            **{WINDOWS_KEY: None, "replication_key": cursor, "replication_key_value": last, BOUNDARY_KEY: etags}
+        )
 
-    def _pages(self, url: str, prefer: str) -> Iterator[Page]:
-        summary = self.client.summary.stream(self.name)
-        for page in self.client.iter_pages(url, prefer=prefer, table=self.name):
-            summary.pages += 1
-            yield page
-
-    def _checkpoint(self, **values: t.Any) -> None:
-        """Update this stream's state and write a STATE message.
-
-        Called between pages, when the generator resumes: every record before this point has
-        already been written by the SDK, so the state never runs ahead of the output.
-        """
-        for key, value in values.items():
-            if value is None:
-                self._state.pop(key, None)
-            else:
-                self._state[key] = value
-        self.state_manager.is_flushed = False
-        self._write_state_message()
-
-    def _read_full(self, first_url: str) -> Iterator[dict[str, t.Any]]:
+    # -- full table ---------------------------------------------------------------------------------
+    def _full_pages(self, first_url: str) -> Iterator[Page]:
         """One full pass as a table version; resumes from the in-flight nextLink."""
         next_link = self._state.get(NEXT_LINK_KEY)
         version = self._state.get(VERSION_KEY)
@@ -440,18 +479,20 @@ class EntityStream(DynamicsStream):
             next_link, version = None, int(time.time() * 1000)
             if self._state.get("last_version") is None:
                 # First ever sync: activate the version at once so the target creates the table.
-                self._stream_version = version
-                self._write_activate_version_message(version)
+                with OUTPUT_LOCK:
+                    self._write_activate_version_message(version)
         self._stream_version = version
         self._checkpoint(**{VERSION_KEY: version, NEXT_LINK_KEY: next_link})
-        for page in self._pages(next_link or first_url, self._prefer()):
-            yield from page.records
-            self._checkpoint(**{NEXT_LINK_KEY: page.next_link})
-        # The whole table has been emitted as `version`: targets may now drop older rows.
-        self._write_activate_version_message(version)
-        self._checkpoint(**{VERSION_KEY: None, NEXT_LINK_KEY: None, "last_version": version})
+        for page in self._fetch(next_link or first_url, self._prefer()):
+            if page.next_link:
+                yield replace(page, checkpoint={NEXT_LINK_KEY: page.next_link})
+            else:
+                # The whole table has been emitted as `version`: targets may now drop older rows.
+                done = {VERSION_KEY: None, NEXT_LINK_KEY: None, "last_version": version}
+                yield replace(page, checkpoint=done, activate_version=version)
 
-    def _read_changes(self) -> Iterator[dict[str, t.Any]]:
+    # -- change tracking ----------------------------------------------------------------------------
+    def _change_pages(self) -> Iterator[Page]:
         """Change tracking: the initial read, or the changes since the stored delta link."""
         next_link = self._state.get(NEXT_LINK_KEY)
         delta_link = self._state.get(DELTA_LINK_KEY)
@@ -480,7 +521,7 @@ class EntityStream(DynamicsStream):
     def _initial_url(self) -> str:
         return self.client.url(self.path, {"$select": ",".join(self.selected_columns())})
 
-    def _track(self, url: str, phase: str) -> Iterator[dict[str, t.Any]]:
+    def _track(self, url: str, phase: str) -> Iterator[Page]:
         """Follow one tracked sequence of pages to its delta link."""
         pk = self.entity.primary_id
         full_pass = phase in ("initial", "rebaseline")
@@ -489,30 +530,24 @@ class EntityStream(DynamicsStream):
             version = int(time.time() * 1000)
         self._stream_version = version
         self._checkpoint(**{PHASE_KEY: phase, VERSION_KEY: version})
-        prefer = self._prefer(tracking=full_pass)
-        for page in self._pages(url, prefer):
+        for page in self._fetch(url, self._prefer(tracking=full_pass)):
             read_at = utc_now_iso()
+            rows: list[dict[str, t.Any]] = []
             for row in page.records:
-                if _is_deleted_entity(row):
-                    key = row.get("id")
-                    if key is None:
-                        continue
+                if not _is_deleted_entity(row):
+                    rows.append(row)
+                elif row.get("id") is not None:
                     self.deletes_emitted += 1
-                    yield {pk: key, DELETED_AT: read_at}
-                else:
-                    yield row
+                    rows.append({pk: row["id"], DELETED_AT: read_at})
             if page.next_link:
-                self._checkpoint(**{NEXT_LINK_KEY: page.next_link})
-            else:
-                if not page.delta_link:
-                    msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
-                    raise DataverseError(msg, table=self.name)
-                if version is not None:
-                    self._write_activate_version_message(version)
-                self._stream_version = None
-                self._checkpoint(
-                    **{NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
-                )
+                yield replace(page, records=rows, checkpoint={NEXT_LINK_KEY: page.next_link})
+                continue
+            if not page.delta_link:
+                msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
+                raise DataverseError(msg, table=self.name)
+            done = {NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
+            yield replace(page, records=rows, checkpoint=done, activate_version=version)
+        self._stream_version = None
 
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
         """Drop rows the last run already emitted and OData annotations; split multi-selects."""

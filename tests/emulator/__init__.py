@@ -42,9 +42,12 @@ class Emulator:
     def __init__(self, rows: dict[str, int] | None = None, seed: int = 42, latency_ms: float = 0,
                  token_lifetime: int = 3600, port: int = 0, host: str = "127.0.0.1",
                  change_tracking_expiry_seconds: float = 7 * 86400, top_wins: bool = True,
-                 org_tables: int = 0):
+                 org_tables: int = 0, clones: dict[str, int] | None = None,
+                 latency_scope: str = "all"):
         self._rows_cfg = dict(DEFAULT_ROWS if rows is None else rows)
         self.org_tables = org_tables  # extra synthetic ~150-column tables (discovery benchmark)
+        # table -> N: also serve <table>_1..<table>_N with the same rows (benchmarks)
+        self._clones = dict(clones or {})
         self.seed = seed
         self.port = port
         self.host = host
@@ -52,6 +55,9 @@ class Emulator:
             "latency_ms": latency_ms, "token_lifetime": token_lifetime,
             "change_tracking_expiry_seconds": change_tracking_expiry_seconds,
             "top_wins": top_wins,
+            # "all": latency_ms delays every request; "pages": only data pages (large pages are
+            # what is slow to serve; metadata and token calls stay fast)
+            "latency_scope": latency_scope,
         }
         self.tenant_id, self.client_id, self.client_secret = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
         self._lock = threading.Lock()
@@ -63,7 +69,7 @@ class Emulator:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Emulator:
-        self.store = Store(self._rows_cfg, self.seed, self.org_tables)
+        self.store = Store(self._rows_cfg, self.seed, self.org_tables, self._clones)
         self.tls = make_tls()
         self.ca_path = self.tls.ca_path
         self.server = EmulatorServer(self.host, self.port, self, self.tls.cert_path, self.tls.key_path)
@@ -158,6 +164,9 @@ class Emulator:
             return list(self._log)
 
     def count_page(self, rows: int) -> None:
+        lat = self.knobs["latency_ms"]
+        if lat and self.knobs["latency_scope"] == "pages":
+            time.sleep(lat / 1000.0)  # the page's serving time (no lock held here)
         now = time.perf_counter()
         with self._lock:
             self._stats["data_pages"] += 1
@@ -193,7 +202,7 @@ class Emulator:
         self._request_started[threading.get_ident()] = time.perf_counter()
         try:
             lat = self.knobs["latency_ms"]
-            if lat:
+            if lat and self.knobs["latency_scope"] != "pages":
                 time.sleep(lat / 1000.0)
             try:
                 status, hdrs, payload = self._route(method, path, query, headers, body)

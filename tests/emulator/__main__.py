@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", action="append", default=[], metavar="TABLE=N",
                     help="rows per table (repeatable); unspecified tables use the defaults")
     ap.add_argument("--latency-ms", type=float, default=0)
+    ap.add_argument("--latency-scope", choices=("all", "pages"), default="all",
+                    help="apply --latency-ms to every request (all) or to data pages only")
+    ap.add_argument("--clone", action="append", default=[], metavar="TABLE=N",
+                    help="also serve TABLE_1..TABLE_N, copies of TABLE's rows (repeatable)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--token-lifetime", type=int, default=3600)
     ap.add_argument("--tables", type=int, default=0, metavar="N",
@@ -34,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.rows:
         table, _, n = spec.partition("=")
         rows[table.strip()] = int(n)
+    clones = {}
+    for spec in args.clone:
+        table, _, n = spec.partition("=")
+        clones[table.strip()] = int(n)
     emu = Emulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms,
                    token_lifetime=args.token_lifetime, port=args.port,
-                   org_tables=args.tables).start()
+                   org_tables=args.tables, clones=clones,
+                   latency_scope=args.latency_scope).start()
     info = {"base_url": emu.base_url, "org_url": emu.org_url, "authority_host": emu.authority_host,
             "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id, "client_id": emu.client_id,
             "client_secret": emu.client_secret, "control_url": emu.org_url + "/_emulator/",

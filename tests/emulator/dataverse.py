@@ -483,7 +483,7 @@ class Dataverse:
     def count_only(self, req, ts: TableStore):
         if "$deltatoken" in req.query:
             since, _ = self._parse_deltatoken(req.query["$deltatoken"])
-            ups, dels = ts.changes(since, self.store.version)
+            ups, dels = ts.changes(since, self._snapshot())
             n = len(ups) + len(dels)
         else:
             pred, full = self._predicate(ts, req.query)
@@ -627,7 +627,7 @@ class Dataverse:
         applied = self._applied(prefer, tracking=prefer.track)
         if "$deltatoken" in q:
             since, _ = self._parse_deltatoken(q["$deltatoken"])
-            snap = int(attrs.get("snapshot", self.store.version))
+            snap = int(attrs["snapshot"]) if "snapshot" in attrs else self._snapshot()
             phase = attrs.get("phase", "u")
             lastv = int(attrs.get("lastversion", since))
             ups, dels = ts.changes(since, snap)
@@ -663,7 +663,7 @@ class Dataverse:
             head["@odata.deltaLink"] = self._delta_link(req, snap)
             return 200, self.headers() + applied, self._body(head, out)
         # initial full read with tracking: pk order, snapshot carried in the cookie
-        snap = int(attrs.get("snapshot", self.store.version))
+        snap = int(attrs["snapshot"]) if "snapshot" in attrs else self._snapshot()
         after = None
         if cookie is not None:
             ccols = cookie[2]
@@ -685,6 +685,16 @@ class Dataverse:
                 head, rows, {"@odata.nextLink": self._next_link(req, ck)})
         head["@odata.deltaLink"] = self._delta_link(req, snap)
         return 200, self.headers() + applied, self._body(head, rows)
+
+    def _snapshot(self) -> int:
+        """The org version as of now, taken under the store lock.
+
+        A mutation bumps the version and logs its change inside that lock, so every change with
+        a version at or below the snapshot is already visible: like a committed transaction in
+        Dataverse, nothing can later appear "in the past" of a delta token.
+        """
+        with self.store.lock:
+            return self.store.version
 
     @staticmethod
     def _deleted(base: str, td: T.TableDef, pk: str) -> bytes:

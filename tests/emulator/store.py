@@ -17,6 +17,7 @@ Why this shape:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import gc
 import datetime as dt
 import random
@@ -351,7 +352,8 @@ class TableStore:
 class Store:
     """All tables of the emulated org plus the org-wide clock and version counter."""
 
-    def __init__(self, rows: dict[str, int], seed: int = 42, org_tables: int = 0):
+    def __init__(self, rows: dict[str, int], seed: int = 42, org_tables: int = 0,
+                 clones: dict[str, int] | None = None):
         self.tables = T.all_tables(org_tables)
         self.seed = seed
         self.lock = threading.RLock()
@@ -372,6 +374,25 @@ class Store:
                 gc.enable()
             gc.freeze()  # keep the store out of future collections
         self.clock = float(last + 60)
+        for source, copies in (clones or {}).items():
+            self._clone(source, copies)
+
+    def _clone(self, source: str, copies: int) -> None:
+        """Serve ``copies`` more tables ``<source>_1..N`` with the source's rows (benchmarks of
+        many tables): row objects are shared, so a copy costs a dict, not the data again."""
+        if source not in self.t:
+            raise ValueError(f"unknown table to clone '{source}'; known: {sorted(self.t)}")
+        src = self.tables[source]
+        for i in range(1, copies + 1):
+            td = dataclasses.replace(
+                src, logical=f"{source}_{i}", schema=f"{src.schema}_{i}",
+                entity_set=f"{src.entity_set}_{i}", collection=f"{src.collection}_{i}",
+                otc=10_000 + 100 * src.otc + i, is_custom=True)
+            ts = TableStore(td, self)
+            ts.rows = dict(self.t[source].rows)
+            ts.vlog = list(self.t[source].vlog)
+            self.tables[td.logical] = td
+            self.t[td.logical] = ts
 
     def _generate(self, rows, ids, last):
         for name in ("systemuser", "contact", "account"):
