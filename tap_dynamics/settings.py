@@ -135,6 +135,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Request timeout",
         description="Seconds to wait for one HTTP response before retrying it",
     ),
+    th.Property(
+        "strict",
+        th.BooleanType,
+        default=False,
+        title="Strict",
+        description=(
+            "Stop the run at the first table that fails (403, provider error, retries "
+            "exhausted) instead of skipping it with a warning and listing it in the run summary"
+        ),
+    ),
 ).to_dict()
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -158,6 +168,7 @@ class Settings:
     page_size: int
     request_timeout: int
     max_concurrency: int = 8
+    strict: bool = False
 
     @property
     def api_base(self) -> str:
@@ -257,6 +268,18 @@ def _int_setting(config: t.Mapping[str, t.Any], name: str, default: int, lo: int
     return number
 
 
+def _bool_setting(config: t.Mapping[str, t.Any], name: str, default: bool) -> bool:
+    value = config.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
+    msg = f"setting '{name}' must be true or false (got {value!r})"
+    raise ConfigError(msg)
+
+
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Validate ``config`` and return typed settings, or raise :class:`ConfigError`."""
     url = _normalise_https_url("url", _require(config, "url", "set it to your org URL, e.g. https://myorg.crm.dynamics.com"))
@@ -301,4 +324,5 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         page_size=_int_setting(config, "page_size", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE),
         request_timeout=_int_setting(config, "request_timeout", 300, 1, 3600),
         max_concurrency=_int_setting(config, "max_concurrency", 8, 1, 32),
+        strict=_bool_setting(config, "strict", False),
     )

@@ -31,7 +31,10 @@ from tap_dynamics.dataverse.streams import EntityStream
 from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_CRASH,
+    EXIT_SERVICE,
+    EXIT_STREAMS_FAILED,
     DataverseError,
+    ServiceUnavailable,
     StreamsFailed,
     TapDynamicsError,
 )
@@ -93,6 +96,7 @@ class TapDynamics(Tap):
         if self.state:
             self._state_writer.write_state(self.state)
         summary = self.client.summary
+        gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
         for stream in self.streams.values():
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
@@ -100,6 +104,13 @@ class TapDynamics(Tap):
             try:
                 stream.sync()
             except DataverseError as exc:
+                if self.settings.strict:
+                    raise StreamsFailed(
+                        f"table {stream.name} failed and strict is on: {exc}",
+                        exit_code=exc.exit_code if isinstance(exc, ServiceUnavailable) else EXIT_STREAMS_FAILED,
+                    ) from None
+                if isinstance(exc, ServiceUnavailable):
+                    gave_up.append(stream.name)
                 self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
                 entry = summary.stream(stream.name)
                 entry.status = FAILED
@@ -108,16 +119,17 @@ class TapDynamics(Tap):
             stream.finalize_state_progress_markers()
         stats = self.client.stats
         self.logger.info(
-            "Run summary (%d requests, %d retries, %.1f s throttled):\n%s",
+            "Run summary (%d requests, %d retries, %.1f s throttled, %.1f s paced):\n%s",
             stats.requests,
             stats.retries,
             stats.throttled_seconds,
+            stats.paced_seconds,
             summary.table(),
         )
         if summary.failed:
             names = ", ".join(s.name for s in summary.failed)
             msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
-            raise StreamsFailed(msg)
+            raise StreamsFailed(msg, exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED)
 
 
 def _one_line(exc: ConfigValidationError) -> str:

@@ -14,6 +14,7 @@ the ``/_emulator/`` control API below for out-of-process use.
 
 from __future__ import annotations
 
+import re
 import shutil
 import collections
 import threading
@@ -27,6 +28,8 @@ import orjson
 
 from .dataverse import Dataverse, Request
 from .entra import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, Entra
+from .faults import DEFAULTS as FAULT_DEFAULTS
+from .faults import Faults
 from .server import EmulatorServer, serve_in_thread
 from .store import Store
 from .tls import make_tls
@@ -41,7 +44,8 @@ class Emulator:
 
     def __init__(self, rows: dict[str, int] | None = None, seed: int = 42, latency_ms: float = 0,
                  token_lifetime: int = 3600, port: int = 0, host: str = "127.0.0.1",
-                 change_tracking_expiry_seconds: float = 7 * 86400, top_wins: bool = True):
+                 change_tracking_expiry_seconds: float = 7 * 86400, top_wins: bool = True,
+                 **faults: Any):
         self._rows_cfg = dict(DEFAULT_ROWS if rows is None else rows)
         self.seed = seed
         self.port = port
@@ -51,6 +55,12 @@ class Emulator:
             "change_tracking_expiry_seconds": change_tracking_expiry_seconds,
             "top_wins": top_wins,
         }
+        unknown = set(faults) - set(FAULT_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown emulator options {sorted(unknown)}; faults: {sorted(FAULT_DEFAULTS)}")
+        self.knobs.update({**FAULT_DEFAULTS, **faults})
+        self.faults = Faults(self.knobs)
+        self.issued_tokens: list[str] = []  # every access token handed out (secret-leak checks)
         self.tenant_id, self.client_id, self.client_secret = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
         self._lock = threading.Lock()
         self._recent: deque[float] = deque()
@@ -71,6 +81,7 @@ class Emulator:
         self.authority_host = f"https://localhost:{self.port}"
         self.entra = Entra(self.authority_host, self.org_url, self.knobs["token_lifetime"])
         self.dataverse = Dataverse(self)
+        self.faults.entity_sets = {td.logical: td.entity_set for td in self.store.tables.values()}
         self._thread = serve_in_thread(self.server)
         return self
 
@@ -138,6 +149,8 @@ class Emulator:
             self._in_flight = 0
             self._first_page: float | None = None
             self._last_page: float | None = None
+        if hasattr(self, "faults"):
+            self.faults.reset()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -193,7 +206,16 @@ class Emulator:
             if lat:
                 time.sleep(lat / 1000.0)
             try:
-                status, hdrs, payload = self._route(method, path, query, headers, body)
+                injected, rng, may_fault = self.faults.before(method, path, target, headers)
+                if injected is None:
+                    injected = self._oversized(path, target, headers)
+                if injected is not None:
+                    status, hdrs, payload = injected
+                else:
+                    status, hdrs, payload = self._route(method, path, query, headers, body)
+                    if path.startswith("/api/data/"):
+                        status, hdrs, payload = self.faults.after(target, rng, may_fault,
+                                                                  (status, hdrs, payload))
             except Exception:
                 traceback.print_exc()
                 status, hdrs, payload = 500, [("Content-Type", "application/json")], orjson.dumps(
@@ -209,6 +231,25 @@ class Emulator:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _oversized(self, path: str, target: str, headers: dict[str, str]):
+        """The page-size fault: a collection page bigger than ``page_size_limit`` fails."""
+        if self.knobs["page_size_limit"] is None or not path.startswith("/api/data/"):
+            return None
+        if not re.match(r"^/api/data/v9\.\d/(?!EntityDefinitions)[A-Za-z_]\w*$", path):
+            return None
+        m = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""))
+        size = int(m.group(1)) if m else 5000
+        answer = self.faults.oversized(target, size)
+        if answer is not None and self.knobs["page_size_limit_mode"] == "timeout":
+            with self._lock:
+                self._in_flight -= 1  # the server gave up on it; so (we expect) did the client
+            try:
+                time.sleep(float(self.knobs["page_size_limit_delay_s"]))
+            finally:
+                with self._lock:
+                    self._in_flight += 1
+        return answer
 
     def _route(self, method, path, query, headers, body):
         if path.startswith("/api/data/"):
@@ -237,6 +278,8 @@ class Emulator:
                 self._stats["token_requests"] += 1
             form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             status, obj = self.entra.token(parts[0], form, headers)
+            if isinstance(obj, dict) and obj.get("access_token"):
+                self.issued_tokens.append(str(obj["access_token"]))
             return status, js, orjson.dumps(obj)
         return 404, [("Content-Type", "text/html")], b"<h2>404 - File or directory not found.</h2>"
 
