@@ -206,7 +206,7 @@ class Emulator:
             if lat:
                 time.sleep(lat / 1000.0)
             try:
-                injected, rng, may_fault = self.faults.before(method, path, target, headers)
+                injected, nth, may_fault = self.faults.before(method, path, target, headers)
                 if injected is None:
                     injected = self._oversized(path, target, headers)
                 if injected is not None:
@@ -214,7 +214,7 @@ class Emulator:
                 else:
                     status, hdrs, payload = self._route(method, path, query, headers, body)
                     if path.startswith("/api/data/"):
-                        status, hdrs, payload = self.faults.after(target, rng, may_fault,
+                        status, hdrs, payload = self.faults.after(target, nth, may_fault,
                                                                   (status, hdrs, payload))
             except Exception:
                 traceback.print_exc()

@@ -131,21 +131,24 @@ class Faults:
             self._streak: dict[str, int] = {}
             self.events: list[FaultEvent] = []
             self.arrivals: dict[str, list[float]] = {}
+            self.timeline: list[tuple[float, str]] = []  # (arrival, target) of every API request
 
     # ------------------------------------------------------------ decisions
-    def _rng(self, target: str, n: int) -> random.Random:
-        digest = hashlib.sha256(f"{self.knobs['fault_seed']}|{target}|{n}".encode()).digest()
+    def _draw(self, target: str, n: int, kind: str) -> random.Random:
+        """The RNG of one fault kind for the n-th request of ``target`` (independent per kind)."""
+        digest = hashlib.sha256(f"{self.knobs['fault_seed']}|{kind}|{target}|{n}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big"))
 
-    def arrive(self, target: str) -> tuple[random.Random, bool]:
-        """Record a request; return its RNG and whether it may still be faulted."""
+    def arrive(self, target: str) -> tuple[int, bool]:
+        """Record a request; return how many came before for this URL and whether it may fault."""
         now = time.monotonic()
         with self._lock:
             n = self._seen.get(target, 0)
             self._seen[target] = n + 1
             self.arrivals.setdefault(target, []).append(now)
+            self.timeline.append((now, target))
             allowed = self._streak.get(target, 0) < int(self.knobs["fault_max_per_request"])
-        return self._rng(target, n), allowed
+        return n, allowed
 
     def _record(self, target: str, kind: str, status: int, retry_after: float | None = None,
                 code: str | None = None) -> None:
@@ -159,8 +162,8 @@ class Faults:
 
     # ------------------------------------------------------------ hooks
     def before(self, method: str, path: str, target: str, headers: dict[str, str]
-               ) -> tuple[tuple[int, list, bytes] | None, random.Random, bool]:
-        """Faults that replace the real answer. Returns (response or None, rng, may_fault)."""
+               ) -> tuple[tuple[int, list, bytes] | None, int, bool]:
+        """Faults that replace the real answer. Returns (response or None, n, may_fault)."""
         k = self.knobs
         served = k["serve_body"].get(path) if k["serve_body"] else None
         if served is not None:
@@ -168,14 +171,14 @@ class Faults:
             hdrs += [(a, b) for a, b in (served.get("headers") or {}).items()]
             body = served.get("body", b"")
             body = body.encode() if isinstance(body, str) else bytes(body)
-            return (int(served.get("status", 200)), _std_headers() + hdrs, body), random.Random(0), False
+            return (int(served.get("status", 200)), _std_headers() + hdrs, body), 0, False
         if not path.startswith("/api/data/"):
-            return None, random.Random(0), False
-        rng, allowed = self.arrive(target)
+            return None, 0, False
+        n, allowed = self.arrive(target)
         revoke = k["token_revoke_after_s"]
         if revoke is not None and _token_age(headers.get("authorization", "")) > float(revoke):
             self._record(target, "token_revoked", 401)
-            return (401, _std_headers() + [("WWW-Authenticate", 'Bearer error="invalid_token"')], b""), rng, allowed
+            return (401, _std_headers() + [("WWW-Authenticate", 'Bearer error="invalid_token"')], b""), n, allowed
         table = _table_of(path)
         forbidden = {t.lower() for t in k["forbidden_tables"]}
         forbidden |= {self.entity_sets.get(t, t).lower() for t in forbidden}
@@ -183,11 +186,12 @@ class Faults:
             self._record(target, "forbidden", 403, code="0x80040220")
             return _json(403, {"error": {"code": "0x80040220", "message": (
                 f"Principal user (Id=00000000-0000-0000-0000-000000000000, type=8) is missing "
-                f"prvRead{table} privilege on OTC=1 for entity '{table}'.")}}), rng, allowed
+                f"prvRead{table} privilege on OTC=1 for entity '{table}'.")}}), n, allowed
         if not allowed:
-            return None, rng, allowed
+            return None, n, allowed
         for kind in BEFORE_KINDS:
             rate = float(k[f"{kind}_rate"])
+            rng = self._draw(target, n, kind)
             if rate and rng.random() < rate:
                 if kind == "throttle":
                     code = rng.choice(list(k["throttle_codes"]))
@@ -195,19 +199,19 @@ class Faults:
                     extra = [] if ra is None else [("Retry-After", _seconds(ra))]
                     self._record(target, kind, 429, None if ra is None else float(ra), code)
                     return _json(429, {"error": {"code": code, "message": THROTTLE_MESSAGES[code]}},
-                                 extra), rng, allowed
+                                 extra), n, allowed
                 if kind == "error_5xx":
                     status = rng.choice((502, 503, 504))
                     self._record(target, kind, status)
                     if status == 503:
                         return _json(503, {"error": {"code": "0x80040216", "message":
-                                                     "Service Unavailable"}}), rng, allowed
+                                                     "Service Unavailable"}}), n, allowed
                     return (status, _std_headers() + [("Content-Type", "text/html")],
-                            GATEWAY_PAGE), rng, allowed
+                            GATEWAY_PAGE), n, allowed
                 status = int(k["html_status"])
                 self._record(target, kind, status)
-                return (status, [("Content-Type", "text/html; charset=utf-8")], PROXY_PAGE), rng, allowed
-        return None, rng, allowed
+                return (status, [("Content-Type", "text/html; charset=utf-8")], PROXY_PAGE), n, allowed
+        return None, n, allowed
 
     def oversized(self, target: str, page_size: int) -> tuple[int, list, bytes] | None:
         """The page-size threshold: too big a page "times out" (sleeps) or errors."""
@@ -224,7 +228,7 @@ class Faults:
             "The response for this request is too large to be returned within the time limit; "
             "request fewer rows per page (odata.maxpagesize).")}})
 
-    def after(self, target: str, rng: random.Random, allowed: bool,
+    def after(self, target: str, n: int, allowed: bool,
               response: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
         """Faults that damage a real 200 answer on its way out."""
         status, hdrs, payload = response
@@ -233,7 +237,7 @@ class Faults:
             return response
         for kind in AFTER_KINDS:
             rate = float(self.knobs[f"{kind}_rate"])
-            if rate and rng.random() < rate:
+            if rate and self._draw(target, n, kind).random() < rate:
                 self._record(target, kind, 200)
                 if kind == "drop":
                     return status, hdrs, cut_body(payload)
