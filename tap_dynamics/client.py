@@ -199,6 +199,9 @@ class DataverseClient:
         self._resume_at = 0.0
         self._slowing = False
         self._sizers: dict[str, PageSizer] = {}
+        # Columns every row of a table must carry (primary key, bookmark): registered by the
+        # table's stream; a row without them is a malformed response, not a row to emit.
+        self.required_columns: dict[str, tuple[str, ...]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -523,6 +526,7 @@ class DataverseClient:
                     f"(JSON objects) (request id {_request_id(response)})"
                 )
                 raise DataverseError(msg, table=table)
+            self._check_rows(records, table, response)
             next_link = payload.get("@odata.nextLink")
             if next_link is not None and not isinstance(next_link, str):
                 msg = f"{_where(table)}malformed @odata.nextLink in the response"
@@ -535,6 +539,23 @@ class DataverseClient:
             delta_link = payload.get("@odata.deltaLink")
             yield Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, _request_id(response))
             next_url = next_link or None
+
+
+    def _check_rows(self, records: list[dict[str, t.Any]], table: str | None, response: requests.Response) -> None:
+        """Every row must carry its table's required columns (deleted-row stubs excepted)."""
+        required = self.required_columns.get(table or "")
+        if not required:
+            return
+        for number, record in enumerate(records, start=1):
+            if record.get("reason") == "deleted" or "@removed" in record:
+                continue
+            missing = [name for name in required if record.get(name) is None]
+            if missing:
+                msg = (
+                    f"{_where(table)}row {number} of a page has no {', '.join(missing)} "
+                    f"(request id {_request_id(response)}); the response is malformed"
+                )
+                raise DataverseError(msg, table=table)
 
 
 class _TokenRejected(Exception):
@@ -615,6 +636,12 @@ class DynamicsStream(Stream):
     def settings(self) -> Settings:
         """The run's validated settings."""
         return self.client.settings
+
+    def sync(self, context: t.Any = None) -> None:
+        """Register the columns every row must have, then sync (see ``_check_rows``)."""
+        required = [*(self.primary_keys or ()), self.replication_key]
+        self.client.required_columns[self.name] = tuple(c for c in required if c)
+        super().sync(context)
 
 
 __all__ = [

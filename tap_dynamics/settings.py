@@ -257,7 +257,7 @@ def _int_setting(config: t.Mapping[str, t.Any], name: str, default: int, lo: int
         return default
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         number = None
     if number is None or isinstance(value, bool) or str(number) != str(value).strip():
         msg = f"setting '{name}' must be a whole number from {lo} to {hi} (got {value!r})"

@@ -33,6 +33,7 @@ from tap_dynamics.errors import (
     EXIT_CRASH,
     EXIT_SERVICE,
     EXIT_STREAMS_FAILED,
+    ConfigError,
     DataverseError,
     ServiceUnavailable,
     StreamsFailed,
@@ -67,10 +68,20 @@ class TapDynamics(Tap):
         """The run's one HTTP client (token cache, connection pools, counters)."""
         return DataverseClient(self.settings, build_token_provider(self.settings))
 
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON-schema check, reported as our one-line ConfigError (exit 2).
+
+        Without this, the SDK logs the problem and exits 1 — the code that means "crash".
+        """
+        try:
+            return super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
+
     def discover_streams(self) -> list[Stream]:
         """One stream per table: from the input catalog when given, else from the org's metadata."""
         settings = self.settings
-        entities = list_entities(self.client)
+        entities = _metadata_guard(list_entities, self.client)
         if self.input_catalog is not None:
             by_name = {e.logical_name: e for e in entities}
             tables: list[DiscoveredTable] = []
@@ -83,7 +94,7 @@ class TapDynamics(Tap):
                     continue
                 tables.append(DiscoveredTable(entity, entry.schema.to_dict()))
         else:
-            tables = discover_tables(self.client, select_entities(entities, settings.entities))
+            tables = _metadata_guard(discover_tables, self.client, select_entities(entities, settings.entities))
         return [
             EntityStream(self, client=self.client, entity=table.entity, schema=table.schema)
             for table in tables
@@ -130,6 +141,22 @@ class TapDynamics(Tap):
             names = ", ".join(s.name for s in summary.failed)
             msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
             raise StreamsFailed(msg, exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED)
+
+
+_T = t.TypeVar("_T")
+
+
+def _metadata_guard(function: t.Callable[..., _T], *args: t.Any) -> _T:
+    """Run a discovery step; metadata of an unexpected shape becomes one clear error, not a crash."""
+    try:
+        return function(*args)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        msg = (
+            f"the org's table metadata (EntityDefinitions/Attributes) has an unexpected shape "
+            f"({type(exc).__name__}: {str(exc)[:200]}) — is url a Dataverse org behind no "
+            "rewriting proxy? If so, please report this"
+        )
+        raise DataverseError(msg) from None
 
 
 def _one_line(exc: ConfigValidationError) -> str:

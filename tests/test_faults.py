@@ -94,7 +94,7 @@ def result_gaps(result: Result) -> list[float]:
 
 
 def test_matrix_tokens_refreshed_after_401(matrix: dict[str, Result]) -> None:
-    result = matrix["tokens revoked after 1 s, lifetime 305 s"]
+    result = matrix["tokens revoked after 3 s, lifetime 305 s"]
     assert result.faults.get("token_revoked", 0) >= 1
     assert "Access token rejected (401); getting a fresh one" in result.run.stderr
 

@@ -24,8 +24,9 @@ Every knob is also an :class:`~tests.emulator.Emulator` constructor keyword and 
 ``forbidden_tables``       tables (logical or entity-set names) whose rows always 403
 ``ratelimit_burst_remaining`` / ``ratelimit_time_remaining``: override the
                            ``x-ms-ratelimit-*`` headers (None: computed)
-``serve_body``             {decoded path: {"status", "content_type", "body", "headers"}}:
-                           serve a given answer for a path (fuzzing, loops, redirects)
+``serve_body``             {decoded path: {"status", "content_type", "body", "headers",
+                           "times"}}: serve a given answer for a path (the first ``times``
+                           requests only, when given) — fuzzing, loops, redirects
 =========================  ==============================================================
 
 Decisions are deterministic: a request's fate depends only on the seed, its URL (path and
@@ -129,6 +130,7 @@ class Faults:
         with self._lock:
             self._seen: dict[str, int] = {}
             self._streak: dict[str, int] = {}
+            self._served: dict[str, int] = {}
             self.events: list[FaultEvent] = []
             self.arrivals: dict[str, list[float]] = {}
             self.timeline: list[tuple[float, str]] = []  # (arrival, target) of every API request
@@ -166,6 +168,12 @@ class Faults:
         """Faults that replace the real answer. Returns (response or None, n, may_fault)."""
         k = self.knobs
         served = k["serve_body"].get(path) if k["serve_body"] else None
+        if served is not None and "times" in served:
+            with self._lock:
+                used = self._served.get(path, 0)
+                self._served[path] = used + 1
+            if used >= int(served["times"]):
+                served = None
         if served is not None:
             hdrs = [("Content-Type", served.get("content_type", "application/json"))]
             hdrs += [(a, b) for a, b in (served.get("headers") or {}).items()]
