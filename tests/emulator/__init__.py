@@ -280,6 +280,7 @@ class Emulator:
             status, obj = self.entra.token(parts[0], form, headers)
             if isinstance(obj, dict) and obj.get("access_token"):
                 self.issued_tokens.append(str(obj["access_token"]))
+                self.faults.issued_at[str(obj["access_token"])] = time.time()
             return status, js, orjson.dumps(obj)
         return 404, [("Content-Type", "text/html")], b"<h2>404 - File or directory not found.</h2>"
 

@@ -123,6 +123,7 @@ class Faults:
     def __init__(self, knobs: dict[str, Any]):
         self.knobs = knobs
         self.entity_sets: dict[str, str] = {}  # logical name -> entity set, filled at start()
+        self.issued_at: dict[str, float] = {}  # access token -> time.time() it was issued
         self._lock = threading.Lock()
         self.reset()
 
@@ -184,7 +185,7 @@ class Faults:
             return None, 0, False
         n, allowed = self.arrive(target)
         revoke = k["token_revoke_after_s"]
-        if revoke is not None and _token_age(headers.get("authorization", "")) > float(revoke):
+        if revoke is not None and self._token_age(headers.get("authorization", "")) > float(revoke):
             self._record(target, "token_revoked", 401)
             return (401, _std_headers() + [("WWW-Authenticate", 'Bearer error="invalid_token"')], b""), n, allowed
         table = _table_of(path)
@@ -254,6 +255,12 @@ class Faults:
                 return status, hdrs, payload.replace(b'"', b"'", 3)
         self._clean(target)
         return response
+
+    def _token_age(self, authorization: str) -> float:
+        """Seconds since the bearer token was issued (precise for tokens this emulator issued)."""
+        token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        issued = self.issued_at.get(token)
+        return time.time() - issued if issued is not None else _token_age(authorization)
 
     # ------------------------------------------------------------ checks for tests
     def retry_after_gaps(self) -> list[tuple[float, float]]:
