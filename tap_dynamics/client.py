@@ -408,9 +408,11 @@ class DataverseClient:
         request_headers = dict(BASE_HEADERS)
         if headers:
             request_headers.update(headers)
-        request_headers["Authorization"] = f"Bearer {self.tokens.token()}"
         try:
             with self._slots:
+                # The token request (when one is due) is an HTTP request too: it counts against
+                # the in-flight cap like everything else.
+                request_headers["Authorization"] = f"Bearer {self.tokens.token()}"
                 response = self.session.get(
                     url,
                     headers=request_headers,
