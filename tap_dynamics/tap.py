@@ -115,17 +115,17 @@ class TapDynamics(Tap):
             try:
                 stream.sync()
             except DataverseError as exc:
-                if self.settings.strict:
-                    raise StreamsFailed(
-                        f"table {stream.name} failed and strict is on: {exc}",
-                        exit_code=exc.exit_code if isinstance(exc, ServiceUnavailable) else EXIT_STREAMS_FAILED,
-                    ) from None
                 if isinstance(exc, ServiceUnavailable):
                     gave_up.append(stream.name)
-                self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
                 entry = summary.stream(stream.name)
                 entry.status = FAILED
                 entry.note = str(exc)[:200]
+                if self.settings.strict:
+                    raise StreamsFailed(
+                        f"table {stream.name} failed and strict is on: {exc}",
+                        exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED,
+                    ) from None
+                self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
                 continue
             stream.finalize_state_progress_markers()
         stats = self.client.stats

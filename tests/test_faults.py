@@ -301,3 +301,13 @@ def test_emulator_cli_fault_flags() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_second_401_in_a_row_is_fatal_with_guidance(make_emulator) -> None:
+    emu = make_emulator(rows=SMALL, token_revoke_after_s=0)  # every token is rejected at once
+    run = run_tap(_config(emu))
+    assert run.returncode == 2
+    [line] = _error_lines(run.stderr)
+    assert "rejected a freshly issued token (401)" in line
+    assert "Traceback" not in run.stderr
+    assert emu.stats()["token_requests"] == 2, "exactly one fresh token, then stop"

@@ -239,9 +239,10 @@ class Faults:
 
     def after(self, target: str, n: int, allowed: bool,
               response: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
-        """Faults that damage a real 200 answer on its way out."""
+        """Faults that damage a real 200 JSON answer on its way out (not CSDL XML or $count text)."""
         status, hdrs, payload = response
-        if status != 200 or not allowed or not isinstance(payload, bytes) or len(payload) < 2:
+        is_json = any(k.lower() == "content-type" and "json" in v for k, v in hdrs)
+        if status != 200 or not allowed or not is_json or len(payload) < 2:
             self._clean(target) if status == 200 else None
             return response
         for kind in AFTER_KINDS:
