@@ -73,11 +73,15 @@ def test_matrix_throttling_is_reported_with_its_code(matrix: dict[str, Result]) 
 
 
 def test_matrix_page_size_halves_and_grows_back(matrix: dict[str, Result]) -> None:
-    for name in ("page > 600 rows times out", "page > 600 rows: response too large"):
-        stderr = matrix[name].run.stderr
-        # 1000 -> 500 on the first failure; after 10 good pages it grows back to 1000, fails
-        # again and halves again: grow-back is what makes the message appear more than once.
-        assert stderr.count("asking for 500 rows per page instead") >= 2, stderr[-2000:]
+    # "response too large" does not depend on timing: 1000 -> 500 on the first failure; after
+    # 10 good pages it grows back to 1000, fails again and halves again — grow-back is what
+    # makes the message appear more than once.
+    stderr = matrix["page > 600 rows: response too large"].run.stderr
+    assert stderr.count("asking for 500 rows per page instead") >= 2, stderr[-2000:]
+    # Timeouts depend on the machine's speed (a loaded machine may time out smaller pages too):
+    # the page size must have been lowered at least once, and the output is checked above.
+    stderr = matrix["page > 600 rows times out"].run.stderr
+    assert "rows per page instead" in stderr and "no response within 1 s" in stderr
 
 
 def test_matrix_low_budget_slows_requests_down(matrix: dict[str, Result]) -> None:
