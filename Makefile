@@ -31,3 +31,8 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .meltano output demo
+
+.PHONY: bench-faults
+## bench-faults: the fault-injection table (each fault, then all at once) shown in the README
+bench-faults: venv
+	$(BIN)/python -m bench.faults

@@ -170,7 +170,8 @@ class ServicePrincipalTokenProvider(TokenProvider):
             if self._app is None:
                 return
             cache = self._app.token_cache
-            for item in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+            # list(): removing while iterating the cache's live dict fails with 2+ tokens cached.
+            for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
                 cache.remove_at(item)
 
 

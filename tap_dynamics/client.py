@@ -13,6 +13,7 @@ from __future__ import annotations
 import decimal
 import logging
 import random
+import re
 import threading
 import time
 import typing as t
@@ -32,6 +33,7 @@ from tap_dynamics.errors import (
     ConnectionProblem,
     DataverseError,
     SecurityError,
+    ServiceUnavailable,
     TapDynamicsError,
 )
 from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
@@ -62,6 +64,9 @@ BASE_HEADERS = {
     "User-Agent": USER_AGENT,
 }
 
+# Dataverse's generic "unexpected error" code, also returned for timeouts and oversized responses.
+TOO_LARGE_CODE = "0x80040216"
+
 # Characters left as-is in query values: OData syntax reads better and Dataverse accepts them.
 _QUERY_SAFE = "$,:'()=/*@"
 
@@ -88,13 +93,74 @@ class Page:
 
 
 class _Retry(Exception):
-    """Internal: this attempt failed in a way worth retrying."""
+    """Internal: this attempt failed in a way worth retrying.
 
-    def __init__(self, reason: str, wait: float | None = None, *, throttled: bool = False) -> None:
+    ``shrink`` marks failures that a smaller page may avoid (read timeouts, "response too
+    large"); ``request_id`` is kept so that the final error can name it for a support case.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        wait: float | None = None,
+        *,
+        throttled: bool = False,
+        shrink: bool = False,
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
         self.throttled = throttled
+        self.shrink = shrink
+        self.request_id = request_id
+
+
+_MAXPAGESIZE_RE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)")
+
+
+class PageSizer:
+    """The adaptive ``odata.maxpagesize`` of one stream.
+
+    Why: a page of wide rows can take longer than the request timeout or exceed the response
+    size limit; the same query with fewer rows per page works. Halve on such a failure, and
+    double back (up to what was asked) after :attr:`GROW_AFTER` good pages in a row, so that
+    one slow page does not slow the whole table down for good. Only the ``Prefer`` header
+    changes: nextLinks are still followed verbatim (Dataverse's paging cookie holds the
+    position, not the page size).
+    """
+
+    MIN_SIZE = 10
+    GROW_AFTER = 10
+
+    def __init__(self, requested: int) -> None:
+        self.requested = requested
+        self.size = requested
+        self._good = 0
+        self._lock = threading.Lock()
+
+    def shrink(self) -> bool:
+        """Halve the page size; False when it cannot get any smaller."""
+        with self._lock:
+            self._good = 0
+            if self.size <= self.MIN_SIZE:
+                return False
+            self.size = max(self.MIN_SIZE, self.size // 2)
+            return True
+
+    def success(self) -> None:
+        """One good page: after enough of them, grow back towards the requested size."""
+        with self._lock:
+            if self.size >= self.requested:
+                return
+            self._good += 1
+            if self._good >= self.GROW_AFTER:
+                self._good = 0
+                self.size = min(self.requested, self.size * 2)
+
+    def prefer(self, prefer: str) -> str:
+        """``prefer`` with its maxpagesize replaced by the current size."""
+        return _MAXPAGESIZE_RE.sub(f"odata.maxpagesize={self.size}", prefer)
 
 
 @dataclass
@@ -104,16 +170,25 @@ class RequestStats:
     requests: int = 0
     retries: int = 0
     throttled_seconds: float = 0.0
+    paced_seconds: float = 0.0
 
 
 class DataverseClient:
     """Authenticated, retrying, origin-locked JSON client for one Dynamics org."""
 
     MAX_ATTEMPTS = 8  # transient failures (5xx, resets, bad JSON) before giving up
+    MAX_RETRY_SECONDS = 300.0  # and at most this long in backoff sleeps for one request
     MAX_THROTTLE_WAIT = 1800.0  # total seconds we are prepared to wait on 429s for one request
+    MAX_THROTTLES = 100  # and at most this many 429s (a Retry-After of 0 must not loop forever)
     DEFAULT_RETRY_AFTER = 5.0  # when a 429 comes without Retry-After
+    MAX_RETRY_AFTER = 900.0  # a Retry-After beyond this is treated as this (a broken header)
     BACKOFF_BASE = 1.0
     BACKOFF_CAP = 60.0
+    # Proactive slowdown: below these remaining budgets (x-ms-ratelimit-* headers) every
+    # request of the run waits a little, more the closer the budget is to zero.
+    LOW_BURST_REQUESTS = 200
+    LOW_TIME_SECONDS = 60.0
+    MAX_PACE = 2.0
 
     def __init__(self, settings: Settings, tokens: TokenProvider, summary: RunSummary | None = None) -> None:
         self.settings = settings
@@ -130,6 +205,15 @@ class DataverseClient:
         # together: enough to keep every slot busy plus one page being emitted; a fixed number,
         # so memory stays flat whatever the table sizes and the number of tables.
         self.page_budget = PageBudget(settings.max_concurrency + 2)
+        # Run-wide pause: a 429 (or a nearly spent budget) holds back every thread, because
+        # Dataverse's limits are per user, not per request.
+        self._pace_lock = threading.Lock()
+        self._resume_at = 0.0
+        self._slowing = False
+        self._sizers: dict[str, PageSizer] = {}
+        # Columns every row of a table must carry (primary key, bookmark): registered by the
+        # table's stream; a row without them is a malformed response, not a row to emit.
+        self.required_columns: dict[str, tuple[str, ...]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -168,53 +252,159 @@ class DataverseClient:
             self.summary.add(table, retries=1, throttled_seconds=throttled)
 
     # -- requests ---------------------------------------------------------------------------------
+    def page_sizer(self, table: str, requested: int) -> PageSizer:
+        """The adaptive page size of ``table`` (shared by every read of that table in the run)."""
+        with self._stats_lock:
+            sizer = self._sizers.get(table)
+            if sizer is None or sizer.requested != requested:
+                sizer = self._sizers[table] = PageSizer(requested)
+            return sizer
+
+    def _hold(self, seconds: float) -> None:
+        """Make every request of the run wait until ``seconds`` from now."""
+        with self._pace_lock:
+            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def _wait_for_pace(self) -> float:
+        """Sleep until the run-wide pause is over; return the seconds slept."""
+        with self._pace_lock:
+            delay = self._resume_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+            return delay
+        return 0.0
+
+    def _observe_budget(self, response: requests.Response) -> None:
+        """Slow down before Dataverse throttles: read the remaining service-protection budget.
+
+        ``x-ms-ratelimit-burst-remaining-xrm-requests`` is how many requests are left in the
+        5-minute window, ``x-ms-ratelimit-time-remaining-xrm-requests`` how many seconds of
+        execution time. Near zero, a short pause per request spreads what is left instead of
+        running into a 429 and a long ``Retry-After``.
+        """
+        burst = _number(response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests"))
+        budget = _number(response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests"))
+        pressure = 0.0
+        if burst is not None and burst < self.LOW_BURST_REQUESTS:
+            pressure = max(pressure, 1 - burst / self.LOW_BURST_REQUESTS)
+        if budget is not None and budget < self.LOW_TIME_SECONDS:
+            pressure = max(pressure, 1 - budget / self.LOW_TIME_SECONDS)
+        if pressure <= 0:
+            if self._slowing:
+                self._slowing = False
+                LOGGER.info("Dataverse's service-protection budget recovered; full speed again")
+            return
+        pause = max(0.05, self.MAX_PACE * pressure)
+        if not self._slowing:
+            self._slowing = True
+            LOGGER.warning(
+                "Dataverse's service-protection budget is low (%s requests, %s s of execution "
+                "time left in the 5-minute window); pausing %.2f s between requests",
+                "?" if burst is None else f"{burst:.0f}",
+                "?" if budget is None else f"{budget:.0f}",
+                pause,
+            )
+        with self._stats_lock:
+            self.stats.paced_seconds += pause
+        self._hold(pause)
+
     def get_json(
         self,
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
         table: str | None = None,
+        page_sizer: PageSizer | None = None,
     ) -> tuple[dict[str, t.Any], requests.Response]:
-        """GET ``url`` and return its decoded JSON body, retrying what is worth retrying."""
+        """GET ``url`` and return its decoded JSON body, retrying what is worth retrying.
+
+        - 429: wait exactly ``Retry-After`` (every thread of the run waits), any number of
+          times up to :attr:`MAX_THROTTLE_WAIT` seconds in total.
+        - 5xx, resets, cut-off or non-JSON bodies: full-jitter exponential backoff, at most
+          :attr:`MAX_ATTEMPTS` attempts and :attr:`MAX_RETRY_SECONDS` of sleeping.
+        - read timeouts and "response too large": the next attempt asks for half the rows
+          (``page_sizer``), without counting as an attempt while the page can still shrink.
+        - 401: one fresh token and a resend; a 401 right after a fresh token is fatal.
+        Then one :class:`ServiceUnavailable` naming the table and the last request id.
+        """
         self._check_origin(url)
+        request_headers = dict(headers or {})
         refreshed = False
         attempt = 0
         throttled = 0.0
+        throttles = 0
+        slept = 0.0
         self._count()
         while True:
             attempt += 1
+            if page_sizer is not None and "Prefer" in request_headers:
+                request_headers["Prefer"] = page_sizer.prefer(request_headers["Prefer"])
+            self._wait_for_pace()
             try:
-                return self._attempt(url, headers, table, refreshed)
+                payload, response = self._attempt(url, request_headers, table, refreshed)
             except _TokenRejected:
                 refreshed = True
+                attempt -= 1  # a token refresh is not a failed attempt
                 self.tokens.invalidate()
                 LOGGER.info("Access token rejected (401); getting a fresh one and resending")
                 self._count(table, retry=True)
+                continue
             except _Retry as retry:
+                refreshed = False  # the token worked; a later 401 deserves its own refresh
                 if retry.throttled:
                     wait = retry.wait if retry.wait is not None else self.DEFAULT_RETRY_AFTER
-                    if throttled + wait > self.MAX_THROTTLE_WAIT:
+                    wait = min(wait, self.MAX_RETRY_AFTER)
+                    throttles += 1
+                    if throttled + wait > self.MAX_THROTTLE_WAIT or throttles > self.MAX_THROTTLES:
                         msg = (
                             f"{_where(table)}Dataverse kept throttling requests for "
-                            f"{throttled:.0f} s (service protection limits); lower max "
-                            "concurrency or run outside busy hours"
+                            f"{throttled:.0f} s (service protection limits: {retry.reason})"
+                            f"{_rid(retry.request_id)}; lower max_concurrency or run outside "
+                            "busy hours"
                         )
-                        raise DataverseError(msg, status=429, table=table) from None
+                        raise ServiceUnavailable(
+                            msg, status=429, table=table, request_id=retry.request_id
+                        ) from None
                     throttled += wait
-                    LOGGER.warning("%sthrottled (429); waiting %.1f s as Retry-After asks", _where(table), wait)
+                    attempt -= 1  # throttling is bounded by time, not attempts
+                    LOGGER.warning(
+                        "%sthrottled (429, %s); waiting %.1f s as Retry-After asks%s",
+                        _where(table), retry.reason, wait,
+                        "" if retry.wait is not None else " (no Retry-After: default)",
+                    )
                     self._count(table, retry=True, throttled=wait)
-                    time.sleep(wait)
+                    self._hold(wait)
                     continue
-                if attempt >= self.MAX_ATTEMPTS:
-                    msg = f"{_where(table)}giving up after {attempt} attempts: {retry.reason}"
-                    raise DataverseError(msg, table=table) from None
+                if retry.shrink and page_sizer is not None and page_sizer.shrink():
+                    attempt -= 1  # a smaller page is a different request, not a repeat
+                    LOGGER.warning(
+                        "%s%s; asking for %d rows per page instead",
+                        _where(table), retry.reason, page_sizer.size,
+                    )
+                    self._count(table, retry=True)
+                    continue
                 wait = retry.wait if retry.wait is not None else self._backoff(attempt)
+                wait = min(wait, self.MAX_RETRY_AFTER)
+                if attempt >= self.MAX_ATTEMPTS or slept + wait > self.MAX_RETRY_SECONDS:
+                    msg = (
+                        f"{_where(table)}giving up after {attempt} attempts over "
+                        f"{slept:.0f} s of retries: {retry.reason}{_rid(retry.request_id)} — "
+                        "if this persists, open a support case with Microsoft quoting the "
+                        "request id"
+                    )
+                    raise ServiceUnavailable(msg, table=table, request_id=retry.request_id) from None
                 LOGGER.warning(
                     "%s%s; retrying in %.1f s (attempt %d of %d)",
                     _where(table), retry.reason, wait, attempt + 1, self.MAX_ATTEMPTS,
                 )
                 self._count(table, retry=True)
+                slept += wait
                 time.sleep(wait)
+                continue
+            if page_sizer is not None:
+                page_sizer.success()
+            self._observe_budget(response)
+            return payload, response
 
     def _backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff: spreads retries of parallel requests apart."""
@@ -230,9 +420,11 @@ class DataverseClient:
         request_headers = dict(BASE_HEADERS)
         if headers:
             request_headers.update(headers)
-        request_headers["Authorization"] = f"Bearer {self.tokens.token()}"
         try:
             with self._slots:
+                # The token request (when one is due) is an HTTP request too: it counts against
+                # the in-flight cap like everything else.
+                request_headers["Authorization"] = f"Bearer {self.tokens.token()}"
                 response = self.session.get(
                     url,
                     headers=request_headers,
@@ -249,7 +441,7 @@ class DataverseClient:
             )
             raise ConnectionProblem(msg) from None
         except requests.exceptions.Timeout:
-            raise _Retry(f"no response within {self.settings.request_timeout} s") from None
+            raise _Retry(f"no response within {self.settings.request_timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise _Retry(f"connection failed ({_short(exc)})") from None
 
@@ -262,13 +454,17 @@ class DataverseClient:
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
                 raise _Retry(f"response body cut off ({_short(exc)})") from None
             if "json" not in content_type:
-                raise _Retry(f"expected JSON but got {content_type or 'no content type'} (request id {request_id})")
+                raise _Retry(
+                    f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
+                    "(an HTML page usually comes from a proxy or gateway)",
+                    request_id=request_id,
+                )
             try:
                 payload = _DECODER.decode(body)
             except msgspec.DecodeError:
-                raise _Retry(f"invalid JSON in the response (request id {request_id})") from None
+                raise _Retry("invalid or cut-off JSON in the response", request_id=request_id) from None
             if not isinstance(payload, dict):
-                raise _Retry(f"unexpected JSON shape in the response (request id {request_id})")
+                raise _Retry("unexpected JSON shape in the response", request_id=request_id)
             return payload, response
         if status in (301, 302, 303, 307, 308):
             location = response.headers.get("Location", "")
@@ -284,10 +480,23 @@ class DataverseClient:
             )
             raise AuthError(msg)
         if status == 429:
-            raise _Retry("throttled", _retry_after(response), throttled=True)
+            code, message = _error_code_message(response)
+            reason = code or "no error code"
+            if message:
+                reason += f": {message[:160]}"
+            raise _Retry(reason, _retry_after(response), throttled=True, request_id=request_id)
         if status in (500, 502, 503, 504):
             retry_after = _retry_after(response) if status == 503 else None
-            raise _Retry(f"HTTP {status} {_error_message(response)} (request id {request_id})", retry_after)
+            code, _message = _error_code_message(response)
+            # 0x80040216 on a 500 is how Dataverse reports a page it could not build in time
+            # (or too big a response): a smaller page is the cure.
+            shrink = status == 500 and code == TOO_LARGE_CODE
+            raise _Retry(
+                f"HTTP {status} {_error_message(response)}".strip(),
+                retry_after,
+                shrink=shrink,
+                request_id=request_id,
+            )
         code, message = _error_code_message(response)
         if status == 403 and code == NOT_A_MEMBER:
             raise no_application_user(self.tokens.identity(), self.origin)
@@ -311,17 +520,29 @@ class DataverseClient:
         """Follow ``@odata.nextLink`` verbatim, with the same ``Prefer`` header, to the end.
 
         A next link seen before means the server is looping: stop with an error instead of
-        reading forever.
+        reading forever. When ``prefer`` asks for ``odata.maxpagesize``, the size adapts per
+        table (see :class:`PageSizer`).
         """
         headers = {"Prefer": prefer} if prefer else None
-        seen: set[str] = set()
+        sizer = None
+        match = _MAXPAGESIZE_RE.search(prefer or "")
+        if match and table:
+            sizer = self.page_sizer(table, int(match.group(1)))
+        seen: set[str] = {url}
         next_url: str | None = url
         while next_url:
-            payload, response = self.get_json(next_url, headers=headers, table=table)
+            payload, response = self.get_json(next_url, headers=headers, table=table, page_sizer=sizer)
             records = payload.get("value")
             if not isinstance(records, list):
                 msg = f"{_where(table)}the response has no 'value' list (request id {_request_id(response)})"
                 raise DataverseError(msg, table=table)
+            if not all(isinstance(record, dict) for record in records):
+                msg = (
+                    f"{_where(table)}the response's 'value' list holds something other than rows "
+                    f"(JSON objects) (request id {_request_id(response)})"
+                )
+                raise DataverseError(msg, table=table)
+            self._check_rows(records, table, response)
             next_link = payload.get("@odata.nextLink")
             if next_link is not None and not isinstance(next_link, str):
                 msg = f"{_where(table)}malformed @odata.nextLink in the response"
@@ -334,6 +555,23 @@ class DataverseClient:
             delta_link = payload.get("@odata.deltaLink")
             yield Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, _request_id(response))
             next_url = next_link or None
+
+
+    def _check_rows(self, records: list[dict[str, t.Any]], table: str | None, response: requests.Response) -> None:
+        """Every row must carry its table's required columns (deleted-row stubs excepted)."""
+        required = self.required_columns.get(table or "")
+        if not required:
+            return
+        for number, record in enumerate(records, start=1):
+            if record.get("reason") == "deleted" or "@removed" in record:
+                continue
+            missing = [name for name in required if record.get(name) is None]
+            if missing:
+                msg = (
+                    f"{_where(table)}row {number} of a page has no {', '.join(missing)} "
+                    f"(request id {_request_id(response)}); the response is malformed"
+                )
+                raise DataverseError(msg, table=table)
 
 
 class _TokenRejected(Exception):
@@ -351,6 +589,20 @@ def _short(exc: BaseException) -> str:
 
 def _request_id(response: requests.Response) -> str | None:
     return response.headers.get("x-ms-service-request-id") or response.headers.get("REQ_ID")
+
+
+def _rid(request_id: str | None) -> str:
+    return f" (request id {request_id})" if request_id else ""
+
+
+def _number(value: str | None) -> float | None:
+    """A header number such as ``5,999`` or ``1,199.99`` (None when absent or unreadable)."""
+    if value is None:
+        return None
+    try:
+        return float(value.replace(",", "").strip())
+    except ValueError:
+        return None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -431,6 +683,11 @@ class DynamicsStream(Stream):
         """SCHEMA under the output lock: streams synced in parallel never split a message."""
         with OUTPUT_LOCK:
             super()._write_schema_message()
+    def sync(self, context: t.Any = None) -> None:
+        """Register the columns every row must have, then sync (see ``_check_rows``)."""
+        required = [*(self.primary_keys or ()), self.replication_key]
+        self.client.required_columns[self.name] = tuple(c for c in required if c)
+        super().sync(context)
 
 
 __all__ = [
@@ -438,6 +695,7 @@ __all__ = [
     "DataverseClient",
     "DynamicsStream",
     "Page",
+    "PageSizer",
     "TapDynamicsError",
     "encode_query",
 ]

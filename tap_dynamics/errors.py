@@ -78,10 +78,24 @@ class DataverseError(TapDynamicsError):
         self.table = table
 
 
+class ServiceUnavailable(DataverseError):
+    """The service kept failing (throttling, 5xx, broken responses) beyond the retry budget.
+
+    Distinct from other :class:`DataverseError`\ s because the fix is usually "run again later"
+    (a scheduler may retry the run), not "change something".
+    """
+
+    exit_code = EXIT_SERVICE
+
+
 class StreamsFailed(TapDynamicsError):
     """Raised at the end of a run in which some tables failed (and were skipped)."""
 
     exit_code = EXIT_STREAMS_FAILED
+
+    def __init__(self, message: str, *, exit_code: int = EXIT_STREAMS_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 # --- Entra ID error catalogue --------------------------------------------------------------------

@@ -333,6 +333,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "table); 0 turns them off"
         ),
     ),
+    th.Property(
+        "strict",
+        th.BooleanType,
+        default=False,
+        title="Strict",
+        description=(
+            "Stop the run at the first table that fails (403, provider error, retries "
+            "exhausted) instead of skipping it with a warning and listing it in the run summary"
+        ),
+    ),
 ).to_dict()
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -386,6 +396,7 @@ class Settings:
             if fnmatch.fnmatchcase(logical_name, pattern):
                 return method
         return None
+    strict: bool = False
 
     @property
     def api_base(self) -> str:
@@ -491,7 +502,7 @@ def _int_setting(config: t.Mapping[str, t.Any], name: str, default: int, lo: int
         return default
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         number = None
     if number is None or isinstance(value, bool) or str(number) != str(value).strip():
         msg = f"setting '{name}' must be a whole number from {lo} to {hi} (got {value!r})"
@@ -570,6 +581,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         crm_version="CRMOnline",
         **scheme,
         progress_interval=_progress_interval(config),
+        strict=_bool_setting(config, "strict", False),
     )
 
 

@@ -35,7 +35,11 @@ from tap_dynamics.dataverse.streams import EntityStream, choose_method
 from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_CRASH,
+    EXIT_SERVICE,
+    EXIT_STREAMS_FAILED,
+    ConfigError,
     DataverseError,
+    ServiceUnavailable,
     StreamsFailed,
     TapDynamicsError,
 )
@@ -78,10 +82,20 @@ class TapDynamics(Tap):
             return t.cast("dict", self.catalog.to_dict())
         return super().catalog_dict
 
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON-schema check, reported as our one-line ConfigError (exit 2).
+
+        Without this, the SDK logs the problem and exits 1 — the code that means "crash".
+        """
+        try:
+            return super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
+
     def discover_streams(self) -> list[Stream]:
         """One stream per table: from the input catalog when given, else from the org's metadata."""
         settings = self.settings
-        entities = list_entities(self.client)
+        entities = _metadata_guard(list_entities, self.client)
         if self.input_catalog is not None:
             by_name = {e.logical_name: e for e in entities}
             tables: list[DiscoveredTable] = []
@@ -105,7 +119,9 @@ class TapDynamics(Tap):
                     settings.metadata_cache_ttl,
                     entities_fingerprint(entities),
                 )
-            tables = discover_tables(self.client, chosen, annotations=settings.annotations, cache=cache)
+            tables = _metadata_guard(
+                discover_tables, self.client, chosen, annotations=settings.annotations, cache=cache
+            )
         streams: list[Stream] = [
             EntityStream(
                 self,
@@ -138,6 +154,7 @@ class TapDynamics(Tap):
             self._state_writer.write_state(self.state)
         summary = self.client.summary
         selected = []
+        gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
         for stream in self.streams.values():
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
@@ -150,9 +167,16 @@ class TapDynamics(Tap):
             try:
                 stream.sync()
             except DataverseError as exc:
-                self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
+                if isinstance(exc, ServiceUnavailable):
+                    gave_up.append(stream.name)
                 entry.status = FAILED
                 entry.note = str(exc)[:200]
+                if self.settings.strict:
+                    raise StreamsFailed(
+                        f"table {stream.name} failed and strict is on: {exc}",
+                        exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED,
+                    ) from None
+                self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
                 return
             finally:
                 entry.finished = time.monotonic()
@@ -169,16 +193,17 @@ class TapDynamics(Tap):
                 reporter.stop()
         stats = self.client.stats
         self.logger.info(
-            "Run summary (%d requests, %d retries, %.1f s throttled):\n%s",
+            "Run summary (%d requests, %d retries, %.1f s throttled, %.1f s paced):\n%s",
             stats.requests,
             stats.retries,
             stats.throttled_seconds,
+            stats.paced_seconds,
             summary.table(),
         )
         if summary.failed:
             names = ", ".join(s.name for s in summary.failed)
             msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
-            raise StreamsFailed(msg)
+            raise StreamsFailed(msg, exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED)
 
 
     def _parallel_streams(self, streams: list[Stream]) -> int:
@@ -206,6 +231,22 @@ class TapDynamics(Tap):
         reporter = ProgressReporter(summary, interval)
         reporter.start()
         return reporter
+
+
+_T = t.TypeVar("_T")
+
+
+def _metadata_guard(function: t.Callable[..., _T], *args: t.Any, **kwargs: t.Any) -> _T:
+    """Run a discovery step; metadata of an unexpected shape becomes one clear error, not a crash."""
+    try:
+        return function(*args, **kwargs)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        msg = (
+            f"the org's table metadata (EntityDefinitions/Attributes) has an unexpected shape "
+            f"({type(exc).__name__}: {str(exc)[:200]}) — is url a Dataverse org behind no "
+            "rewriting proxy? If so, please report this"
+        )
+        raise DataverseError(msg) from None
 
 
 def _one_line(exc: ConfigValidationError) -> str:

@@ -14,6 +14,7 @@ the ``/_emulator/`` control API below for out-of-process use.
 
 from __future__ import annotations
 
+import re
 import shutil
 import collections
 import threading
@@ -27,6 +28,8 @@ import orjson
 
 from .dataverse import Dataverse, Request
 from .entra import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, Entra
+from .faults import DEFAULTS as FAULT_DEFAULTS
+from .faults import Faults
 from .server import EmulatorServer, serve_in_thread
 from .store import Store
 from .tls import make_tls
@@ -43,7 +46,7 @@ class Emulator:
                  token_lifetime: int = 3600, port: int = 0, host: str = "127.0.0.1",
                  change_tracking_expiry_seconds: float = 7 * 86400, top_wins: bool = True,
                  org_tables: int = 0, clones: dict[str, int] | None = None,
-                 latency_scope: str = "all"):
+                 latency_scope: str = "all", **faults: Any):
         self._rows_cfg = dict(DEFAULT_ROWS if rows is None else rows)
         self.org_tables = org_tables  # extra synthetic ~150-column tables (discovery benchmark)
         # table -> N: also serve <table>_1..<table>_N with the same rows (benchmarks)
@@ -59,6 +62,12 @@ class Emulator:
             # what is slow to serve; metadata and token calls stay fast)
             "latency_scope": latency_scope,
         }
+        unknown = set(faults) - set(FAULT_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown emulator options {sorted(unknown)}; faults: {sorted(FAULT_DEFAULTS)}")
+        self.knobs.update({**FAULT_DEFAULTS, **faults})
+        self.faults = Faults(self.knobs)
+        self.issued_tokens: list[str] = []  # every access token handed out (secret-leak checks)
         self.tenant_id, self.client_id, self.client_secret = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
         self._lock = threading.Lock()
         self._recent: deque[float] = deque()
@@ -79,6 +88,7 @@ class Emulator:
         self.authority_host = f"https://localhost:{self.port}"
         self.entra = Entra(self.authority_host, self.org_url, self.knobs["token_lifetime"])
         self.dataverse = Dataverse(self)
+        self.faults.entity_sets = {td.logical: td.entity_set for td in self.store.tables.values()}
         self._thread = serve_in_thread(self.server)
         return self
 
@@ -147,6 +157,8 @@ class Emulator:
             self._in_flight = 0
             self._first_page: float | None = None
             self._last_page: float | None = None
+        if hasattr(self, "faults"):
+            self.faults.reset()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -205,7 +217,16 @@ class Emulator:
             if lat and self.knobs["latency_scope"] != "pages":
                 time.sleep(lat / 1000.0)
             try:
-                status, hdrs, payload = self._route(method, path, query, headers, body)
+                injected, nth, may_fault = self.faults.before(method, path, target, headers)
+                if injected is None:
+                    injected = self._oversized(path, target, headers)
+                if injected is not None:
+                    status, hdrs, payload = injected
+                else:
+                    status, hdrs, payload = self._route(method, path, query, headers, body)
+                    if path.startswith("/api/data/"):
+                        status, hdrs, payload = self.faults.after(target, nth, may_fault,
+                                                                  (status, hdrs, payload))
             except Exception:
                 traceback.print_exc()
                 status, hdrs, payload = 500, [("Content-Type", "application/json")], orjson.dumps(
@@ -221,6 +242,25 @@ class Emulator:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _oversized(self, path: str, target: str, headers: dict[str, str]):
+        """The page-size fault: a collection page bigger than ``page_size_limit`` fails."""
+        if self.knobs["page_size_limit"] is None or not path.startswith("/api/data/"):
+            return None
+        if not re.match(r"^/api/data/v9\.\d/(?!EntityDefinitions)[A-Za-z_]\w*$", path):
+            return None
+        m = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""))
+        size = int(m.group(1)) if m else 5000
+        answer = self.faults.oversized(target, size)
+        if answer is not None and self.knobs["page_size_limit_mode"] == "timeout":
+            with self._lock:
+                self._in_flight -= 1  # the server gave up on it; so (we expect) did the client
+            try:
+                time.sleep(float(self.knobs["page_size_limit_delay_s"]))
+            finally:
+                with self._lock:
+                    self._in_flight += 1
+        return answer
 
     def _route(self, method, path, query, headers, body):
         if path.startswith("/api/data/"):
@@ -249,6 +289,9 @@ class Emulator:
                 self._stats["token_requests"] += 1
             form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             status, obj = self.entra.token(parts[0], form, headers)
+            if isinstance(obj, dict) and obj.get("access_token"):
+                self.issued_tokens.append(str(obj["access_token"]))
+                self.faults.issued_at[str(obj["access_token"])] = time.time()
             return status, js, orjson.dumps(obj)
         routed = self.entra.route(method, path, query, dict(headers), body)  # user flows, MSI
         if routed is not None:

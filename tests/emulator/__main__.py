@@ -33,7 +33,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-lifetime", type=int, default=3600)
     ap.add_argument("--tables", type=int, default=0, metavar="N",
                     help="add N synthetic ~150-column tables (org-size mode, e.g. --tables 1000)")
+    faults = ap.add_argument_group("fault injection (see tests/emulator/faults.py)")
+    faults.add_argument("--fault-seed", type=int, default=0)
+    for name in ("throttle", "error-5xx", "drop", "truncate", "html", "malformed"):
+        faults.add_argument(f"--{name}-rate", type=float, default=0.0, metavar="P",
+                            help=f"share of Web API requests hit by the {name} fault (0-1)")
+    faults.add_argument("--retry-after", type=float, default=1, help="Retry-After seconds of 429s")
+    faults.add_argument("--throttle-code", action="append", default=[],
+                        help="service-protection code(s) for 429s (default: all three)")
+    faults.add_argument("--page-size-limit", type=int, default=None,
+                        help="pages larger than this time out (or error, see --fault)")
+    faults.add_argument("--token-revoke-after", type=float, default=None, metavar="SECONDS",
+                        help="reject bearer tokens older than this with 401")
+    faults.add_argument("--forbidden-table", action="append", default=[],
+                        help="a table whose rows always answer 403 (repeatable)")
+    faults.add_argument("--fault", action="append", default=[], metavar="KNOB=JSON",
+                        help="any other fault knob, value as JSON (repeatable)")
     args = ap.parse_args(argv)
+    knobs = {"fault_seed": args.fault_seed, "retry_after": args.retry_after,
+             "page_size_limit": args.page_size_limit,
+             "token_revoke_after_s": args.token_revoke_after,
+             "forbidden_tables": args.forbidden_table}
+    for name in ("throttle", "error_5xx", "drop", "truncate", "html", "malformed"):
+        knobs[f"{name}_rate"] = getattr(args, f"{name}_rate")
+    if args.throttle_code:
+        knobs["throttle_codes"] = args.throttle_code
+    for spec in args.fault:
+        key, _, value = spec.partition("=")
+        knobs[key.strip()] = json.loads(value)
     rows = dict(DEFAULT_ROWS)
     for spec in args.rows:
         table, _, n = spec.partition("=")
@@ -45,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     emu = Emulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms,
                    token_lifetime=args.token_lifetime, port=args.port,
                    org_tables=args.tables, clones=clones,
-                   latency_scope=args.latency_scope).start()
+                   latency_scope=args.latency_scope, **knobs).start()
     info = {"base_url": emu.base_url, "org_url": emu.org_url, "authority_host": emu.authority_host,
             "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id, "client_id": emu.client_id,
             "client_secret": emu.client_secret, "control_url": emu.org_url + "/_emulator/",

@@ -92,9 +92,13 @@ class Dataverse:
     def headers(self, ct: str | None = JSON_CT) -> list[tuple[str, str]]:
         rid = str(uuid.uuid4())
         used = self.emu.recent_requests()
+        burst = self.emu.knobs.get("ratelimit_burst_remaining")
+        budget = self.emu.knobs.get("ratelimit_time_remaining")
         h = [("OData-Version", "4.0"), ("REQ_ID", rid), ("x-ms-service-request-id", rid),
-             ("x-ms-ratelimit-burst-remaining-xrm-requests", str(max(0, 5999 - used))),
-             ("x-ms-ratelimit-time-remaining-xrm-requests", "1,199.99"),
+             ("x-ms-ratelimit-burst-remaining-xrm-requests",
+              str(max(0, 5999 - used)) if burst is None else str(burst)),
+             ("x-ms-ratelimit-time-remaining-xrm-requests",
+              "1,199.99" if budget is None else f"{float(budget):,.2f}"),
              ("Cache-Control", "no-cache"), ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")]
         if ct:
             h.append(("Content-Type", ct))
