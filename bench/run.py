@@ -150,15 +150,18 @@ def discover(config_path: str, workdir: Path) -> dict:
     return catalog
 
 
-def floor_specs(catalog: dict) -> list[str]:
-    """``SET:COLS:ORDERBY`` per stream, matching the tap's own query (same pages)."""
+def floor_specs(catalog: dict, tables: list[str]) -> list[str]:
+    """``SET:COLS:ORDERBY`` per data table, matching the tap's own query (same pages)."""
     specs = []
     for stream in catalog["streams"]:
         name = stream["tap_stream_id"]
+        if name not in tables:  # metadata streams (option_set_labels, …) are not part of it
+            continue
         # the emulator's sets: account -> accounts, clone account_3 -> accounts_3
         base, _, copy = name.partition("_")
         entity_set = f"{base}s_{copy}" if copy else f"{base}s"
-        cols = ",".join(stream["schema"]["properties"])
+        # Columns the tap selects: not the ones it adds itself (deletion markers, annotations).
+        cols = ",".join(c for c in stream["schema"]["properties"] if c != "_sdc_deleted_at" and "__" not in c)
         pk = stream["key_properties"][0]
         orderby = f"modifiedon asc,{pk} asc" if "modifiedon" in stream["schema"]["properties"] else f"{pk} asc"
         specs += ["--table", f"{entity_set}:{cols}:{orderby}"]
@@ -206,7 +209,7 @@ def run_scenario(scenario: Scenario, runs: int | None, workdir: Path) -> dict:
         config_path.write_text(json.dumps(config))
         catalog = discover(str(config_path), workdir)
         tap_argv = [*TAP, "--config", str(config_path), "--catalog", str(workdir / "catalog.json")]
-        floor_argv = [PY, "-m", "bench.floor", "--info", str(workdir / "info.json"), *floor_specs(catalog)]
+        floor_argv = [PY, "-m", "bench.floor", "--info", str(workdir / "info.json"), *floor_specs(catalog, scenario.entities)]
         results: dict[str, list[Measure]] = {}
         # Warm-up (not counted): the emulator caches each table's served shape on first read.
         run_measured(emu, floor_argv, workdir, "warm-up")

@@ -90,6 +90,7 @@ class Page:
     # Set by streams, applied once the page's records are written (see EntityStream):
     checkpoint: dict[str, t.Any] | None = None  # state keys to set (None values are removed)
     activate_version: int | None = None  # ACTIVATE_VERSION to emit after the page
+    deletes: int = 0  # how many of the records are deletion markers (change tracking)
 
 
 class _Retry(Exception):

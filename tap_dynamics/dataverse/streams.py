@@ -169,6 +169,29 @@ class EntityStream(DynamicsStream):
         super().__init__(tap, client=client, name=entity.logical_name, schema=schema)
         self.entity = entity
         self.primary_keys = (entity.primary_id,)
+        self._set_method(method)
+        properties = self.schema.get("properties", {})
+        # A STATE message per page: a killed run loses at most one page of progress.
+        self.STATE_MSG_FREQUENCY = client.settings.page_size
+        self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
+        self._annotations = client.settings.annotations
+        self._state: dict[str, t.Any] = {}
+        self._windowed = False
+        self.rows_emitted = 0
+        self.deletes_emitted = 0
+
+    def apply_catalog(self, catalog: t.Any) -> None:
+        """Apply the catalog, then the ``replication`` setting, which wins for the tables it names.
+
+        A saved catalog carries the method discovery chose then (``forced-replication-method``);
+        a table named in the setting must follow the setting, as the user asked.
+        """
+        super().apply_catalog(catalog)
+        requested = self.settings.replication_for(self.entity.logical_name)
+        if requested is not None:
+            self._set_method(choose_method(self.entity, self.schema, requested))
+
+    def _set_method(self, method: str) -> None:
         if method == CHANGE_TRACKING:
             self.replication_key = None
             self.forced_replication_method = "LOG_BASED"
@@ -177,14 +200,7 @@ class EntityStream(DynamicsStream):
             self.forced_replication_method = "FULL_TABLE"
         else:
             self.replication_key = method
-        properties = self.schema.get("properties", {})
-        # A STATE message per page: a killed run loses at most one page of progress.
-        self.STATE_MSG_FREQUENCY = client.settings.page_size
-        self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
-        self._state: dict[str, t.Any] = {}
-        self._windowed = False
-        self.rows_emitted = 0
-        self.deletes_emitted = 0
+            self.forced_replication_method = "INCREMENTAL"
 
     # -- what to read ---------------------------------------------------------------------------
     @property
@@ -290,6 +306,7 @@ class EntityStream(DynamicsStream):
 
     def before_page_state(self, page: Page) -> None:
         """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
+        self.rows_emitted += len(page.records) - page.deletes
         if page.checkpoint:
             for key, value in page.checkpoint.items():
                 if value is None:
@@ -531,36 +548,44 @@ class EntityStream(DynamicsStream):
         self._stream_version = version
         self._checkpoint(**{PHASE_KEY: phase, VERSION_KEY: version})
         for page in self._fetch(url, self._prefer(tracking=full_pass)):
-            read_at = utc_now_iso()
-            rows: list[dict[str, t.Any]] = []
-            for row in page.records:
-                if not _is_deleted_entity(row):
-                    rows.append(row)
-                elif row.get("id") is not None:
-                    self.deletes_emitted += 1
-                    rows.append({pk: row["id"], DELETED_AT: read_at})
+            rows = page.records
+            deletes = 0
+            # Full rows carry no @odata.context; $deletedEntity stubs do (and come last).
+            if any("@odata.context" in row for row in rows):
+                read_at = utc_now_iso()
+                rows = []
+                for row in page.records:
+                    if not _is_deleted_entity(row):
+                        rows.append(row)
+                    elif row.get("id") is not None:
+                        deletes += 1
+                        rows.append({pk: row["id"], DELETED_AT: read_at})
+                self.deletes_emitted += deletes
             if page.next_link:
-                yield replace(page, records=rows, checkpoint={NEXT_LINK_KEY: page.next_link})
+                yield replace(page, records=rows, checkpoint={NEXT_LINK_KEY: page.next_link}, deletes=deletes)
                 continue
             if not page.delta_link:
                 msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
                 raise DataverseError(msg, table=self.name)
             done = {NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
-            yield replace(page, records=rows, checkpoint=done, activate_version=version)
+            yield replace(page, records=rows, checkpoint=done, activate_version=version, deletes=deletes)
         self._stream_version = None
 
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        """Drop rows the last run already emitted and OData annotations; split multi-selects."""
+        """Drop the etag, name annotation columns, split multi-select choices ("1,2" -> [1, 2]).
+
+        Runs for every row, so it does no lookups it can do once: the flags are set in __init__.
+        Dataverse joins choice values with bare commas; ``int`` also tolerates spaces.
+        """
         if DELETED_AT in row:
             return row
         row.pop("@odata.etag", None)
-        if self.settings.annotations:
+        if self._annotations:
             rename_annotations(row)
         for name in self._multi_select:
             value = row.get(name)
-            if isinstance(value, str):
-                row[name] = [int(part) for part in value.split(",") if part.strip()]
-        self.rows_emitted += 1
+            if value.__class__ is str:
+                row[name] = [int(part) for part in value.split(",")] if value else []
         return row
 
 
