@@ -8,7 +8,7 @@ rows. Faults are seeded, so a run is reproducible.
 
 from __future__ import annotations
 
-import decimal
+
 import re
 import time
 import typing as t
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from tests.emulator import Emulator
 from tests.emulator.faults import DEFAULTS as FAULT_DEFAULTS
-from tests.taprun import TapRun, run_tap
+from tests.taprun import TapRun, normalise, run_tap
 
 ROWS = {"account": 20000, "contact": 300, "systemuser": 20}
 PAGE_SIZE = 1000
@@ -115,20 +115,6 @@ class Result:
         """Secrets (client secret, issued tokens) that appear in any captured output."""
         text = self.run.stdout + self.run.stderr
         return [s[:12] + "…" for s in self.secrets if s and s in text]
-
-
-def normalise(row: dict[str, t.Any]) -> dict[str, t.Any]:
-    """A served row as the tap must emit it: no etag, multi-selects split, numbers as Decimal."""
-    out = {}
-    for key, value in row.items():
-        if key == "@odata.etag":
-            continue
-        if key == "new_regions" and isinstance(value, str):
-            value = [int(x) for x in value.split(",") if x]
-        if isinstance(value, float):
-            value = decimal.Decimal(str(value))
-        out[key] = value
-    return out
 
 
 PRIMARY_KEYS = {"account": "accountid", "contact": "contactid", "systemuser": "systemuserid"}

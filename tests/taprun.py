@@ -147,3 +147,17 @@ def run_command(
         )
     assert_no_secrets(result.stdout + result.stderr, config)
     return TapRun(result.returncode, result.stdout, result.stderr)
+
+
+def normalise(row: dict) -> dict:
+    """A served row as the tap should emit it: no etag, multi-selects split, numbers as Decimal."""
+    out = {}
+    for key, value in row.items():
+        if key == "@odata.etag":
+            continue
+        if key == "new_regions" and isinstance(value, str):
+            value = [int(x) for x in value.split(",") if x]
+        if isinstance(value, float):
+            value = decimal.Decimal(str(value))
+        out[key] = value
+    return out

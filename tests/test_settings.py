@@ -45,6 +45,22 @@ def test_good_config_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"start_date": "yesterday"}, "'start_date' is not an ISO-8601"),
         ({"authority_host": "http://login.microsoftonline.com"}, "'authority_host' must be an https://"),
         ({"ca_bundle": "/nonexistent/ca.pem"}, "'ca_bundle' points to"),
+        # resilience-related settings
+        ({"auth_scheme": "ManagedIdentity"}, "'auth_scheme' is 'ManagedIdentity'; valid values: AzureServicePrincipal"),
+        ({"strict": "yes"}, "'strict' must be true or false"),
+        ({"strict": 1}, "'strict' must be true or false"),
+        ({"max_concurrency": 0}, "'max_concurrency' must be from 1 to 32"),
+        ({"max_concurrency": 60}, "'max_concurrency' must be from 1 to 32"),
+        ({"max_concurrency": float("inf")}, "'max_concurrency' must be a whole number"),
+        ({"request_timeout": 0}, "'request_timeout' must be from 1 to 3600"),
+        ({"page_size": 0}, "'page_size' must be from 1 to 5000"),
+        ({"page_size": 2.5}, "'page_size' must be a whole number"),
+        ({"entities": {"account": True}}, "'entities' must be a list"),
+        ({"tenant_id": None}, "'tenant_id' is missing"),
+        ({"client_id": "  "}, "'client_id' is missing"),
+        ({"client_id": 42}, "'client_id' must be a string"),
+        ({"url": "https://"}, "'url' has no host name"),
+        ({"url": "https://myorg.crm.dynamics.com/?x=1"}, "'url' must not contain a query string"),
     ],
 )
 def test_bad_settings_get_one_line(change: dict, needle: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import decimal
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 
-from tests.taprun import TAP, run_tap, select_streams, write_json
+from tests.taprun import TAP, normalise, run_tap, select_streams, write_json
 
 
 MODIFIEDON = {"account": "modifiedon"}
@@ -57,20 +56,6 @@ def test_paging_returns_every_row_exactly_once(make_emulator) -> None:
     assert len(ids) == 12345
     assert len(set(ids)) == 12345
     assert emu.stats()["data_pages"] == 3
-
-
-def normalise(row: dict) -> dict:
-    """A served row as the tap should emit it: no etag, multi-selects split, numbers as Decimal."""
-    out = {}
-    for key, value in row.items():
-        if key == "@odata.etag":
-            continue
-        if key == "new_regions" and isinstance(value, str):
-            value = [int(x) for x in value.split(",") if x]
-        if isinstance(value, float):
-            value = decimal.Decimal(str(value))
-        out[key] = value
-    return out
 
 
 def test_records_match_the_emulator_truth(emulator) -> None:
