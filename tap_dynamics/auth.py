@@ -124,16 +124,7 @@ class ServicePrincipalTokenProvider(TokenProvider):
         )
 
     def _network_error(self, exc: Exception) -> ConnectionProblem:
-        host = self._settings.authority_host
-        if isinstance(exc, requests.exceptions.SSLError):
-            return ConnectionProblem(
-                f"TLS verification failed for the authority host {host} — if a proxy inspects "
-                "TLS, set ca_bundle to a PEM file with its CA certificate"
-            )
-        return ConnectionProblem(
-            f"cannot reach the authority host {host} ({type(exc).__name__}) — check "
-            "authority_host and the network/proxy settings"
-        )
+        return _network_error(self._settings, exc)
 
     def _acquire(self) -> dict[str, t.Any]:
         delay = 1.0
