@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tap_dynamics.errors import ConfigError
 from tap_dynamics.settings import load_settings
 
 GOOD = {

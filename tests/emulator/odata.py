@@ -285,7 +285,7 @@ def compile_filter(ast, resolve: Resolver) -> tuple[Callable[[dict], bool], set[
             get, kind = resolve(node[1])
             used.add(node[1])
             if kind != "bool":
-                raise bad_request(f"The $filter expression must evaluate to a single boolean value.")
+                raise bad_request("The $filter expression must evaluate to a single boolean value.")
             return lambda r: get(r) is True
         if tag == "lit":
             raise bad_request("The $filter expression must evaluate to a single boolean value.")
