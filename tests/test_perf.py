@@ -8,6 +8,8 @@ when tables are read in parallel, and buffering is bounded by the page budget.
 
 from __future__ import annotations
 
+import re
+
 import decimal
 import threading
 import typing as t
@@ -260,3 +262,13 @@ def test_closing_prefetch_early_stops_the_feed_and_returns_the_budget() -> None:
     assert source.closed
     assert source.fetched < 1000
     assert budget.held == 0
+
+
+def test_progress_counts_rows_on_the_sdk_path_too(make_emulator) -> None:
+    emu = make_emulator(rows={"account": 1000, "contact": 1, "systemuser": 1}, latency_ms=150, latency_scope="pages")
+    config = {**emu.tap_config(), "entities": ["account"], "page_size": 100, "progress_interval": 0.05,
+              "stream_maps": {"account": {"name_upper": "name.upper()"}}}
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    counts = [int(m) for m in re.findall(r"Progress account: (\d+) rows", run.stderr)]
+    assert counts and max(counts) > 0, run.stderr

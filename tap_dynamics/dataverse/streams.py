@@ -303,6 +303,7 @@ class EntityStream(DynamicsStream):
                 self.before_page_state(page)
                 self.state_manager.is_flushed = False
                 self._write_state_message()
+            self.page_done(page, len(page.records))  # progress lines, as on the fast path
 
     def before_page_state(self, page: Page) -> None:
         """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
