@@ -309,12 +309,7 @@ class EntityStream(DynamicsStream):
         """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
         self.rows_emitted += len(page.records) - page.deletes
         if page.checkpoint:
-            for key, value in page.checkpoint.items():
-                if value is None:
-                    self._state.pop(key, None)
-                else:
-                    self._state[key] = value
-            self.state_manager.is_flushed = False
+            self._set_state(page.checkpoint)
         if page.activate_version is not None:
             self._write_activate_version_message(page.activate_version)
 
@@ -332,13 +327,17 @@ class EntityStream(DynamicsStream):
     def _checkpoint(self, **values: t.Any) -> None:
         """Set state keys and write a STATE at once: for phase changes, between pages."""
         with OUTPUT_LOCK:
-            for key, value in values.items():
-                if value is None:
-                    self._state.pop(key, None)
-                else:
-                    self._state[key] = value
-            self.state_manager.is_flushed = False
+            self._set_state(values)
             self._write_state_message()
+
+    def _set_state(self, values: t.Mapping[str, t.Any]) -> None:
+        """Set (or, for None, remove) keys of this stream's state; the caller holds the lock."""
+        for key, value in values.items():
+            if value is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = value
+        self.state_manager.is_flushed = False
 
     # -- date-time cursors ------------------------------------------------------------------------
     def _set_windowed(self, windowed: bool) -> None:
