@@ -273,16 +273,11 @@ class Dataverse:
 
     @staticmethod
     def _project(d: dict, select: list[str] | None, allowed: list[str], type_name: str) -> dict:
-        if select is None:
-            return d
-        bad = [s for s in select if s not in allowed]
-        if bad:
-            raise bad_request(f"Could not find a property named '{bad[0]}' on type '{T.NS}.{type_name}'.")
-        out = {k: d[k] for k in ("@odata.type",) if k in d}
-        for s in select:
-            out[s] = d.get(s)
-        out["MetadataId"] = d["MetadataId"]
-        return out
+        """``$select`` on a metadata entity, with the real 400 for an unknown property."""
+        try:
+            return M.select_props(d, select, allowed, type_name)
+        except ValueError as e:
+            raise bad_request(str(e)) from None
 
     def entity_definitions(self, req, base, rest):
         q = req.query
@@ -394,10 +389,7 @@ class Dataverse:
             d = {"@odata.type": f"#{T.NS}.OptionSetMetadata", **M.optionset_json(os_)}
             if m.group(1) and m.group(1) not in (os_.name, d["MetadataId"]):
                 continue
-            try:
-                out.append(M.select_props(d, select, M.OPTIONSET_PROPS, "OptionSetMetadata"))
-            except ValueError as e:
-                raise bad_request(str(e)) from None
+            out.append(self._project(d, select, M.OPTIONSET_PROPS, "OptionSetMetadata"))
         ctx = "GlobalOptionSetDefinitions" + (f"({','.join(select)})" if select else "")
         if m.group(1):
             if not out:
@@ -424,10 +416,7 @@ class Dataverse:
         for rel in T.relationships(self.store.tables):
             if md_type and rel["@odata.type"] != f"#{T.NS}.{md_type}":
                 continue
-            try:
-                out.append(M.select_props(rel, select, allowed, md_type or "RelationshipMetadataBase"))
-            except ValueError as e:
-                raise bad_request(str(e)) from None
+            out.append(self._project(rel, select, allowed, md_type or "RelationshipMetadataBase"))
         ctx = "RelationshipDefinitions" + (f"/{cast}" if cast else "") + \
             (f"({','.join(select)})" if select else "")
         return self.json(200, {"@odata.context": base + f"$metadata#{ctx}", "value": out})
