@@ -532,30 +532,46 @@ class DataverseClient:
         seen: set[str] = {url}
         next_url: str | None = url
         while next_url:
-            payload, response = self.get_json(next_url, headers=headers, table=table, page_sizer=sizer)
-            records = payload.get("value")
-            if not isinstance(records, list):
-                msg = f"{_where(table)}the response has no 'value' list (request id {_request_id(response)})"
+            pending = [self._read_page(next_url, headers, table, sizer, seen)]
+            next_url = pending[0].next_link
+            # Yield without keeping a reference: a prefetch feed may leave this generator
+            # suspended long after the consumer is done with the page, and only the consumer
+            # may decide how long a page lives (the page budget in prefetch.py counts on it).
+            yield pending.pop()
+
+    def _read_page(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        table: str | None,
+        sizer: PageSizer | None,
+        seen: set[str],
+    ) -> Page:
+        """One page of a collection, checked; the response body is not kept."""
+        payload, response = self.get_json(url, headers=headers, table=table, page_sizer=sizer)
+        request_id = _request_id(response)
+        records = payload.get("value")
+        if not isinstance(records, list):
+            msg = f"{_where(table)}the response has no 'value' list (request id {request_id})"
+            raise DataverseError(msg, table=table)
+        if not all(isinstance(record, dict) for record in records):
+            msg = (
+                f"{_where(table)}the response's 'value' list holds something other than rows "
+                f"(JSON objects) (request id {request_id})"
+            )
+            raise DataverseError(msg, table=table)
+        self._check_rows(records, table, response)
+        next_link = payload.get("@odata.nextLink")
+        if next_link is not None and not isinstance(next_link, str):
+            msg = f"{_where(table)}malformed @odata.nextLink in the response"
+            raise DataverseError(msg, table=table)
+        if next_link:
+            if next_link in seen:
+                msg = f"{_where(table)}the server returned a nextLink it had already returned; stopping a pagination loop"
                 raise DataverseError(msg, table=table)
-            if not all(isinstance(record, dict) for record in records):
-                msg = (
-                    f"{_where(table)}the response's 'value' list holds something other than rows "
-                    f"(JSON objects) (request id {_request_id(response)})"
-                )
-                raise DataverseError(msg, table=table)
-            self._check_rows(records, table, response)
-            next_link = payload.get("@odata.nextLink")
-            if next_link is not None and not isinstance(next_link, str):
-                msg = f"{_where(table)}malformed @odata.nextLink in the response"
-                raise DataverseError(msg, table=table)
-            if next_link:
-                if next_link in seen:
-                    msg = f"{_where(table)}the server returned a nextLink it had already returned; stopping a pagination loop"
-                    raise DataverseError(msg, table=table)
-                seen.add(next_link)
-            delta_link = payload.get("@odata.deltaLink")
-            yield Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, _request_id(response))
-            next_url = next_link or None
+            seen.add(next_link)
+        delta_link = payload.get("@odata.deltaLink")
+        return Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, request_id)
 
 
     def _check_rows(self, records: list[dict[str, t.Any]], table: str | None, response: requests.Response) -> None:

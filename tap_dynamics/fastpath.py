@@ -122,6 +122,7 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
             if written[0]:
                 record_counter.increment(written[0])
             stream.page_done(page, written[0])
+            del page  # not kept while the next page is awaited (memory: see prefetch.py)
         with OUTPUT_LOCK:
             state = stream.get_context_state(None)
             stream._finalize_state(state)

@@ -131,6 +131,7 @@ class _Feed(threading.Thread):
                         self.budget.release()
                         return
                     self.out.put((self.index, page))
+                del page  # the consumer owns it now; not kept during the next fetch
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             self.out.put((self.index, _Failed(exc)))
         finally:
@@ -175,6 +176,7 @@ def prefetch_pages(
                 raise item.error
             current = feeds[index]
             yield index, item
+            del item  # released with its budget slot, not kept while the next page is awaited
             # The consumer is done with this page: its slots go back.
             current = None
             feeds[index].ahead.release()
@@ -205,3 +207,4 @@ def prefetch(
     """One page sequence, fetched ``depth`` pages ahead of its consumer."""
     for _index, page in prefetch_pages([source], budget, depth=depth, name=name):
         yield page
+        del page

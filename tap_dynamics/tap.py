@@ -44,6 +44,7 @@ from tap_dynamics.errors import (
     TapDynamicsError,
 )
 from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled
+from tap_dynamics.memory import limit_malloc_arenas
 from tap_dynamics.progress import ProgressReporter, fetch_totals, sync_streams
 from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
 from tap_dynamics.summary import FAILED
@@ -256,6 +257,7 @@ def _one_line(exc: ConfigValidationError) -> str:
 
 def cli() -> None:
     """Console entry point: the SDK's CLI, with one-line errors and meaningful exit codes."""
+    limit_malloc_arenas()  # before any thread starts: see memory.py
     if len(sys.argv) > 1 and sys.argv[1] in ("check", "login"):
         from tap_dynamics.commands import main
 

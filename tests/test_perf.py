@@ -12,6 +12,7 @@ import re
 
 import decimal
 import threading
+import weakref
 import typing as t
 
 import pytest
@@ -272,3 +273,91 @@ def test_progress_counts_rows_on_the_sdk_path_too(make_emulator) -> None:
     assert run.returncode == 0, run.stderr
     counts = [int(m) for m in re.findall(r"Progress account: (\d+) rows", run.stderr)]
     assert counts and max(counts) > 0, run.stderr
+
+
+class _Rows(list):
+    """A page's rows that a test can hold a weak reference to (plain lists cannot be)."""
+
+    __hash__ = object.__hash__  # identity, for the WeakSet
+
+
+def test_prefetch_never_keeps_more_pages_alive_than_the_budget() -> None:
+    """Counted with weak references, so a page held by any frame (feed, consumer) is counted."""
+    budget = PageBudget(3)
+    alive: weakref.WeakSet = weakref.WeakSet()
+    most = [0]
+
+    def source(name: str) -> t.Callable[[], t.Iterator[Page]]:
+        def pages() -> t.Iterator[Page]:
+            for i in range(30):
+                # This request holds a budget slot and its page does not exist yet.
+                most[0] = max(most[0], len(alive))
+                assert len(alive) <= budget.pages - 1, (name, i, len(alive))
+                rows = _Rows([{"n": i}])
+                alive.add(rows)
+                pending = [Page(rows, None, None, None)]
+                del rows
+                yield pending.pop()  # a suspended source keeps nothing (like iter_pages)
+        return pages
+
+    got = 0
+    for _index, page in prefetch_pages([source(f"s{i}") for i in range(5)], budget, depth=1):
+        got += len(page.records)
+        del page
+    assert got == 150
+    assert most[0] >= 1  # the check ran while pages were alive
+
+
+@pytest.mark.parametrize("method", ["change_tracking", "modifiedon", "full_table"])
+def test_a_sync_never_keeps_more_pages_alive_than_the_budget(make_emulator, capfd, method: str) -> None:
+    """Every generator between the wire and stdout lets go of a page once it is written.
+
+    The tap runs in-process so that the pages can be watched: ``iter_pages`` (the tap's own
+    transport, over real HTTP) is wrapped to hand out weakly referenceable rows and to count, at
+    every page request, the pages still alive anywhere in the process.
+    """
+    from tap_dynamics.tap import TapDynamics
+
+    emu = make_emulator(rows={"account": 900, "contact": 700, "systemuser": 5})
+    config = {**emu.tap_config(), "entities": ["account", "contact"], "page_size": 50, "max_concurrency": 2,
+              "progress_interval": 0, "replication": {"*": method}, "first_load_windows": 3}
+    tap = TapDynamics(config=config, setup_mapper=True)
+    client = tap.client
+    original = client.iter_pages
+    alive: weakref.WeakSet = weakref.WeakSet()
+    checks: list[int] = []
+    lock = threading.Lock()
+
+    def watched(*args: t.Any, **kwargs: t.Any) -> t.Iterator[Page]:
+        pages = original(*args, **kwargs)
+        while True:
+            with lock:
+                checks.append(len(alive))
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            page.records = _Rows(page.records)
+            alive.add(page.records)
+            pending = [page]
+            del page
+            yield pending.pop()  # suspended, this wrapper keeps nothing (like iter_pages)
+
+    client.iter_pages = watched
+    tap.sync_all()
+    out = capfd.readouterr().out
+    assert out.count('"type":"RECORD"') == 900 + 700
+    # At a page request its budget slot is taken and its page does not exist yet.
+    assert checks and max(checks) <= client.page_budget.pages - 1, (max(checks), client.page_budget.pages)
+
+
+def test_malloc_arenas_are_capped_unless_the_user_chose(monkeypatch) -> None:
+    import platform
+
+    from tap_dynamics.memory import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the user's MALLOC_ARENA_MAX wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas() is expected

@@ -304,6 +304,7 @@ class EntityStream(DynamicsStream):
                 self.state_manager.is_flushed = False
                 self._write_state_message()
             self.page_done(page, len(page.records))  # progress lines, as on the fast path
+            del page
 
     def before_page_state(self, page: Page) -> None:
         """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
@@ -323,6 +324,9 @@ class EntityStream(DynamicsStream):
         for page in prefetch(source, self.client.page_budget, name=self.name):
             summary.pages += 1
             yield page
+            # Every generator between the wire and stdout drops its page once it is written:
+            # a page kept while the next one is awaited would double the pages alive per table.
+            del page
 
     def _checkpoint(self, **values: t.Any) -> None:
         """Set state keys and write a STATE at once: for phase changes, between pages."""
@@ -365,6 +369,7 @@ class EntityStream(DynamicsStream):
             self._checkpoint(replication_key_value=None)
         for page in self._fetch(url, self._prefer()):
             yield self._accepted(page, boundary)
+            del page
 
     def _accepted(self, page: Page, boundary: Boundary) -> Page:
         """``page`` without the rows already emitted, carrying the boundary to checkpoint."""
@@ -476,6 +481,7 @@ class EntityStream(DynamicsStream):
                 window["bookmark"], window["boundary"] = tracker.value, dict(tracker.etags)
             window["done"] = page.next_link is None
             yield replace(page, records=rows, checkpoint={WINDOWS_KEY: copy.deepcopy(windows)})
+            del page, rows
         # Every window is complete: one bookmark again, at the newest row read.
         values = [w["bookmark"] for w in windows if w.get("bookmark") is not None]
         last = max(values) if values else None
@@ -507,6 +513,7 @@ class EntityStream(DynamicsStream):
                 # The whole table has been emitted as `version`: targets may now drop older rows.
                 done = {VERSION_KEY: None, NEXT_LINK_KEY: None, "last_version": version}
                 yield replace(page, checkpoint=done, activate_version=version)
+            del page
 
     # -- change tracking ----------------------------------------------------------------------------
     def _change_pages(self) -> Iterator[Page]:
@@ -563,12 +570,13 @@ class EntityStream(DynamicsStream):
                 self.deletes_emitted += deletes
             if page.next_link:
                 yield replace(page, records=rows, checkpoint={NEXT_LINK_KEY: page.next_link}, deletes=deletes)
-                continue
-            if not page.delta_link:
-                msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
-                raise DataverseError(msg, table=self.name)
-            done = {NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
-            yield replace(page, records=rows, checkpoint=done, activate_version=version, deletes=deletes)
+            else:
+                if not page.delta_link:
+                    msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
+                    raise DataverseError(msg, table=self.name)
+                done = {NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
+                yield replace(page, records=rows, checkpoint=done, activate_version=version, deletes=deletes)
+            del page, rows
         self._stream_version = None
 
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
