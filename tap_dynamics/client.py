@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import msgspec
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from singer_sdk.streams import Stream
 
@@ -432,9 +433,10 @@ class DataverseClient:
                     timeout=self.settings.request_timeout,
                     verify=self.settings.verify,
                     allow_redirects=False,
+                    stream=True,
                 )
                 # Read the body while holding the slot: the transfer is part of the request.
-                response.content  # noqa: B018
+                _read_body(response)
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
@@ -445,15 +447,18 @@ class DataverseClient:
             raise _Retry(f"no response within {self.settings.request_timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise _Retry(f"connection failed ({_short(exc)})") from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise _Retry(
+                f"the response did not arrive within {self.settings.request_timeout} s", shrink=True
+            ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _Retry(f"response body cut off ({_short(exc)})") from None
 
         status = response.status_code
         request_id = response.headers.get("x-ms-service-request-id") or response.headers.get("REQ_ID")
         if status == 200:
             content_type = response.headers.get("Content-Type", "")
-            try:
-                body = response.content
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
-                raise _Retry(f"response body cut off ({_short(exc)})") from None
+            body = response.content  # already read (see _read_body)
             if "json" not in content_type:
                 raise _Retry(
                     f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
@@ -589,6 +594,22 @@ class DataverseClient:
                     f"(request id {_request_id(response)}); the response is malformed"
                 )
                 raise DataverseError(msg, table=table)
+
+
+def _read_body(response: requests.Response) -> None:
+    """Read the whole body in one call and keep it where ``response.content`` finds it.
+
+    Why not ``response.content``: requests reads it in 10 KB chunks and joins them, which for a
+    5 MB page costs about a third more CPU and twice the memory while it is read. Errors are
+    urllib3's (a cut-off body, a read timeout); on one the connection is closed, not reused.
+    """
+    try:
+        body = response.raw.read(decode_content=True)
+    except BaseException:
+        response.close()
+        raise
+    response._content = body  # noqa: SLF001 - what requests itself does once a body is read
+    response._content_consumed = True  # noqa: SLF001
 
 
 class _TokenRejected(Exception):
