@@ -9,8 +9,9 @@ the tables once, then for each of ``--runs`` rounds runs, as separate processes:
 * floor (a): a bare requests + orjson client fetching and parsing the same pages, no output;
 * floor (b): floor (a) plus writing each row as an orjson JSON line to /dev/null.
 
-It prints the median of rows/s, wall s, CPU s (user + system of that process), peak RSS and pages
-per variant, and the ratios the targets are stated in. Wall/CPU/RSS come from ``os.wait4`` on the
+It prints the median of rows/s, wall s, CPU s (user + system of that process), peak RSS, pages
+and "in flight" (the mean number of requests the emulator was serving while it served pages: the
+concurrency a variant really achieved) per variant, and the ratios the targets are stated in. Wall/CPU/RSS come from ``os.wait4`` on the
 child, pages from the emulator's own counters. Why separate processes: peak RSS and CPU time must
 belong to the thing measured, and the emulator's CPU must not be counted as the tap's.
 """
@@ -83,6 +84,7 @@ class Measure:
     rss_mb: float
     pages: int
     rows: int
+    in_flight: float = 0.0  # mean requests in flight while pages were served (emulator's view)
 
     @property
     def rows_per_s(self) -> float:
@@ -140,7 +142,9 @@ def run_measured(emu: EmulatorProcess, argv: list[str], workdir: Path, label: st
         tail = Path(log).read_text(errors="replace")[-3000:]
         raise SystemExit(f"{label} failed with exit code {code}:\n{tail}")
     stats = emu.stats()
-    return Measure(wall, cpu, rss, stats["data_pages"], stats["rows_served"])
+    span = stats.get("data_seconds") or 0.0
+    in_flight = stats.get("in_flight_seconds", 0.0) / span if span else 0.0
+    return Measure(wall, cpu, rss, stats["data_pages"], stats["rows_served"], in_flight)
 
 
 def discover(config_path: str, workdir: Path) -> dict:
@@ -181,16 +185,18 @@ def summarize(label: str, runs: list[Measure]) -> dict:
         "cpu_s": median([r.cpu for r in runs]),
         "rss_mb": max(r.rss_mb for r in runs),
         "rows_per_s": median([r.rows_per_s for r in runs]),
+        "in_flight": median([r.in_flight for r in runs]),
         "runs": len(runs),
     }
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'variant':<28} {'rows':>9} {'pages':>6} {'rows/s':>9} {'wall s':>8} {'CPU s':>7} {'peak RSS MB':>12}"
+    header = (f"{'variant':<28} {'rows':>9} {'pages':>6} {'rows/s':>9} {'wall s':>8} {'CPU s':>7} "
+              f"{'peak RSS MB':>12} {'in flight':>9}")
     print(header)
     for r in rows:
         print(f"{r['label']:<28} {r['rows']:>9} {r['pages']:>6} {r['rows_per_s']:>9.0f} {r['wall_s']:>8.2f} "
-              f"{r['cpu_s']:>7.2f} {r['rss_mb']:>12.0f}")
+              f"{r['cpu_s']:>7.2f} {r['rss_mb']:>12.0f} {r['in_flight']:>9.1f}")
 
 
 def run_scenario(scenario: Scenario, runs: int | None, workdir: Path) -> dict:

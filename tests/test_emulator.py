@@ -435,3 +435,19 @@ def test_same_seed_same_data(make_emulator):
     a = make_emulator(rows={"account": 30, "contact": 5, "systemuser": 2}, seed=3)
     b = make_emulator(rows={"account": 30, "contact": 5, "systemuser": 2}, seed=3)
     assert a.rows("account") == b.rows("account")
+
+
+def test_stats_integrate_requests_in_flight_over_time(make_emulator):
+    """``in_flight_seconds`` is what the benchmark divides by ``data_seconds`` (concurrency)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    e = make_emulator(rows={"account": 40, "contact": 1, "systemuser": 1}, latency_ms=200, latency_scope="pages")
+    tok = token(e).json()["access_token"]
+    e.reset_stats()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: get(e, f"{API}/accounts?$top=5", tok), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
+    stats = e.stats()
+    # Four requests each served for at least 200 ms: at least 0.8 request-seconds in flight.
+    assert stats["in_flight_seconds"] >= 0.8
+    assert stats["in_flight"] == 0

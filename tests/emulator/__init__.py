@@ -155,6 +155,8 @@ class Emulator:
                            "bytes_served": 0}
             self._log: collections.deque = collections.deque(maxlen=100_000)
             self._in_flight = 0
+            self._in_flight_since = time.perf_counter()
+            self._in_flight_seconds = 0.0  # the integral of in-flight requests over time
             self._first_page: float | None = None
             self._last_page: float | None = None
         if hasattr(self, "faults"):
@@ -164,11 +166,21 @@ class Emulator:
         with self._lock:
             s = dict(self._stats)
             s["in_flight"] = self._in_flight
+            self._flight(0)
+            s["in_flight_seconds"] = round(self._in_flight_seconds, 3)
             span = (self._last_page - self._first_page) if self._first_page else 0.0
             s["data_seconds"] = round(span, 4)
             s["pages_per_s"] = round(s["data_pages"] / span, 2) if span > 0 else 0.0
             s["rows_per_s"] = round(s["rows_served"] / span, 1) if span > 0 else 0.0
         return s
+
+    def _flight(self, change: int) -> None:
+        """Change the in-flight count (lock held), integrating it over time for the benchmark:
+        in-flight seconds / data seconds is the concurrency a client really achieved."""
+        now = time.perf_counter()
+        self._in_flight_seconds += self._in_flight * (now - self._in_flight_since)
+        self._in_flight_since = now
+        self._in_flight += change
 
     def request_log(self) -> list[tuple[str, str, int]]:
         """(method, decoded path, status) of the API requests since the last reset_stats()."""
@@ -207,7 +219,7 @@ class Emulator:
                 return 400, [("Content-Type", "application/json")], orjson.dumps(
                     {"error": type(e).__name__, "message": str(e)})
         with self._lock:
-            self._in_flight += 1
+            self._flight(+1)
             self._stats["requests"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._in_flight)
             self._recent.append(time.monotonic())
@@ -241,7 +253,7 @@ class Emulator:
             return status, hdrs, payload
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._flight(-1)
 
     def _oversized(self, path: str, target: str, headers: dict[str, str]):
         """The page-size fault: a collection page bigger than ``page_size_limit`` fails."""
@@ -254,12 +266,12 @@ class Emulator:
         answer = self.faults.oversized(target, size)
         if answer is not None and self.knobs["page_size_limit_mode"] == "timeout":
             with self._lock:
-                self._in_flight -= 1  # the server gave up on it; so (we expect) did the client
+                self._flight(-1)  # the server gave up on it; so (we expect) did the client
             try:
                 time.sleep(float(self.knobs["page_size_limit_delay_s"]))
             finally:
                 with self._lock:
-                    self._in_flight += 1
+                    self._flight(+1)
         return answer
 
     def _route(self, method, path, query, headers, body):
