@@ -95,7 +95,6 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
     timer = stream.get_sync_timer()
     post_process = stream.post_process
     allowed, booleans, prefix = plan.allowed, plan.booleans, plan.prefix
-    encode = _ENCODER.encode
     rk = stream.replication_key if stream.replication_method == "INCREMENTAL" else None
     check_sorted = bool(rk and stream.check_sorted)
     out = sys.stdout.buffer
@@ -112,7 +111,7 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
             OUTPUT_LOCK.acquire()
             try:
                 written = _emit_page(stream, page, plan, state_partition_context, post_process, allowed,
-                                     booleans, prefix, encode, rk,
+                                     booleans, prefix, rk,
                                      # re-read per page: a stream may interleave sequences
                                      # (time windows of a first load) and say so mid-stream
                                      check_sorted and stream.is_sorted, out, warned, previous)
@@ -134,11 +133,15 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
 
 
 def _emit_page(stream, page, plan, state_partition_context, post_process, allowed, booleans,  # noqa: ANN001, PLR0913
-               prefix, encode, rk, check_sorted, out, warned, previous):  # noqa: ANN001, ANN202
+               prefix, rk, check_sorted, out, warned, previous):  # noqa: ANN001, ANN202
     """Write one page's RECORD lines and the STATE after them; (records written, last key value)."""
     extracted = datetime.datetime.now(datetime.timezone.utc)
     suffix = plan.suffix(stream._stream_version, extracted)
-    lines: list[bytes] = []
+    # The page's lines are encoded straight into one buffer (msgspec appends in place): no
+    # intermediate bytes object per row, one write per page.
+    buffer = bytearray()
+    encode_into = _ENCODER.encode_into
+    written = 0
     last = None
     for raw in page.records:
         row = post_process(raw, None)
@@ -161,16 +164,19 @@ def _emit_page(stream, page, plan, state_partition_context, post_process, allowe
                     raise InvalidStreamSortException(msg)
                 previous = value
                 last = row
-        lines.append(prefix + encode(row) + suffix)
-    if lines:
-        out.write(b"".join(lines))
+        buffer += prefix
+        encode_into(row, buffer, -1)
+        buffer += suffix
+        written += 1
+    if written:
+        out.write(buffer)
         out.flush()
         stream.state_manager.is_flushed = False
     if last is not None:
         stream._increment_stream_state(last, context=state_partition_context)
     stream.before_page_state(page)
     stream._write_state_message()
-    return len(lines), previous
+    return written, previous
 
 
 def _drop_unknown(

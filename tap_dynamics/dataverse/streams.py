@@ -593,7 +593,7 @@ class EntityStream(DynamicsStream):
         for name in self._multi_select:
             value = row.get(name)
             if value.__class__ is str:
-                row[name] = [int(part) for part in value.split(",")] if value else []
+                row[name] = list(map(int, value.split(","))) if value else []
         return row
 
 
