@@ -17,7 +17,7 @@ import typing as t
 
 import pytest
 
-from tap_dynamics.client import Page
+from tap_dynamics.client import Page, Rows
 from tap_dynamics.prefetch import PageBudget, prefetch, prefetch_pages
 from tests.taprun import TapRun, run_tap
 
@@ -337,7 +337,8 @@ def test_a_sync_never_keeps_more_pages_alive_than_the_budget(make_emulator, capf
                 page = next(pages)
             except StopIteration:
                 return
-            page.records = _Rows(page.records)
+            # Pages arrive as raw rows, decoded only by the thread that writes them.
+            assert isinstance(page.records, Rows), page.records
             alive.add(page.records)
             pending = [page]
             del page
@@ -361,3 +362,32 @@ def test_malloc_arenas_are_capped_unless_the_user_chose(monkeypatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert limit_malloc_arenas() is expected
+
+
+def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
+    import msgspec
+
+    from tap_dynamics.client import _PAGE_DECODER
+    from tap_dynamics.errors import DataverseError
+
+    body = _PAGE_DECODER.decode(b'{"value":[{"id":"a","m":0.1},{"id":"b","m":922337203685477.5807}],'
+                                b'"@odata.nextLink":"https://org/next"}')
+    assert body.next_link == "https://org/next"
+    checked: list[int] = []
+    rows = Rows(body.value, lambda decoded: checked.append(len(decoded)))
+    assert len(rows) == 2 and checked == []  # counting does not decode
+    assert "raw" in repr(rows)
+    first = rows.decoded()
+    assert first == [{"id": "a", "m": decimal.Decimal("0.1")},
+                     {"id": "b", "m": decimal.Decimal("922337203685477.5807")}]
+    assert rows.decoded() is first and list(rows) == first and rows[1]["id"] == "b"
+    assert checked == [2]  # checked once, on the first decode
+
+    def refuse(decoded: list) -> None:
+        raise DataverseError("table t: row 2 is bad")
+
+    bad = Rows(_PAGE_DECODER.decode(b'{"value":[{"id":"a"},3]}').value, refuse)
+    with pytest.raises(DataverseError, match="row 2 is bad"):
+        list(bad)
+    with pytest.raises(msgspec.DecodeError):  # a cut-off body never becomes a page
+        _PAGE_DECODER.decode(b'{"value":[{"id":"a"},{"id":')
