@@ -161,7 +161,9 @@ class ServicePrincipalTokenProvider(TokenProvider):
             try:
                 if self._app is None:
                     self._app = self._build_app()
-                return self._app.acquire_token_for_client(scopes=[self._settings.scope])
+                return self._app.acquire_token_for_client(
+                    scopes=[self._settings.scope], **self._token_request_options()
+                )
             except ValueError as exc:
                 # MSAL raises ValueError when tenant (OIDC) discovery gets a 4xx; the body is
                 # Entra's JSON error (e.g. AADSTS90002 for an unknown tenant).
@@ -177,6 +179,10 @@ class ServicePrincipalTokenProvider(TokenProvider):
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _token_request_options(self) -> dict[str, t.Any]:
+        """Extra options of the token request (none for Entra ID)."""
+        return {}
 
     def token(self) -> str:
         with self._lock:
@@ -717,5 +723,9 @@ def build_token_provider(settings: Settings) -> TokenProvider:
         from tap_dynamics.onprem.auth import NtlmAuthProvider
 
         return NtlmAuthProvider(settings)
+    if settings.auth_scheme == "ADFS":
+        from tap_dynamics.onprem.auth import AdfsTokenProvider
+
+        return AdfsTokenProvider(settings)
     msg = f"auth_scheme {settings.auth_scheme!r} is not supported"
     raise AuthError(msg)

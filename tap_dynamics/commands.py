@@ -82,7 +82,7 @@ def probe_org(settings: Settings) -> None:
         )
         raise ConnectionProblem(msg) from None
     challenge = response.headers.get("WWW-Authenticate", "")
-    if settings.on_premises:
+    if settings.on_premises and settings.auth_scheme == "NTLM":
         # An Active Directory deployment challenges with Negotiate and NTLM instead of Bearer.
         if response.status_code != 401 or not ("ntlm" in challenge.lower() or "negotiate" in challenge.lower()):
             msg = (

@@ -22,10 +22,10 @@ from singer_sdk import typing as th
 from tap_dynamics.connection import merge_connection_string
 from tap_dynamics.errors import ConfigError
 
-AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI", "NTLM")
+AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI", "NTLM", "ADFS")
 # Schemes of on-premises servers (Windows sign-in): the only ones that may use crm_version
 # CRM2011+ and, with allow_http, a plain http:// org URL.
-ON_PREMISES_AUTH_SCHEMES = ("NTLM",)
+ON_PREMISES_AUTH_SCHEMES = ("NTLM", "ADFS")
 INITIATE_OAUTH = ("GETANDREFRESH", "REFRESH", "OFF")
 CERTIFICATE_TYPES = ("PEMKEY_FILE", "PFXFILE")
 CRM_VERSIONS = ("CRMOnline", "CRM2011+")
@@ -62,7 +62,9 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "environment). AzureAD: delegated, as a signed-in user (tap-dynamics login). "
             "AzureMSI: the Azure managed identity of the machine the tap runs on. "
             "NTLM: on-premises Dynamics CRM / CE with Windows (Active Directory) sign-in, as "
-            "username and password."
+            "username and password. ADFS: an internet-facing (claims-based) on-premises "
+            "deployment, as an AD FS server application (client_id + client_secret at "
+            "authority_host)."
         ),
     ),
     th.Property(
@@ -75,14 +77,20 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         "client_id",
         th.StringType,
         title="Client ID",
-        description="Application (client) ID of the Entra ID app registration (a GUID)",
+        description=(
+            "Application (client) ID of the Entra ID app registration (a GUID); ADFS: the client "
+            "identifier of the AD FS server application"
+        ),
     ),
     th.Property(
         "client_secret",
         th.StringType,
         secret=True,
         title="Client secret",
-        description="The client secret's Value (not its Secret ID) from Certificates & secrets",
+        description=(
+            "The client secret's Value (not its Secret ID) from Certificates & secrets; ADFS: the "
+            "AD FS server application's secret"
+        ),
     ),
     th.Property(
         "authority_host",
@@ -91,7 +99,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Authority host",
         description=(
             "Entra ID login host. Public cloud: https://login.microsoftonline.com; US Government "
-            "(GCC High/DoD): https://login.microsoftonline.us; China: https://login.chinacloudapi.cn"
+            "(GCC High/DoD): https://login.microsoftonline.us; China: https://login.chinacloudapi.cn. "
+            "auth_scheme ADFS: your AD FS server, e.g. https://adfs.contoso.com"
         ),
     ),
     th.Property(
@@ -283,7 +292,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         default=False,
         title="Allow http://",
         description=(
-            "On-premises (auth_scheme NTLM) only: accept a plain http:// org URL. Every row "
+            "On-premises (auth_scheme NTLM or ADFS) only: accept a plain http:// org URL. Every row "
             "then crosses the network unencrypted; use it only on a network you trust. Never "
             "allowed with the Azure schemes"
         ),
@@ -709,15 +718,17 @@ def _crm_version(config: t.Mapping[str, t.Any], auth_scheme: str) -> str:
             msg = (
                 f"setting 'crm_version' is 'CRM2011+' (on-premises) but auth_scheme is {auth_scheme}, "
                 "which signs in to the Microsoft cloud — for an on-premises server set auth_scheme "
-                "NTLM with username and password; for Dynamics 365 online set crm_version CRMOnline"
+                "NTLM (username and password) or ADFS (an AD FS application); for Dynamics 365 "
+                "online set crm_version CRMOnline"
             )
             raise ConfigError(msg)
         return "CRM2011+"
     if value.lower() == "crmonline":
         if on_premises_scheme:
+            kind = "Windows (NTLM)" if auth_scheme == "NTLM" else "AD FS"
             msg = (
                 f"setting 'auth_scheme' is {auth_scheme} but crm_version is CRMOnline: Dynamics 365 "
-                "online does not accept Windows (NTLM) sign-in — use auth_scheme "
+                f"online does not accept {kind} sign-in — use auth_scheme "
                 "AzureServicePrincipal for an online org, or crm_version CRM2011+ for an "
                 "on-premises server"
             )
@@ -743,7 +754,7 @@ def _org_url(config: t.Mapping[str, t.Any], auth_scheme: str, crm_version: str) 
         msg = (
             f"setting 'allow_http' is true but auth_scheme is {auth_scheme}: access tokens for "
             "the Microsoft cloud must never travel unencrypted — remove allow_http (it is only "
-            "for on-premises servers with auth_scheme NTLM)"
+            "for on-premises servers with auth_scheme NTLM or ADFS)"
         )
         raise ConfigError(msg)
     if crm_version != "CRM2011+":
@@ -819,6 +830,31 @@ def _on_premises_api_version(config: t.Mapping[str, t.Any]) -> str:
 
 
 _WINDOWS_ACCOUNT_RE = re.compile(r"^[^\\@\s]+\\[^\\@\s]+$|^[^\\@\s]+@[^\\@\s]+\.[^\\@\s]+$")
+
+
+def _adfs_application(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """client_id/client_secret of the AD FS server application, and an AD FS authority_host."""
+    from tap_dynamics.auth import MICROSOFT_AUTHORITY_HOSTS
+
+    host = _normalise_https_url("authority_host", str(config.get("authority_host") or DEFAULT_AUTHORITY_HOST))
+    if urlsplit(host).hostname in MICROSOFT_AUTHORITY_HOSTS:
+        msg = (
+            "setting 'authority_host' must be your AD FS server for auth_scheme ADFS (it is "
+            f"{host}) — e.g. https://adfs.contoso.com"
+        )
+        raise ConfigError(msg)
+    client_id = _require(
+        config, "client_id", "set it to the client identifier of the AD FS server application "
+        "(AD FS Management > Application Groups)"
+    )
+    secret = _optional(config, "client_secret")
+    if not secret:
+        msg = (
+            "setting 'client_secret' is missing — set it to the secret AD FS generated for the "
+            "server application (AD FS Management > Application Groups > the application)"
+        )
+        raise ConfigError(msg)
+    return {"client_id": client_id, "client_secret": secret}
 
 
 def _windows_account(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -961,6 +997,8 @@ def _scheme_settings(config: t.Mapping[str, t.Any], auth_scheme: str) -> dict[st
             raise ConfigError(msg)
     elif auth_scheme == "NTLM":
         out.update(_windows_account(config))
+    elif auth_scheme == "ADFS":
+        out.update(_adfs_application(config))
     elif auth_scheme == "AzureMSI":
         identity = _optional(config, "managed_identity_client_id")
         if identity is not None:

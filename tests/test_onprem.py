@@ -91,7 +91,7 @@ def test_allow_http_is_refused_with_an_online_scheme(emulator, scheme: str) -> N
     assert line == (
         "tap-dynamics: error: setting 'allow_http' is true but auth_scheme is AzureServicePrincipal: "
         "access tokens for the Microsoft cloud must never travel unencrypted — remove allow_http (it "
-        "is only for on-premises servers with auth_scheme NTLM)"
+        "is only for on-premises servers with auth_scheme NTLM or ADFS)"
     )
     assert emulator.stats()["requests"] == 0
 
@@ -283,6 +283,67 @@ def test_crm2011_with_an_online_scheme_is_refused() -> None:
         load_settings(online)
     assert str(err.value) == (
         "setting 'crm_version' is 'CRM2011+' (on-premises) but auth_scheme is AzureServicePrincipal, which "
-        "signs in to the Microsoft cloud — for an on-premises server set auth_scheme NTLM with username and "
-        "password; for Dynamics 365 online set crm_version CRMOnline"
+        "signs in to the Microsoft cloud — for an on-premises server set auth_scheme NTLM (username and "
+        "password) or ADFS (an AD FS application); for Dynamics 365 online set crm_version CRMOnline"
     )
+
+
+# --- AD FS (internet-facing deployments) ------------------------------------------------------------
+def test_adfs_client_credentials_sync_equals_the_org(make_onprem) -> None:
+    emu = make_onprem(rows={"account": 2100, "contact": 30, "systemuser": 2}, auth="adfs")
+    config = {**emu.tap_config(), "entities": list(TABLES), "page_size": 700}
+    assert config["authority_host"].startswith("https://localhost:")  # AD FS is another host name
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    assert_rows_equal(run, emu)
+    assert emu.adfs_token_requests == 1, "one token for the whole run (MSAL's cache)"
+    assert emu.windows_logons == []
+    # MSAL found the AD FS by its openid-configuration (no /v2.0, no Entra instance discovery).
+    paths = [p for _m, p, _s in emu.request_log()]
+    assert "/adfs/.well-known/openid-configuration" in paths
+    assert not any("discovery/instance" in p or "/v2.0/" in p for p in paths)
+    check = run_command(["check"], config)
+    assert check.returncode == 0, check.stderr
+    assert "as AD FS application " in check.stdout + check.stderr
+
+
+def test_adfs_wrong_secret_is_one_line_exit_2(make_onprem) -> None:
+    emu = make_onprem(rows={"account": 5, "contact": 1, "systemuser": 1}, auth="adfs")
+    run = run_tap({**emu.tap_config(), "client_secret": "not-the-adfs-secret-42"})
+    assert run.returncode == 2
+    [line] = error_lines(run.stderr)
+    assert line == (
+        "tap-dynamics: error: AD FS refused a token (invalid_client): MSIS9622: Client authentication "
+        "failed. Please verify the credential provided for client authentication is valid. — check "
+        "client_id and client_secret of the AD FS server application"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"authority_host": None},
+         "setting 'authority_host' must be your AD FS server for auth_scheme ADFS (it is "
+         "https://login.microsoftonline.com) — e.g. https://adfs.contoso.com"),
+        ({"client_secret": None}, "setting 'client_secret' is missing — set it to the secret AD FS generated"),
+        ({"client_id": ""}, "setting 'client_id' is missing — set it to the client identifier of the AD FS"),
+        ({"crm_version": "CRMOnline"}, "setting 'auth_scheme' is ADFS but crm_version is CRMOnline: Dynamics "
+         "365 online does not accept AD FS sign-in"),
+        ({"url": "http://contoso.crm.contoso.com"}, "setting 'url' is a plain http:// URL"),
+    ],
+)
+def test_adfs_settings_errors_are_one_line(change: dict, message: str) -> None:
+    config = {"url": "https://contoso.crm.contoso.com", "auth_scheme": "ADFS", "authority_host": "https://adfs.contoso.com",
+              "client_id": "tap-dynamics", "client_secret": "adfs-secret-value", **change}
+    with pytest.raises(ConfigError) as err:
+        load_settings({k: v for k, v in config.items() if v is not None})
+    assert str(err.value).startswith(message) and "adfs-secret-value" not in str(err.value)
+    good = load_settings({**config, **{k: v for k, v in {"url": "https://contoso.crm.contoso.com", "crm_version": "CRM2011+",
+                          "authority_host": "https://adfs.contoso.com", "client_id": "tap-dynamics",
+                          "client_secret": "adfs-secret-value"}.items()}})
+    assert good.on_premises and good.api_base == "https://contoso.crm.contoso.com/api/data/v9.1"
+    # allow_http is for the on-premises schemes, AD FS included (the AD FS itself stays https).
+    http = load_settings({**config, "url": "http://contoso.crm.contoso.com", "allow_http": True, "crm_version": "CRM2011+",
+                          "authority_host": "https://adfs.contoso.com", "client_id": "tap-dynamics",
+                          "client_secret": "adfs-secret-value"})
+    assert http.api_base == "http://contoso.crm.contoso.com/api/data/v9.1"

@@ -28,7 +28,7 @@ import spnego
 from requests_ntlm import HttpNtlmAuth
 from requests_ntlm.requests_ntlm import _auth_type_from_header
 
-from tap_dynamics.auth import TokenProvider
+from tap_dynamics.auth import ServicePrincipalTokenProvider, TokenProvider
 from tap_dynamics.errors import AuthError, SecurityError, TapDynamicsError
 
 if t.TYPE_CHECKING:
@@ -187,5 +187,50 @@ class NtlmAuthProvider(TokenProvider):
             f"{origin} rejected the Windows sign-in of {self._settings.username} (HTTP 401 after "
             "the NTLM handshake) — check username (DOMAIN\\user or user@domain) and password, and "
             "that the account is enabled, not locked out, and a user of the Dynamics organization"
+        )
+        return AuthError(msg)
+
+
+class AdfsTokenProvider(ServicePrincipalTokenProvider):
+    """auth_scheme ADFS: client credentials of an AD FS server application (IFD deployments).
+
+    MSAL treats an authority whose first path segment is ``adfs`` as AD FS: it reads
+    ``{host}/adfs/.well-known/openid-configuration`` (no ``/v2.0``) and skips Entra's instance
+    discovery. The token request names the org both as ``scope`` (``{url}/.default``, AD FS 2019)
+    and as ``resource`` (AD FS 2016 knows only that), so either server version answers. Everything
+    else (one MSAL app per run, its token cache, retries of 5xx, ``verify=`` on every call) is
+    the service principal's.
+    """
+
+    @property
+    def authority(self) -> str:
+        """The AD FS authority, ``https://adfs.contoso.com/adfs``."""
+        return f"{self._settings.authority_host}/adfs"
+
+    def identity(self) -> str:
+        return f"AD FS application {self._settings.client_id}"
+
+    def _token_request_options(self) -> dict[str, t.Any]:
+        return {"data": {"resource": self._settings.url}}
+
+    def _fail(self, payload: t.Mapping[str, t.Any]) -> AuthError:
+        error = str(payload.get("error") or "error")
+        description = str(payload.get("error_description") or error).strip()
+        first = description.splitlines()[0] if description else error
+        if error == "invalid_client":
+            fix = "check client_id and client_secret of the AD FS server application"
+        elif error in ("invalid_resource", "invalid_scope"):
+            fix = (
+                f"give the AD FS application access to the Dynamics relying party {self._settings.url} "
+                "(AD FS Management > Application Groups > Web API), or check url"
+            )
+        else:
+            fix = "check authority_host (your AD FS server), client_id and client_secret"
+        return AuthError(f"AD FS refused a token ({error}): {first} — {fix}")
+
+    def rejected(self, origin: str) -> TapDynamicsError:
+        msg = (
+            f"{origin} rejected a fresh AD FS token (401) — check that url is the organization's "
+            "internet-facing (IFD) URL and that AD FS issues tokens for it"
         )
         return AuthError(msg)

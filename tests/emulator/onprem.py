@@ -17,6 +17,13 @@ What differs from the online emulator, as a real Active Directory deployment doe
   arrived online with elastic tables, after the last on-premises release], and
   ``RetrieveTotalRecordCount`` is absent on v8.x (404).
 
+- ``auth="adfs"``: an internet-facing (claims-based) deployment instead: no Windows challenge,
+  but ``WWW-Authenticate: Bearer authorization_uri=…/adfs/oauth2/authorize, resource_id=…`` and
+  an AD FS on the same port under the authority host name (``https://localhost:PORT/adfs``):
+  ``/adfs/.well-known/openid-configuration`` (no ``/v2.0``, as MSAL expects for AD FS) and
+  ``/adfs/oauth2/token/`` for client credentials (secret in the body or Basic), taking the
+  resource from ``resource=`` (AD FS 2016) or from the ``scope`` (AD FS 2019). Error texts
+  (``MSIS…``) are illustrative [unverified].
 - ``server_version`` is the product's newest Web API version: a 9.1 server serves v8.0-v9.1,
   a CRM 2016 one (8.2) v8.0-v8.2 and no virtual tables (they arrived with 9.0).
 
@@ -29,6 +36,9 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
+import time
+import urllib.parse
 import re
 import shutil
 import tempfile
@@ -41,7 +51,7 @@ import spnego.exceptions
 
 from . import Emulator
 from .dataverse import Dataverse
-from .entra import Entra
+from .entra import ISSUED_SECRETS, Entra
 from .odata import ODataError
 from .server import EmulatorServer, serve_in_thread
 from .store import Store
@@ -50,6 +60,8 @@ from .tls import make_tls
 DEFAULT_ORG = "contoso"
 DEFAULT_USERNAME = "CONTOSO\\svc-tap"
 DEFAULT_PASSWORD = "Winter-Pa55word!onprem"
+DEFAULT_ADFS_CLIENT = "5f2b6c0e-7d1a-4c3b-9e8f-0a1b2c3d4e5f"
+DEFAULT_ADFS_SECRET = "adfs-client-secret-ZX81-onprem"
 ON_PREMISES_VERSIONS = ("v8.0", "v8.1", "v8.2", "v9.0", "v9.1")
 ONLINE_ONLY_ENTITY_PROPS = frozenset({"TableType", "IsElasticTable", "IsVirtual"})
 # Virtual entities (and the properties describing them) arrived with 9.0.
@@ -77,7 +89,18 @@ class OnPremDataverse(Dataverse):
         return out
 
     def authenticate(self, req):  # noqa: ANN001, ANN201 - the base class's signature
-        """Windows authentication already happened on the connection (OnPremEmulator.handle)."""
+        """Windows authentication already happened on the connection (OnPremEmulator.handle);
+        with AD FS, the bearer token must be one the AD FS issued for this server."""
+        if self.emu.auth == "adfs":
+            auth = req.headers.get("authorization", "")
+            challenge = [("WWW-Authenticate",
+                          f"Bearer authorization_uri={self.emu.authority_host}/adfs/oauth2/authorize, "
+                          f"resource_id={self.emu.server_url}/")]
+            grant = self.emu.adfs_tokens.get(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+            if grant is None or grant[1] < time.time():
+                return 401, self.headers(None) + challenge, b""
+            req.headers["x-emulator-app"] = self.emu.client_id
+            return None
         if not req.headers.get("x-emulator-windows-user"):
             return 401, self.headers(None) + CHALLENGES, b""
         req.headers["x-emulator-app"] = self.emu.client_id  # WhoAmI answers for this user
@@ -104,8 +127,14 @@ class OnPremEmulator(Emulator):
 
     def __init__(self, rows: dict[str, int] | None = None, *, org: str = DEFAULT_ORG,
                  username: str = DEFAULT_USERNAME, password: str = DEFAULT_PASSWORD,
-                 tls: bool = True, server_version: str = "9.1", **kw: Any):
+                 tls: bool = True, server_version: str = "9.1", auth: str = "ntlm", **kw: Any):
         super().__init__(rows, **kw)
+        if auth not in ("ntlm", "adfs"):
+            raise ValueError("auth must be 'ntlm' or 'adfs'")
+        self.auth = auth
+        self.adfs_clients = {DEFAULT_ADFS_CLIENT: DEFAULT_ADFS_SECRET}  # client_id -> secret
+        self.adfs_tokens: dict[str, tuple[str, float]] = {}  # access token -> (client_id, expiry)
+        self.adfs_token_requests = 0
         if server_version not in {v[1:] for v in ON_PREMISES_VERSIONS}:
             raise ValueError(f"server_version must be one of {ON_PREMISES_VERSIONS}")
         # The product's Web API: a 9.1 server serves v8.0-v9.1, a CRM 2016 (8.2) one v8.0-v8.2.
@@ -165,8 +194,13 @@ class OnPremEmulator(Emulator):
         self._write_user_file()
 
     def tap_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"url": self.org_url, "auth_scheme": "NTLM", "crm_version": "CRM2011+",
-                                  "username": self.username, "password": self.password}
+        if self.auth == "adfs":
+            config: dict[str, Any] = {"url": self.org_url, "auth_scheme": "ADFS", "crm_version": "CRM2011+",
+                                      "authority_host": self.authority_host,
+                                      "client_id": DEFAULT_ADFS_CLIENT, "client_secret": DEFAULT_ADFS_SECRET}
+        else:
+            config = {"url": self.org_url, "auth_scheme": "NTLM", "crm_version": "CRM2011+",
+                      "username": self.username, "password": self.password}
         if self.tls_enabled:
             config["ca_bundle"] = self.ca_path
         else:
@@ -232,13 +266,78 @@ class OnPremEmulator(Emulator):
         headers["x-emulator-windows-user"] = state["user"]
         return None
 
+    # ------------------------------------------------------------ AD FS
+    def _adfs(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list, bytes]:
+        js = [("Content-Type", "application/json;charset=UTF-8"), ("Cache-Control", "no-store")]
+        base = f"{self.authority_host}/adfs"
+        if path.rstrip("/") == "/adfs/.well-known/openid-configuration" and method == "GET":
+            return 200, js, orjson.dumps({
+                "issuer": base, "authorization_endpoint": f"{base}/oauth2/authorize/",
+                "token_endpoint": f"{base}/oauth2/token/", "jwks_uri": f"{base}/discovery/keys",
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic",
+                                                          "private_key_jwt", "windows_client_authentication"],
+                "response_types_supported": ["code", "id_token", "code id_token", "token"],
+                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                          "password", "urn:ietf:params:oauth:grant-type:device_code"],
+                "access_token_issuer": f"http://{urllib.parse.urlsplit(base).netloc}/adfs/services/trust"})
+        if path.rstrip("/") != "/adfs/oauth2/token" or method != "POST":
+            return 404, [("Content-Type", "text/html")], b"<h2>404 - File or directory not found.</h2>"
+        with self._lock:
+            self.adfs_token_requests += 1
+            self._stats["token_requests"] += 1
+        form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("basic "):
+            user, _, pwd = base64.b64decode(auth[6:]).decode("utf-8", "replace").partition(":")
+            client_id, secret = urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(pwd)
+
+        def error(status: int, code: str, text: str) -> tuple[int, list, bytes]:
+            return status, js, orjson.dumps({"error": code, "error_description": text})
+
+        if form.get("grant_type") != "client_credentials":
+            return error(400, "unsupported_grant_type", "MSIS9611: The authorization server does not "
+                         "support the requested 'grant_type'. The authorization server only supports "
+                         "'client_credentials' in this emulator.")
+        if client_id not in self.adfs_clients:
+            return error(400, "invalid_client", "MSIS9223: Received invalid OAuth authorization request. "
+                         "The received 'client_id' is invalid as no registered client was found with "
+                         "this client identifier.")
+        if secret != self.adfs_clients[client_id]:
+            return error(401, "invalid_client", "MSIS9622: Client authentication failed. Please verify "
+                         "the credential provided for client authentication is valid.")
+        resource = form.get("resource") or ""
+        if not resource:
+            for scope in form.get("scope", "").split():
+                if scope.endswith("/.default"):
+                    resource = scope[: -len("/.default")]
+        if resource.rstrip("/").lower() != self.server_url.lower():
+            return error(400, "invalid_resource", "MSIS9602: The received 'resource' parameter is not "
+                         f"valid: no relying party trust has the identifier '{resource}'.")
+        token = "adfs." + secrets.token_urlsafe(32)
+        lifetime = int(self.knobs["token_lifetime"])
+        with self._lock:
+            self.adfs_tokens[token] = (client_id, time.time() + lifetime)
+            self.issued_tokens.append(token)
+        ISSUED_SECRETS.add(token)
+        return 200, js, orjson.dumps({"access_token": token, "token_type": "bearer",
+                                      "expires_in": lifetime, "resource": resource})
+
     # ------------------------------------------------------------ dispatch
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes):
         if target.startswith("/_emulator/"):
             return super().handle(method, target, headers, body)
+        if self.auth == "adfs" and target.lower().startswith("/adfs/"):
+            path = target.partition("?")[0]
+            status, hdrs, payload = self._adfs(method, path, headers, body)
+            with self._lock:
+                self._stats["requests"] += 1
+                self._log.append((method, path, status))
+            return status, hdrs, payload
         prefix = f"/{self.org}"
         rest = target[len(prefix):] if target.lower().startswith(prefix.lower() + "/") else None
-        denied = self._windows_auth(headers)  # IIS authenticates the whole site first
+        # IIS authenticates the whole site first (Windows auth); AD FS tokens are checked per request.
+        denied = self._windows_auth(headers) if self.auth == "ntlm" else None
         if denied is None and rest is not None:
             m = re.match(r"^/api/data/(v\d+\.\d+)(?:[/?]|$)", rest)
             if m and m.group(1) not in self.versions:
