@@ -23,7 +23,7 @@ from tap_dynamics.connection import merge_connection_string
 from tap_dynamics.errors import ConfigError
 
 AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI", "NTLM", "ADFS")
-# Schemes of on-premises servers (Windows sign-in): the only ones that may use crm_version
+# Schemes of on-premises servers (Windows or AD FS sign-in): the only ones that may use crm_version
 # CRM2011+ and, with allow_http, a plain http:// org URL.
 ON_PREMISES_AUTH_SCHEMES = ("NTLM", "ADFS")
 INITIATE_OAUTH = ("GETANDREFRESH", "REFRESH", "OFF")
@@ -267,7 +267,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description=(
             "CRMOnline: Dynamics 365 / Dataverse online (the default for the Azure schemes). "
             "CRM2011+: an on-premises server with the Web API (CRM 2016 or later; the default "
-            "for auth_scheme NTLM)"
+            "for auth_scheme NTLM and ADFS)"
         ),
     ),
     th.Property(

@@ -347,3 +347,22 @@ def test_adfs_settings_errors_are_one_line(change: dict, message: str) -> None:
                           "authority_host": "https://adfs.contoso.com", "client_id": "tap-dynamics",
                           "client_secret": "adfs-secret-value"})
     assert http.api_base == "http://contoso.crm.contoso.com/api/data/v9.1"
+
+
+def test_plain_http_is_warned_once_per_run_for_both_on_premises_schemes(caplog) -> None:
+    from tap_dynamics.auth import build_token_provider
+
+    ntlm = load_settings({**NTLM, "url": "http://crm:5555/Contoso", "allow_http": True})
+    adfs = load_settings({"url": "http://contoso.crm.contoso.com", "auth_scheme": "ADFS", "allow_http": True,
+                          "authority_host": "https://adfs.contoso.com", "client_id": "tap-dynamics",
+                          "client_secret": "adfs-secret-value"})
+    for settings in (ntlm, adfs):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tap-dynamics.auth"):
+            build_token_provider(settings)  # once per run: the tap builds one provider
+        [record] = [r for r in caplog.records if "plain http://" in r.getMessage()]
+        assert record.levelname == "WARNING" and settings.url in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tap-dynamics.auth"):
+        build_token_provider(load_settings(NTLM))  # https: no warning
+    assert not [r for r in caplog.records if "plain http://" in r.getMessage()]

@@ -37,6 +37,16 @@ if t.TYPE_CHECKING:
 LOGGER = logging.getLogger("tap-dynamics.auth")
 
 
+def warn_if_plain_http(settings: Settings) -> None:
+    """The one warning of a run that talks to the org over plain http:// (allow_http)."""
+    if settings.url.startswith("http://"):
+        LOGGER.warning(
+            "Connecting to %s over plain http:// (allow_http is on): the rows read and the "
+            "session are not encrypted on the network",
+            settings.url,
+        )
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
@@ -144,12 +154,7 @@ class NtlmAuthProvider(TokenProvider):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._local = threading.local()
-        if settings.url.startswith("http://"):
-            LOGGER.warning(
-                "Connecting to %s over plain http:// (allow_http is on): the rows read and the "
-                "session are not encrypted on the network",
-                settings.url,
-            )
+        warn_if_plain_http(settings)
 
     def identity(self) -> str:
         return f"Windows account {self._settings.username}"
@@ -201,6 +206,10 @@ class AdfsTokenProvider(ServicePrincipalTokenProvider):
     else (one MSAL app per run, its token cache, retries of 5xx, ``verify=`` on every call) is
     the service principal's.
     """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        warn_if_plain_http(settings)
 
     @property
     def authority(self) -> str:

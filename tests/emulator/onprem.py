@@ -327,6 +327,7 @@ class OnPremEmulator(Emulator):
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes):
         if target.startswith("/_emulator/"):
             return super().handle(method, target, headers, body)
+        headers.pop("x-emulator-windows-user", None)  # only _windows_auth may set it
         if self.auth == "adfs" and target.lower().startswith("/adfs/"):
             path = target.partition("?")[0]
             status, hdrs, payload = self._adfs(method, path, headers, body)
