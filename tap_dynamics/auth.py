@@ -27,7 +27,13 @@ from urllib.parse import urlsplit
 import msal
 import requests
 
-from tap_dynamics.errors import AuthError, ConfigError, ConnectionProblem, auth_error_from_response
+from tap_dynamics.errors import (
+    AuthError,
+    ConfigError,
+    ConnectionProblem,
+    TapDynamicsError,
+    auth_error_from_response,
+)
 
 if t.TYPE_CHECKING:
     from tap_dynamics.settings import Settings
@@ -72,6 +78,29 @@ class VerifyingSession(requests.Session):
 
 class TokenProvider:
     """Base class: hands out bearer tokens for the org and refreshes them when asked."""
+
+    # Whether a 401 is worth one fresh credential and a resend: a new bearer token cures an
+    # expired or revoked one, while a Windows password (NTLM) cannot change between two requests
+    # and each wrong try counts towards the account's lockout.
+    refreshable = True
+    credential = "the access token"  # what the client refuses to send off the org host, for messages
+
+    def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
+        """Authorize one Web API request: set its headers, or return a requests auth handler.
+
+        Called by the client inside its in-flight slot, so a token request (or a Windows
+        handshake) counts against ``max_concurrency`` like any other request.
+        """
+        headers["Authorization"] = f"Bearer {self.token()}"
+        return None
+
+    def rejected(self, origin: str) -> TapDynamicsError:
+        """The error for a 401 that a fresh credential did not cure."""
+        msg = (
+            f"Dataverse rejected a freshly issued token (401) for {origin} — check that "
+            "url is the org the app has access to and that the token's tenant is the org's tenant"
+        )
+        return AuthError(msg)
 
     def token(self) -> str:
         """Return a valid access token (cached when possible)."""
@@ -132,7 +161,9 @@ class ServicePrincipalTokenProvider(TokenProvider):
             try:
                 if self._app is None:
                     self._app = self._build_app()
-                return self._app.acquire_token_for_client(scopes=[self._settings.scope])
+                return self._app.acquire_token_for_client(
+                    scopes=[self._settings.scope], **self._token_request_options()
+                )
             except ValueError as exc:
                 # MSAL raises ValueError when tenant (OIDC) discovery gets a 4xx; the body is
                 # Entra's JSON error (e.g. AADSTS90002 for an unknown tenant).
@@ -148,6 +179,10 @@ class ServicePrincipalTokenProvider(TokenProvider):
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _token_request_options(self) -> dict[str, t.Any]:
+        """Extra options of the token request (none for Entra ID)."""
+        return {}
 
     def token(self) -> str:
         with self._lock:
@@ -684,5 +719,13 @@ def build_token_provider(settings: Settings) -> TokenProvider:
         return DelegatedTokenProvider(settings)
     if settings.auth_scheme == "AzureMSI":
         return ManagedIdentityTokenProvider(settings)
+    if settings.auth_scheme == "NTLM":
+        from tap_dynamics.onprem.auth import NtlmAuthProvider
+
+        return NtlmAuthProvider(settings)
+    if settings.auth_scheme == "ADFS":
+        from tap_dynamics.onprem.auth import AdfsTokenProvider
+
+        return AdfsTokenProvider(settings)
     msg = f"auth_scheme {settings.auth_scheme!r} is not supported"
     raise AuthError(msg)

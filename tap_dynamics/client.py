@@ -31,7 +31,6 @@ from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled, sync_records_f
 from tap_dynamics.prefetch import PageBudget
 from tap_dynamics.summary import RunSummary
 from tap_dynamics.errors import (
-    AuthError,
     ConnectionProblem,
     DataverseError,
     SecurityError,
@@ -298,8 +297,9 @@ class DataverseClient:
         parts = urlsplit(url)
         origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         if origin != self.origin:
+            credential = getattr(self.tokens, "credential", "the access token")
             msg = (
-                f"refusing to send the access token to {origin}: it is not the configured org "
+                f"refusing to send {credential} to {origin}: it is not the configured org "
                 f"{self.origin} (a nextLink or redirect pointed elsewhere)"
             )
             raise SecurityError(msg)
@@ -490,10 +490,11 @@ class DataverseClient:
             with self._slots:
                 # The token request (when one is due) is an HTTP request too: it counts against
                 # the in-flight cap like everything else.
-                request_headers["Authorization"] = f"Bearer {self.tokens.token()}"
+                auth = self.tokens.prepare(request_headers)
                 response = self.session.get(
                     url,
                     headers=request_headers,
+                    auth=auth,
                     timeout=self.settings.request_timeout,
                     verify=self.settings.verify,
                     allow_redirects=False,
@@ -545,13 +546,9 @@ class DataverseClient:
             msg = f"{_where(table)}the org redirected to {location}; set url to the final org URL"
             raise DataverseError(msg, status=status, table=table)
         if status == 401:
-            if not refreshed:
+            if not refreshed and self.tokens.refreshable:
                 raise _TokenRejected
-            msg = (
-                f"Dataverse rejected a freshly issued token (401) for {self.origin} — check that "
-                "url is the org the app has access to and that the token's tenant is the org's tenant"
-            )
-            raise AuthError(msg)
+            raise self.tokens.rejected(self.origin)
         if status == 429:
             code, message = _error_code_message(response)
             reason = code or "no error code"

@@ -82,6 +82,17 @@ def probe_org(settings: Settings) -> None:
         )
         raise ConnectionProblem(msg) from None
     challenge = response.headers.get("WWW-Authenticate", "")
+    if settings.on_premises and settings.auth_scheme == "NTLM":
+        # An Active Directory deployment challenges with Negotiate and NTLM instead of Bearer.
+        if response.status_code != 401 or not ("ntlm" in challenge.lower() or "negotiate" in challenge.lower()):
+            msg = (
+                f"{settings.url} does not look like an on-premises Dynamics server with Windows "
+                f"sign-in (HTTP {response.status_code} without an NTLM/Negotiate challenge at "
+                f"{settings.api_base}/) — set url to the organization's URL, e.g. "
+                "https://crm.contoso.com/contoso, and check api_version"
+            )
+            raise ConnectionProblem(msg)
+        return
     if response.status_code != 401 or "bearer" not in challenge.lower() or "authorization_uri" not in challenge:
         msg = (
             f"{settings.url} does not look like a Dynamics 365 / Dataverse org (HTTP "

@@ -35,6 +35,10 @@ CONNECTION_KEYS: dict[str, str] = {
     "oauthrefreshtoken": "refresh_token",
     "crmversion": "crm_version",
     "authorityhost": "authority_host",
+    # On-premises (AuthScheme=NTLM): the Windows account, as the documented drivers name it.
+    "user": "username",
+    "username": "username",
+    "password": "password",
 }
 
 # How the keys are spelled in the documents, for the error message.
@@ -55,6 +59,8 @@ DOCUMENTED_KEYS = (
     "OAuthRefreshToken",
     "CRMVersion",
     "AuthorityHost",
+    "User",
+    "Password",
 )
 
 

@@ -22,15 +22,21 @@ from singer_sdk import typing as th
 from tap_dynamics.connection import merge_connection_string
 from tap_dynamics.errors import ConfigError
 
-AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI")
+AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI", "NTLM", "ADFS")
+# Schemes of on-premises servers (Windows or AD FS sign-in): the only ones that may use crm_version
+# CRM2011+ and, with allow_http, a plain http:// org URL.
+ON_PREMISES_AUTH_SCHEMES = ("NTLM", "ADFS")
 INITIATE_OAUTH = ("GETANDREFRESH", "REFRESH", "OFF")
 CERTIFICATE_TYPES = ("PEMKEY_FILE", "PFXFILE")
-CRM_VERSIONS = ("CRMOnline",)
+CRM_VERSIONS = ("CRMOnline", "CRM2011+")
 ON_PREMISES_CRM_VERSIONS = ("CRM2011+", "CRM4.0")
 DEFAULT_CALLBACK_URL = "http://localhost:33333"
 DEFAULT_TOKEN_CACHE = "~/.tap-dynamics/token-cache.json"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 API_VERSIONS = ("9.0", "9.1", "9.2")
+# On-premises Web API: CRM 2016 (8.0-8.2) to Dynamics 365 CE on-premises 9.x, which tops out at 9.1.
+ON_PREMISES_API_VERSIONS = ("8.0", "8.1", "8.2", "9.0", "9.1")
+DEFAULT_ON_PREMISES_API_VERSION = "9.1"
 MAX_PAGE_SIZE = 5000
 
 CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
@@ -54,7 +60,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "How to authenticate. AzureServicePrincipal: an Entra ID app registration with a "
             "client secret or certificate (application permissions + an application user in the "
             "environment). AzureAD: delegated, as a signed-in user (tap-dynamics login). "
-            "AzureMSI: the Azure managed identity of the machine the tap runs on."
+            "AzureMSI: the Azure managed identity of the machine the tap runs on. "
+            "NTLM: on-premises Dynamics CRM / CE with Windows (Active Directory) sign-in, as "
+            "username and password. ADFS: an internet-facing (claims-based) on-premises "
+            "deployment, as an AD FS server application (client_id + client_secret at "
+            "authority_host)."
         ),
     ),
     th.Property(
@@ -67,14 +77,20 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         "client_id",
         th.StringType,
         title="Client ID",
-        description="Application (client) ID of the Entra ID app registration (a GUID)",
+        description=(
+            "Application (client) ID of the Entra ID app registration (a GUID); ADFS: the client "
+            "identifier of the AD FS server application"
+        ),
     ),
     th.Property(
         "client_secret",
         th.StringType,
         secret=True,
         title="Client secret",
-        description="The client secret's Value (not its Secret ID) from Certificates & secrets",
+        description=(
+            "The client secret's Value (not its Secret ID) from Certificates & secrets; ADFS: the "
+            "AD FS server application's secret"
+        ),
     ),
     th.Property(
         "authority_host",
@@ -83,7 +99,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         title="Authority host",
         description=(
             "Entra ID login host. Public cloud: https://login.microsoftonline.com; US Government "
-            "(GCC High/DoD): https://login.microsoftonline.us; China: https://login.chinacloudapi.cn"
+            "(GCC High/DoD): https://login.microsoftonline.us; China: https://login.chinacloudapi.cn. "
+            "auth_scheme ADFS: your AD FS server, e.g. https://adfs.contoso.com"
         ),
     ),
     th.Property(
@@ -98,10 +115,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
         "api_version",
         th.StringType,
-        default="9.2",
-        allowed_values=list(API_VERSIONS),
         title="Web API version",
-        description="Dataverse Web API version (9.0, 9.1 or 9.2)",
+        description=(
+            "Web API version. Online: 9.0, 9.1 or 9.2 (default 9.2). On-premises: 8.0, 8.1, 8.2 "
+            "(CRM 2016), 9.0 or 9.1 (default 9.1)"
+        ),
     ),
     th.Property(
         "start_date",
@@ -245,9 +263,39 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
         "crm_version",
         th.StringType,
-        default="CRMOnline",
         title="CRM version",
-        description="CRMOnline (Dynamics 365 / Dataverse online). CRM2011+ (on-premises) is not supported yet.",
+        description=(
+            "CRMOnline: Dynamics 365 / Dataverse online (the default for the Azure schemes). "
+            "CRM2011+: an on-premises server with the Web API (CRM 2016 or later; the default "
+            "for auth_scheme NTLM and ADFS)"
+        ),
+    ),
+    th.Property(
+        "username",
+        th.StringType,
+        title="Username",
+        description=(
+            "NTLM only: the Windows (Active Directory) account the tap signs in as, "
+            "DOMAIN\\user or user@domain"
+        ),
+    ),
+    th.Property(
+        "password",
+        th.StringType,
+        secret=True,
+        title="Password",
+        description="NTLM only: the password of username",
+    ),
+    th.Property(
+        "allow_http",
+        th.BooleanType,
+        default=False,
+        title="Allow http://",
+        description=(
+            "On-premises (auth_scheme NTLM or ADFS) only: accept a plain http:// org URL. Every row "
+            "then crosses the network unencrypted; use it only on a network you trust. Never "
+            "allowed with the Azure schemes"
+        ),
     ),
     th.Property(
         "certificate_path",
@@ -386,6 +434,12 @@ class Settings:
     crm_version: str = "CRMOnline"
     managed_identity_client_id: str | None = None
     progress_interval: float = 10.0
+    # On-premises (crm_version CRM2011+): the organization in the URL path ("/contoso" for
+    # https://crm.contoso.com/contoso; "" for IFD/one-org servers), and the Windows account.
+    org_path: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    allow_http: bool = False
 
     def replication_for(self, logical_name: str) -> str | None:
         """The configured method for a table: an exact name wins over the first matching glob."""
@@ -401,7 +455,12 @@ class Settings:
     @property
     def api_base(self) -> str:
         """The Web API root every request goes to."""
-        return f"{self.url}/api/data/v{self.api_version}"
+        return f"{self.url}{self.org_path}/api/data/v{self.api_version}"
+
+    @property
+    def on_premises(self) -> bool:
+        """An on-premises server (crm_version CRM2011+): no Entra ID, no online-only features."""
+        return self.crm_version == "CRM2011+"
 
     @property
     def scope(self) -> str:
@@ -536,21 +595,23 @@ def _replication(value: t.Any) -> tuple[tuple[str, str], ...]:
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Validate ``config`` and return typed settings, or raise :class:`ConfigError`."""
     config = merge_connection_string(config)
-    _crm_version(config)
-    url = _normalise_https_url("url", _require(config, "url", "set it to your org URL, e.g. https://myorg.crm.dynamics.com"))
     auth_scheme = str(config.get("auth_scheme") or "AzureServicePrincipal")
     # Connection strings from other tools spell it freely (AzureAd, azuread): match case-insensitively.
     auth_scheme = next((a for a in AUTH_SCHEMES if a.lower() == auth_scheme.strip().lower()), auth_scheme)
     if auth_scheme not in AUTH_SCHEMES:
         msg = f"setting 'auth_scheme' is {auth_scheme!r}; valid values: {', '.join(AUTH_SCHEMES)}"
         raise ConfigError(msg)
+    crm_version = _crm_version(config, auth_scheme)
+    url, org_path = _org_url(config, auth_scheme, crm_version)
     scheme = _scheme_settings(config, auth_scheme)
     tenant_id, client_id, client_secret = scheme.pop("tenant_id"), scheme.pop("client_id"), scheme.pop("client_secret")
     authority_host = _normalise_https_url(
         "authority_host", str(config.get("authority_host") or DEFAULT_AUTHORITY_HOST)
     )
     api_version = str(config.get("api_version") or "9.2").lstrip("v")
-    if api_version not in API_VERSIONS:
+    if crm_version == "CRM2011+":
+        api_version = _on_premises_api_version(config)
+    elif api_version not in API_VERSIONS:
         msg = f"setting 'api_version' is {api_version!r}; valid values: {', '.join(API_VERSIONS)}"
         raise ConfigError(msg)
     entities = config.get("entities")
@@ -578,7 +639,9 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         lookback_seconds=_int_setting(config, "lookback_seconds", 0, 0, 7 * 24 * 3600),
         first_load_windows=_int_setting(config, "first_load_windows", 4, 1, 32),
         **_schema_settings(config),
-        crm_version="CRMOnline",
+        crm_version=crm_version,
+        org_path=org_path,
+        allow_http=_bool_setting(config, "allow_http", False),
         **scheme,
         progress_interval=_progress_interval(config),
         strict=_bool_setting(config, "strict", False),
@@ -638,17 +701,184 @@ def _schema_settings(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     }
 
 
-def _crm_version(config: t.Mapping[str, t.Any]) -> None:
-    value = str(config.get("crm_version") or "CRMOnline").strip()
-    if value.lower() in (v.lower() for v in ON_PREMISES_CRM_VERSIONS):
+def _crm_version(config: t.Mapping[str, t.Any], auth_scheme: str) -> str:
+    """CRMOnline or CRM2011+, defaulted from the auth scheme (NTLM exists only on-premises)."""
+    on_premises_scheme = auth_scheme in ON_PREMISES_AUTH_SCHEMES
+    raw = config.get("crm_version")
+    value = str(raw).strip() if raw not in (None, "") else ("CRM2011+" if on_premises_scheme else "CRMOnline")
+    if value.lower() == "crm4.0":
         msg = (
-            f"setting 'crm_version' is {value!r}: on-premises support is not available yet — "
-            "tap-dynamics connects to Dynamics 365 / Dataverse online (crm_version CRMOnline)"
+            "setting 'crm_version' is 'CRM4.0': the CRM 4.0 (2007) endpoint is not supported — "
+            "tap-dynamics reads on-premises CRM 2016 and later (crm_version CRM2011+) and "
+            "Dynamics 365 online (CRMOnline)"
         )
         raise ConfigError(msg)
-    if value.lower() != "crmonline":
-        msg = f"setting 'crm_version' is {value!r}; valid values: CRMOnline (CRM2011+ arrives with on-premises support)"
+    if value.lower() == "crm2011+":
+        if not on_premises_scheme:
+            msg = (
+                f"setting 'crm_version' is 'CRM2011+' (on-premises) but auth_scheme is {auth_scheme}, "
+                "which signs in to the Microsoft cloud — for an on-premises server set auth_scheme "
+                "NTLM (username and password) or ADFS (an AD FS application); for Dynamics 365 "
+                "online set crm_version CRMOnline"
+            )
+            raise ConfigError(msg)
+        return "CRM2011+"
+    if value.lower() == "crmonline":
+        if on_premises_scheme:
+            kind = "Windows (NTLM)" if auth_scheme == "NTLM" else "AD FS"
+            msg = (
+                f"setting 'auth_scheme' is {auth_scheme} but crm_version is CRMOnline: Dynamics 365 "
+                f"online does not accept {kind} sign-in — use auth_scheme "
+                "AzureServicePrincipal for an online org, or crm_version CRM2011+ for an "
+                "on-premises server"
+            )
+            raise ConfigError(msg)
+        return "CRMOnline"
+    msg = f"setting 'crm_version' is {value!r}; valid values: {', '.join(CRM_VERSIONS)}"
+    raise ConfigError(msg)
+
+
+_EXAMPLE_ON_PREMISES_URL = "https://crm.contoso.com/contoso"
+
+
+def _org_url(config: t.Mapping[str, t.Any], auth_scheme: str, crm_version: str) -> tuple[str, str]:
+    """The org origin (scheme://host[:port]) and, on-premises, the organization path.
+
+    Online, only https:// is accepted. On-premises, the organization may be in the path
+    (``https://server/contoso``) and ``http://`` is accepted only with ``allow_http``: the
+    NTLM handshake resists replay, but every row and the session would cross the network in
+    clear text, so it must be a deliberate choice.
+    """
+    allow_http = _bool_setting(config, "allow_http", False)
+    if allow_http and auth_scheme not in ON_PREMISES_AUTH_SCHEMES:
+        msg = (
+            f"setting 'allow_http' is true but auth_scheme is {auth_scheme}: access tokens for "
+            "the Microsoft cloud must never travel unencrypted — remove allow_http (it is only "
+            "for on-premises servers with auth_scheme NTLM or ADFS)"
+        )
         raise ConfigError(msg)
+    if crm_version != "CRM2011+":
+        return _normalise_https_url(
+            "url", _require(config, "url", "set it to your org URL, e.g. https://myorg.crm.dynamics.com")
+        ), ""
+    value = _require(config, "url", f"set it to the organization's URL, e.g. {_EXAMPLE_ON_PREMISES_URL}")
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    if scheme == "http" and not allow_http:
+        msg = (
+            f"setting 'url' is a plain http:// URL ({value}): the sign-in and every row would "
+            "cross the network unencrypted — use the server's https:// address, or, on a network "
+            "you trust, set allow_http true to accept that risk"
+        )
+        raise ConfigError(msg)
+    if scheme not in ("http", "https"):
+        msg = f"setting 'url' must be an https:// URL (got {value!r}) — e.g. {_EXAMPLE_ON_PREMISES_URL}"
+        raise ConfigError(msg)
+    if not parts.hostname:
+        msg = f"setting 'url' has no host name (got {value!r}) — e.g. {_EXAMPLE_ON_PREMISES_URL}"
+        raise ConfigError(msg)
+    if parts.query or parts.fragment:
+        msg = f"setting 'url' must not contain a query string or fragment (got {value!r})"
+        raise ConfigError(msg)
+    segments = [s for s in parts.path.split("/") if s]
+    lowered = [s.lower() for s in segments]
+    if "organizationdata.svc" in lowered or "xrmservices" in lowered:
+        msg = (
+            "setting 'url' points to the CRM 2011-2015 OData v2 endpoint (OrganizationData.svc), "
+            "which tap-dynamics does not read yet — give the organization's URL (e.g. "
+            f"{_EXAMPLE_ON_PREMISES_URL}) of a CRM 2016 or later server, whose Web API it reads"
+        )
+        raise ConfigError(msg)
+    if "api" in lowered or len(segments) > 1:
+        msg = (
+            f"setting 'url' must be the organization's URL without /api/data/… (got {value!r}) — "
+            f"e.g. {_EXAMPLE_ON_PREMISES_URL} (organization in the path) or "
+            "https://contoso.crm.contoso.com (IFD); set the version with api_version"
+        )
+        raise ConfigError(msg)
+    org_path = f"/{segments[0]}" if segments else ""
+    return f"{scheme}://{parts.netloc.lower()}", org_path
+
+
+def _on_premises_api_version(config: t.Mapping[str, t.Any]) -> str:
+    """The on-premises Web API version: 8.0-9.1, default 9.1 (on-premises has no 9.2)."""
+    raw = config.get("api_version")
+    if raw in (None, ""):
+        return DEFAULT_ON_PREMISES_API_VERSION
+    value = str(raw).strip().lstrip("vV")
+    if value in ON_PREMISES_API_VERSIONS:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None and 9.1 < number < 2011:
+        msg = (
+            f"setting 'api_version' is {value!r}: on-premises servers top out at Web API v9.1 — "
+            "set api_version 9.1 (Dynamics 365 CE on-premises 9.x) or 8.2 (CRM 2016)"
+        )
+        raise ConfigError(msg)
+    if number is not None and (number < 8.0 or number >= 2011):  # 2011/2013/2015 or 5.0-7.x
+        msg = (
+            f"setting 'api_version' is {value!r}: CRM 2011-2015 have no Web API, only the OData v2 "
+            "endpoint (OrganizationData.svc), which tap-dynamics does not read yet — it reads CRM "
+            "2016 (8.0) and later; use api_version 8.0-9.1"
+        )
+        raise ConfigError(msg)
+    msg = f"setting 'api_version' is {value!r}; valid values on-premises: {', '.join(ON_PREMISES_API_VERSIONS)}"
+    raise ConfigError(msg)
+
+
+_WINDOWS_ACCOUNT_RE = re.compile(r"^[^\\@\s]+\\[^\\@\s]+$|^[^\\@\s]+@[^\\@\s]+\.[^\\@\s]+$")
+
+
+def _adfs_application(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """client_id/client_secret of the AD FS server application, and an AD FS authority_host."""
+    from tap_dynamics.auth import MICROSOFT_AUTHORITY_HOSTS
+
+    host = _normalise_https_url("authority_host", str(config.get("authority_host") or DEFAULT_AUTHORITY_HOST))
+    if urlsplit(host).hostname in MICROSOFT_AUTHORITY_HOSTS:
+        msg = (
+            "setting 'authority_host' must be your AD FS server for auth_scheme ADFS (it is "
+            f"{host}) — e.g. https://adfs.contoso.com"
+        )
+        raise ConfigError(msg)
+    client_id = _require(
+        config, "client_id", "set it to the client identifier of the AD FS server application "
+        "(AD FS Management > Application Groups)"
+    )
+    secret = _optional(config, "client_secret")
+    if not secret:
+        msg = (
+            "setting 'client_secret' is missing — set it to the secret AD FS generated for the "
+            "server application (AD FS Management > Application Groups > the application)"
+        )
+        raise ConfigError(msg)
+    return {"client_id": client_id, "client_secret": secret}
+
+
+def _windows_account(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """username and password for NTLM: one line for what is missing, never the password."""
+    username = _require(
+        config, "username", "set it to the Windows account the tap signs in as, e.g. CONTOSO\\svc-tap"
+    )
+    if not _WINDOWS_ACCOUNT_RE.match(username):
+        msg = (
+            f"setting 'username' is {username!r}: give the Windows account with its domain, as "
+            "CONTOSO\\user or user@contoso.com"
+        )
+        raise ConfigError(msg)
+    password = config.get("password")
+    if password is None or (isinstance(password, str) and not password):
+        msg = (
+            "setting 'password' is missing — set it to the Windows password of username (e.g. "
+            "from a secret store through TAP_DYNAMICS_PASSWORD)"
+        )
+        raise ConfigError(msg)
+    if not isinstance(password, str):
+        msg = "setting 'password' must be a string"
+        raise ConfigError(msg)
+    return {"username": username, "password": password}
 
 
 def _optional(config: t.Mapping[str, t.Any], name: str) -> str | None:
@@ -765,6 +995,10 @@ def _scheme_settings(config: t.Mapping[str, t.Any], auth_scheme: str) -> dict[st
                 "token as is; set access_token, or use initiate_oauth GETANDREFRESH"
             )
             raise ConfigError(msg)
+    elif auth_scheme == "NTLM":
+        out.update(_windows_account(config))
+    elif auth_scheme == "ADFS":
+        out.update(_adfs_application(config))
     elif auth_scheme == "AzureMSI":
         identity = _optional(config, "managed_identity_client_id")
         if identity is not None:

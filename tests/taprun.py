@@ -101,7 +101,7 @@ def select_streams(catalog: dict[str, t.Any], names: t.Iterable[str]) -> dict[st
 
 
 # --- secrets never leak -------------------------------------------------------------------------
-SECRET_SETTINGS = ("client_secret", "certificate_password", "refresh_token", "access_token", "connection_string")
+SECRET_SETTINGS = ("client_secret", "certificate_password", "refresh_token", "access_token", "connection_string", "password")
 EXTRA_SECRETS: set[str] = set()  # tests add e.g. certificate passwords here
 CHECKED_RUNS: list[int] = []  # one entry per tap process whose output was checked
 
@@ -120,7 +120,7 @@ def known_secrets(config: dict[str, t.Any] | None = None) -> set[str]:
     if isinstance(text, str):  # the secret parts of a connection string, one by one
         for part in text.split(";"):
             key, _, value = part.partition("=")
-            if key.strip().lower() in ("oauthclientsecret", "oauthjwtcertpassword", "oauthaccesstoken", "oauthrefreshtoken") and value.strip():
+            if key.strip().lower() in ("oauthclientsecret", "oauthjwtcertpassword", "oauthaccesstoken", "oauthrefreshtoken", "password") and value.strip():
                 found.add(value.strip().strip("'\""))
     return {s for s in found if len(s) >= 8}
 

@@ -533,7 +533,7 @@ def test_connection_string_rules() -> None:
     assert str(err.value).startswith("setting 'connection_string' has an unknown key 'Pasword' — valid keys: URL, Resource, AuthScheme, AzureTenant, OAuthClientId, OAuthClientSecret, OAuthJWTCert")
     settings = load_settings({"resource": "https://b.crm.dynamics.com/", "tenant_id": GUID_T, "client_id": GUID_C, "client_secret": "x"})
     assert settings.url == "https://b.crm.dynamics.com"
-    with pytest.raises(ConfigError, match="on-premises support is not available yet"):
+    with pytest.raises(ConfigError, match=r"'CRM2011\+' \(on-premises\) but auth_scheme is AzureServicePrincipal"):
         load_settings({"connection_string": cs + ";CRMVersion=CRM2011+"})
     cs_ad = f"URL=https://a.crm.dynamics.com;AuthScheme=AzureAD;AzureTenant={GUID_T};OAuthClientId={GUID_C};InitiateOAuth=REFRESH;CallbackURL=http://localhost:4444;OAuthSettingsLocation=/tmp/x.json"
     settings = load_settings({"connection_string": cs_ad})

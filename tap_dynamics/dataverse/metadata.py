@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tap_dynamics.errors import ConfigError, DataverseError
+from tap_dynamics.onprem import metadata_select
 
 if t.TYPE_CHECKING:
     from tap_dynamics.client import DataverseClient
@@ -135,7 +136,8 @@ class EntityInfo:
             entity_set=str(row["EntitySetName"]),
             primary_id=str(row["PrimaryIdAttribute"]),
             primary_name=row.get("PrimaryNameAttribute"),
-            table_type=str(row.get("TableType") or "Standard"),
+            # On-premises has no TableType; a data provider there means a virtual table.
+            table_type=str(row.get("TableType") or ("Virtual" if row.get("DataProviderId") else "Standard")),
             is_private=bool(row.get("IsPrivate")),
             is_intersect=bool(row.get("IsIntersect")),
             is_logical=bool(row.get("IsLogicalEntity")),
@@ -170,7 +172,7 @@ class ColumnInfo:
 
 def list_entities(client: DataverseClient) -> list[EntityInfo]:
     """All tables of the org (one unpaged call)."""
-    url = client.url("EntityDefinitions", {"$select": ",".join(ENTITY_SELECT)})
+    url = client.url("EntityDefinitions", {"$select": metadata_select(client.settings, ENTITY_SELECT)})
     payload, _ = client.get_json(url)
     rows = payload.get("value")
     if not isinstance(rows, list):

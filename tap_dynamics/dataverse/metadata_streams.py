@@ -34,6 +34,7 @@ from tap_dynamics.dataverse.metadata import (
     fetch_attributes,
 )
 from tap_dynamics.errors import DataverseError
+from tap_dynamics.onprem import metadata_select
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -267,7 +268,7 @@ class EntityDefinitionsStream(MetadataStream):
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """All tables, with their user-language display names."""
         select = [*ENTITY_FIELDS.values(), "DisplayName", "DisplayCollectionName", "Description"]
-        payload, _ = self.client.get_json(self.client.url("EntityDefinitions", {"$select": ",".join(select)}))
+        payload, _ = self.client.get_json(self.client.url("EntityDefinitions", {"$select": metadata_select(self.settings, select)}))
         for row in payload.get("value") or []:
             if not isinstance(row, dict) or not row.get("LogicalName"):
                 continue

@@ -2,6 +2,7 @@
 
     python -m tests.emulator --port 0 --rows account=200000 --rows contact=1000 \
         --latency-ms 300 --seed 42
+    python -m tests.emulator --onprem --onprem-http      # on-premises server, NTLM, plain http
 
 Prints one JSON line with the connection details to stdout, serves until SIGTERM/SIGINT and
 prints request/page statistics to stderr on exit.
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="a table whose rows always answer 403 (repeatable)")
     faults.add_argument("--fault", action="append", default=[], metavar="KNOB=JSON",
                         help="any other fault knob, value as JSON (repeatable)")
+    onprem = ap.add_argument_group("on-premises server (see tests/emulator/onprem.py)")
+    onprem.add_argument("--onprem", action="store_true",
+                        help="serve an on-premises server: NTLM sign-in, /{org}/api/data/v8.0-v9.1")
+    onprem.add_argument("--onprem-http", action="store_true", help="on-premises over plain http://")
+    onprem.add_argument("--onprem-version", default="9.1", choices=("8.0", "8.1", "8.2", "9.0", "9.1"),
+                        help="the server's newest Web API version")
     args = ap.parse_args(argv)
     knobs = {"fault_seed": args.fault_seed, "retry_after": args.retry_after,
              "page_size_limit": args.page_size_limit,
@@ -69,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.clone:
         table, _, n = spec.partition("=")
         clones[table.strip()] = int(n)
+    if args.onprem:
+        from .onprem import OnPremEmulator
+
+        emu = OnPremEmulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms, port=args.port,
+                             org_tables=args.tables, clones=clones, latency_scope=args.latency_scope,
+                             tls=not args.onprem_http, server_version=args.onprem_version, **knobs).start()
+        info = {"org_url": emu.org_url, "tap_config": emu.tap_config(),
+                "control_url": emu.server_url + "/_emulator/", "rows": rows}
+        return _serve(emu, info)
     emu = Emulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms,
                    token_lifetime=args.token_lifetime, port=args.port,
                    org_tables=args.tables, clones=clones,
@@ -77,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id, "client_id": emu.client_id,
             "client_secret": emu.client_secret, "control_url": emu.org_url + "/_emulator/",
             "rows": rows}
+    return _serve(emu, info)
+
+
+def _serve(emu: Emulator, info: dict) -> int:
+    """Print the connection details, serve until SIGTERM/SIGINT, then print the statistics."""
     print(json.dumps(info), flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -120,7 +120,7 @@ class Dataverse:
     # ------------------------------------------------------------ entry point
     def handle(self, req: Request) -> tuple[int, list, bytes]:
         prefer = parse_prefer(req.headers.get("prefer", ""))
-        m = re.match(r"^/api/data/(v9\.[012])(?:/(.*))?$", req.path)
+        m = re.match(r"^/api/data/(v9\.[012]|v8\.[012])(?:/(.*))?$", req.path)  # online still serves v8.x
         if not m:
             return self.error(ODataError(404, "0x80060888", f"Resource not found for the segment '{req.path}'."))
         version, rest = m.group(1), (m.group(2) or "")

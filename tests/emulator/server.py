@@ -9,6 +9,7 @@ loop, so a slow client cannot stall the server.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import ssl
 import threading
@@ -17,6 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .faults import CutBody
+
+# Connection numbers: connection-oriented auth (NTLM signs a TCP connection in, not a request)
+# needs to know which requests share a connection. Never reused, unlike thread ids or id().
+_CONNECTION_IDS = itertools.count(1)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -28,10 +33,23 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection_id = str(next(_CONNECTION_IDS))
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            closed = getattr(self.server.app, "connection_closed", None)
+            if closed is not None:
+                closed(self.connection_id)
+
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        headers["x-emulator-connection"] = self.connection_id  # set here: a client cannot forge it
         status, hdrs, payload = self.server.app.handle(self.command, self.path, headers, body)
         reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
         head = [f"HTTP/1.1 {status} {reason}"]
@@ -63,9 +81,11 @@ class EmulatorServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, host: str, port: int, app: Any, cert_path: str, key_path: str):
+    def __init__(self, host: str, port: int, app: Any, cert_path: str, key_path: str,
+                 tls: bool = True):
         super().__init__((host, port), Handler)
         self.app = app
+        self.tls = tls  # False: plain http:// (the on-premises allow_http tests)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert_path, key_path)
         self.ssl_context = ctx
@@ -73,10 +93,15 @@ class EmulatorServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self.tls:
+            return sock, addr
         return self.ssl_context.wrap_socket(sock, server_side=True,
                                             do_handshake_on_connect=False), addr
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        if not self.tls:
+            super().finish_request(request, client_address)
+            return
         try:
             request.settimeout(30)
             request.do_handshake()
