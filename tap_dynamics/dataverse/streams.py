@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 import typing as t
 
@@ -396,7 +397,10 @@ class EntityStream(DynamicsStream):
         if total is None or total <= 2 * self.settings.page_size:
             return None
         start = self.get_starting_timestamp(context)
-        low, high = self._cursor_extreme("asc", start), self._cursor_extreme("desc", start)
+        # Both ends at once: on a slow org each is a full round trip before any row is read.
+        with ThreadPoolExecutor(2, thread_name_prefix=f"{self.name}-range") as pool:
+            ends = pool.map(lambda direction: self._cursor_extreme(direction, start), ("asc", "desc"))
+            low, high = list(ends)
         if low is None or high is None or high <= low:
             return None
         count = min(count, -(-total // self.settings.page_size))
