@@ -102,8 +102,9 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
     with record_counter, timer:
         record_counter.with_context({})
         timer.with_context({})
-        state_partition_context = stream._get_state_partition_context(None)
-        stream._write_starting_replication_value(None)
+        with OUTPUT_LOCK:  # it writes into the tap state, which another stream's STATE serialises
+            state_partition_context = stream._get_state_partition_context(None)
+            stream._write_starting_replication_value(None)
         previous = None  # last replication key value emitted, for the sort check
         for page in stream.get_pages(None):
             # The whole page is processed under the lock: the work is CPU-bound (one GIL), so

@@ -186,6 +186,12 @@ class TapDynamics(Tap):
             with OUTPUT_LOCK:
                 stream.finalize_state_progress_markers()
 
+        # Every selected stream's bookmark exists before tables run in parallel: a STATE message
+        # serialises the whole tap state, so no thread may add to it outside the output lock
+        # ("dictionary changed size during iteration" otherwise, seen on a 1,000-table sync).
+        with OUTPUT_LOCK:
+            for stream in selected:
+                stream.get_context_state(None)
         reporter = self._start_progress(selected)
         try:
             sync_streams(selected, sync_one, self._parallel_streams(selected))

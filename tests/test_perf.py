@@ -391,3 +391,46 @@ def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
         list(bad)
     with pytest.raises(msgspec.DecodeError):  # a cut-off body never becomes a page
         _PAGE_DECODER.decode(b'{"value":[{"id":"a"},{"id":')
+
+
+def test_tables_in_parallel_change_the_tap_state_only_under_the_output_lock(make_emulator, capfd) -> None:
+    """A STATE message serialises (and the SDK deep-copies) every stream's bookmark, so a thread
+    adding a bookmark while another writes STATE crashed a 1,000-table sync with "dictionary
+    changed size during iteration". Here the bookmarks dict records any change made without the
+    lock; racing would need luck to show, the rule does not."""
+    from tap_dynamics.fastpath import OUTPUT_LOCK
+    from tap_dynamics.tap import TapDynamics
+
+    violations: list[str] = []
+
+    class LockChecked(dict):
+        def _check(self, what: str) -> None:
+            if not OUTPUT_LOCK._is_owned():  # noqa: SLF001
+                violations.append(f"{what} in {threading.current_thread().name}")
+
+        def __setitem__(self, key: str, value: t.Any) -> None:
+            self._check(f"set {key}")
+            super().__setitem__(key, value)
+
+        def __delitem__(self, key: str) -> None:
+            self._check(f"del {key}")
+            super().__delitem__(key)
+
+        def pop(self, *args: t.Any) -> t.Any:
+            self._check(f"pop {args[0]}")
+            return super().pop(*args)
+
+        def setdefault(self, key: str, default: t.Any = None) -> t.Any:
+            if key not in self:
+                self._check(f"setdefault {key}")
+            return super().setdefault(key, default)
+
+    emu = make_emulator(rows={"account": 1, "contact": 1, "systemuser": 3}, clones={"systemuser": 30})
+    config = {**emu.tap_config(), "entities": ["systemuser_*"], "max_concurrency": 4, "progress_interval": 0}
+    tap = TapDynamics(config=config, setup_mapper=True)
+    tap.state["bookmarks"] = LockChecked()
+    tap.sync_all()
+    out = capfd.readouterr().out
+    assert out.count('"type":"RECORD"') == 30 * 3
+    assert set(tap.state["bookmarks"]) == {f"systemuser_{i}" for i in range(1, 31)}
+    assert violations == []

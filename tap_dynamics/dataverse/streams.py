@@ -277,7 +277,8 @@ class EntityStream(DynamicsStream):
 
     def get_pages(self, context: Context | None) -> Iterator[Page]:
         """The table's pages, according to its method (the fast path writes them)."""
-        self._state = self.get_context_state(context)
+        with OUTPUT_LOCK:  # may create this stream's bookmark: see TapDynamics.sync_all
+            self._state = self.get_context_state(context)
         summary = self.client.summary.stream(self.name)
         method = self.method
         summary.method = {CHANGE_TRACKING: "CHANGE_TRACKING", FULL_TABLE: "FULL_TABLE"}.get(
