@@ -1,0 +1,119 @@
+"""``--discover`` writes the catalog one stream at a time (issue 4: discovery memory).
+
+The streamed output must be the SDK's output byte for byte: the same text ``Tap.run_discovery()``
+builds in one piece (``dump_json(catalog_dict, indent=2)``), so saved catalogs, diffs and Meltano's
+catalog cache are unaffected; and a streamed catalog must work as ``--catalog`` input.
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from singer_sdk.helpers._util import dump_json
+
+from tap_dynamics.catalog import write_catalog
+from tap_dynamics.tap import TapDynamics
+from tests.taprun import run_tap, select_streams
+
+SDK_EQUIVALENT_ENTRIES = [
+    {
+        "tap_stream_id": "a",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "x": {"type": ["string", "null"], "description": "line one\nline two \"quoted\" \\ tab\t"},
+                "ü": {"type": ["number", "null"], "maximum": Decimal("922337203685477.5807")},
+                "e": {"type": "object", "properties": {}},
+                "l": {"type": "array", "items": {"type": "integer"}, "enum": []},
+            },
+        },
+        "metadata": [{"breadcrumb": [], "metadata": {"selected": True, "inclusion": "available"}}],
+        "key_properties": [],
+    },
+    {"tap_stream_id": "b", "nested": [[1, [2, {"k": None}]], {"deep": {"deeper": [True, False]}}]},
+]
+
+
+@pytest.mark.parametrize("entries", [SDK_EQUIVALENT_ENTRIES, SDK_EQUIVALENT_ENTRIES[:1], []])
+def test_write_catalog_is_the_sdks_dump_json_byte_for_byte(entries: list) -> None:
+    out = io.StringIO()
+    write_catalog(iter(entries), out)
+    assert out.getvalue() == dump_json({"streams": entries}, indent=2) + "\n"
+
+
+@pytest.fixture(scope="module")
+def big_org():
+    """The default tables plus a few synthetic ~150-column tables (every column type)."""
+    from tests.emulator import Emulator
+
+    emu = Emulator(rows={"account": 30, "contact": 20, "systemuser": 5}, org_tables=6).start()
+    yield emu
+    emu.stop()
+
+
+def _sdk_catalog_text(config: dict, capsys: pytest.CaptureFixture[str]) -> str:
+    """The catalog as the SDK prints it: ``Tap.run_discovery()`` builds the whole text, then prints."""
+    tap = TapDynamics(config=config, setup_mapper=False)
+    text = tap.run_discovery()
+    assert capsys.readouterr().out == text + "\n"
+    return text + "\n"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        # annotation columns, a replication override, a table list with a special table
+        {"annotations": True, "replication": {"account": "createdon", "systemuser": "full_table"},
+         "entities": ["account", "contact", "systemuser", "new_bulk*", "new_sensorreading"]},
+    ],
+    ids=["defaults", "annotations-replication"],
+)
+def test_discover_output_equals_the_sdks_catalog_text(big_org, capsys, extra: dict) -> None:
+    config = {**big_org.tap_config(), **extra}
+    expected = _sdk_catalog_text(config, capsys)
+    run = run_tap(config, "--discover")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == expected
+    streams = {s["tap_stream_id"] for s in run.catalog["streams"]}
+    assert {"account", "new_bulk0000", "option_set_labels"} <= streams
+    bulk = next(s for s in run.catalog["streams"] if s["tap_stream_id"] == "new_bulk0000")
+    assert len(bulk["schema"]["properties"]) > 100
+
+
+def test_discover_output_from_the_metadata_cache_is_unchanged(big_org, capsys, tmp_path: Path) -> None:
+    expected = _sdk_catalog_text(big_org.tap_config(), capsys)
+    config = {**big_org.tap_config(), "metadata_cache_path": str(tmp_path / "metadata.json")}
+    cold = run_tap(config, "--discover")
+    assert cold.returncode == 0, cold.stderr
+    big_org.reset_stats()
+    warm = run_tap(config, "--discover")
+    assert warm.returncode == 0, warm.stderr
+    assert not [p for _, p, _ in big_org.request_log() if "/Attributes" in p and "payroll" not in p]
+    assert cold.stdout == expected
+    assert warm.stdout == expected
+
+
+def test_streamed_catalog_drives_selection_and_replication_still_wins(big_org) -> None:
+    discovered = run_tap(big_org.tap_config(), "--discover")
+    assert discovered.returncode == 0, discovered.stderr
+    catalog = select_streams(discovered.catalog, ["account", "systemuser"])
+    account = next(s for s in catalog["streams"] if s["tap_stream_id"] == "account")
+    root = next(m["metadata"] for m in account["metadata"] if m["breadcrumb"] == [])
+    assert root["forced-replication-method"] == "LOG_BASED"
+    for entry in account["metadata"]:
+        if entry["breadcrumb"] == ["properties", "name"]:
+            entry["metadata"]["selected"] = False
+    # the saved catalog says change tracking; the setting asks for a cursor, and must win
+    config = {**big_org.tap_config(), "replication": {"account": "modifiedon"}}
+    run = run_tap(config, catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    records = run.records("account")
+    assert len(records) == len(big_org.rows("account"))
+    assert all("name" not in r and "accountid" in r for r in records)
+    assert len(run.records("systemuser")) == len(big_org.rows("systemuser"))
+    assert run.records("contact") == []
+    assert run.last_state["bookmarks"]["account"]["replication_key"] == "modifiedon"
