@@ -117,3 +117,89 @@ def test_streamed_catalog_drives_selection_and_replication_still_wins(big_org) -
     assert len(run.records("systemuser")) == len(big_org.rows("systemuser"))
     assert run.records("contact") == []
     assert run.last_state["bookmarks"]["account"]["replication_key"] == "modifiedon"
+
+
+# ------------------------------------------------------------------------ reading --catalog
+
+def _sdk_catalog(text: str):
+    """What the SDK's ``invoke`` builds from a ``--catalog`` file."""
+    from singer_sdk.helpers._util import load_json
+    from singer_sdk.singerlib import Catalog
+
+    return Catalog.from_dict(load_json(text))
+
+
+def _same_catalog(got, expected) -> None:
+    assert list(got) == list(expected)
+    assert got.to_dict() == expected.to_dict()
+    for name, entry in expected.items():  # the objects, not only their dict form
+        assert got[name].metadata == entry.metadata
+        assert got[name].schema == entry.schema
+
+
+def test_read_catalog_builds_the_sdks_catalog_one_entry_at_a_time(big_org) -> None:
+    import json
+
+    from tap_dynamics.catalog import _read_entries, read_catalog
+
+    discovered = run_tap({**big_org.tap_config(), "annotations": True}, "--discover")
+    assert discovered.returncode == 0, discovered.stderr
+    catalog = select_streams(discovered.catalog, ["account", "new_bulk0002"])
+    catalog["streams"][0]["schema"]["properties"]["x"] = {"type": "number", "multipleOf": 0.0001}
+    for text in (
+        discovered.stdout,  # as --discover wrote it
+        json.dumps(catalog),  # compact, as Meltano writes it
+        json.dumps({"version": 1, **catalog, "extra": [{"streams": []}]}, indent=4),
+    ):
+        expected = _sdk_catalog(text)
+        _same_catalog(_read_entries(text), expected)  # the streaming reader took it, no fallback
+        _same_catalog(read_catalog(text), expected)
+    assert read_catalog(json.dumps(catalog)).to_dict()["streams"][0]["schema"]["properties"]["x"][
+        "multipleOf"] == Decimal("0.0001")  # numbers stay exact, as with the SDK's load_json
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"streams": []}',
+        "{}",
+        ' \n{ "streams" : [ {"tap_stream_id": "a"} , {"tap_stream_id": "b", "metadata": []} ] }\n ',
+        '{"streams": [{"tap_stream_id": "a"}], "streams": [{"tap_stream_id": "b"}]}',  # last wins
+        '{"streams": [{"tap_stream_id": "a", "schema": {"type": "object", "properties": {"p": {"type": ["string", "null"]}}}}],'
+        ' "streams": [{"tap_stream_id": "b"}, {"tap_stream_id": "b"}]}',
+    ],
+)
+def test_read_catalog_matches_the_sdk_on_unusual_layouts(text: str) -> None:
+    from tap_dynamics.catalog import read_catalog
+
+    _same_catalog(read_catalog(text), _sdk_catalog(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"streams": [', "[]", '{"streams": null}', '{"streams": [{"stream": "x"}]}', '{"streams": [1]}',
+     '{"streams": []} trailing', ""],
+)
+def test_read_catalog_fails_exactly_like_the_sdk(text: str) -> None:
+    from tap_dynamics.catalog import read_catalog
+
+    with pytest.raises(Exception) as sdk_error:  # noqa: PT011 - whatever the SDK raises
+        _sdk_catalog(text)
+    with pytest.raises(type(sdk_error.value)) as ours:
+        read_catalog(text)
+    assert str(ours.value) == str(sdk_error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [('{"streams": [', "not valid JSON"), ("[]", "not a Singer catalog"),
+     ('{"streams": [{"stream": "x"}]}', "tap_stream_id")],
+)
+def test_a_broken_catalog_file_is_one_line_and_exit_2(emulator, tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text(text)
+    run = run_tap(emulator.tap_config(), "--catalog", str(path))
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("tap-dynamics: error:")]
+    assert len(errors) == 1 and says in errors[0] and "--catalog" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
