@@ -203,3 +203,43 @@ def test_a_broken_catalog_file_is_one_line_and_exit_2(emulator, tmp_path: Path, 
     errors = [line for line in run.stderr.splitlines() if line.startswith("tap-dynamics: error:")]
     assert len(errors) == 1 and says in errors[0] and "--catalog" in errors[0], run.stderr
     assert "Traceback" not in run.stderr
+
+
+# ------------------------------------------------- metadata cache strings, collector during discovery
+
+def test_cache_rows_share_repeated_strings_and_odd_rows_survive(tmp_path: Path) -> None:
+    import gc
+    import json
+
+    from tap_dynamics.dataverse.metadata import ColumnInfo, MetadataCache, _few_collections
+
+    path = tmp_path / "m.json"
+    cache = MetadataCache(str(path), "https://org", 3600, "f")
+    cache.put("t", [ColumnInfo("name", "name", "String", "String", "Name"),
+                    ColumnInfo("_o_value", "o", "Lookup", "Lookup", None)])
+    cache.save(["t"])
+    raw = json.loads(path.read_text())
+    raw["tables"]["odd"] = {"at": raw["tables"]["t"]["at"], "columns": [1, ["a"], None, ["x", "x", 3, "String"]]}
+    path.write_text(json.dumps(raw))
+    loaded = MetadataCache(str(path), "https://org", 3600, "f")
+    rows = loaded.tables["t"]["columns"]
+    assert rows == raw["tables"]["t"]["columns"]  # same content
+    assert rows[0][1] is rows[0][0]  # logical name shares the column name's string
+    assert rows[0][2] is rows[0][3]  # type names are shared (interned)
+    assert [c.name for c in loaded.get("t")] == ["name", "_o_value"]
+    assert loaded.get("odd") is None  # a row of the wrong shape: the table is rediscovered
+    # what save() writes back is what was read
+    loaded.save(["t"])
+    assert json.loads(path.read_text())["tables"]["t"] == raw["tables"]["t"]
+
+    before = gc.get_threshold()
+    with _few_collections():
+        assert gc.get_threshold()[0] >= 100_000
+    assert gc.get_threshold() == before
+    gc.disable()
+    try:
+        with _few_collections():
+            assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert gc.get_threshold() == before
