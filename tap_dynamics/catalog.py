@@ -69,7 +69,7 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SHARED_MAX_LEN = 128
 
 
-class _NotStreamable(Exception):
+class _NotStreamableError(Exception):
     """The text is not ``{..., "streams": [ {...}, ... ], ...}``: parse it the SDK's way."""
 
 
@@ -82,7 +82,7 @@ def read_catalog(text: str) -> Catalog:
     """
     try:
         return _read_entries(text)
-    except (_NotStreamable, ValueError, KeyError, TypeError, AttributeError):
+    except (_NotStreamableError, ValueError, KeyError, TypeError, AttributeError):
         return Catalog.from_dict(load_json(text))
 
 
@@ -94,7 +94,7 @@ def _read_entries(text: str) -> Catalog:
 
     def expect(index: int, char: str) -> int:
         if text[index : index + 1] != char:
-            raise _NotStreamable
+            raise _NotStreamableError
         return skip(index + 1)
 
     catalog = Catalog()
@@ -105,7 +105,7 @@ def _read_entries(text: str) -> Catalog:
     else:
         while True:
             if text[i : i + 1] != '"':
-                raise _NotStreamable
+                raise _NotStreamableError
             key, i = decode(text, i)
             i = expect(skip(i), ":")
             if key != "streams":
@@ -119,7 +119,7 @@ def _read_entries(text: str) -> Catalog:
                     while True:
                         entry, i = decode(text, i)
                         if not isinstance(entry, dict):
-                            raise _NotStreamable
+                            raise _NotStreamableError
                         parsed = CatalogEntry.from_dict(_share(entry, shared))
                         catalog[parsed.tap_stream_id] = parsed
                         i = skip(i)
@@ -127,17 +127,17 @@ def _read_entries(text: str) -> Catalog:
                             break
                         i = skip(i + 1)
                     if text[i : i + 1] != "]":
-                        raise _NotStreamable
+                        raise _NotStreamableError
                     i += 1
             i = skip(i)
             if text[i : i + 1] != ",":
                 break
             i = skip(i + 1)
         if text[i : i + 1] != "}":
-            raise _NotStreamable
+            raise _NotStreamableError
         i += 1
     if skip(i) != len(text):
-        raise _NotStreamable
+        raise _NotStreamableError
     return catalog
 
 

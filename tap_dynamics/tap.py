@@ -16,10 +16,11 @@ import typing as t
 from functools import cached_property
 
 import click
+import simplejson
 from singer_sdk import Tap
-from singer_sdk.helpers._util import load_json
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers._util import load_json
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
@@ -306,10 +307,10 @@ def _read_catalog_file(text: str) -> t.Any:
     """The ``--catalog`` file as a ``Catalog``; a broken file is a one-line config error (exit 2)."""
     try:
         return read_catalog(text)
-    except ValueError as exc:  # simplejson's JSONDecodeError
+    except simplejson.JSONDecodeError as exc:
         msg = f"the --catalog file is not valid JSON ({_first_line(exc)}); pass the file --discover wrote"
         raise ConfigError(msg) from None
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         msg = (
             f"the --catalog file is not a Singer catalog ({type(exc).__name__}: {_first_line(exc)}); "
             'it must be {"streams": [{"tap_stream_id": ..., "schema": ..., "metadata": [...]}, ...]}'

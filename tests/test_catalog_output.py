@@ -183,7 +183,7 @@ def test_read_catalog_matches_the_sdk_on_unusual_layouts(text: str) -> None:
 def test_read_catalog_fails_exactly_like_the_sdk(text: str) -> None:
     from tap_dynamics.catalog import read_catalog
 
-    with pytest.raises(Exception) as sdk_error:  # noqa: PT011 - whatever the SDK raises
+    with pytest.raises(Exception) as sdk_error:  # noqa: B017, PT011 - whatever the SDK raises
         _sdk_catalog(text)
     with pytest.raises(type(sdk_error.value)) as ours:
         read_catalog(text)
@@ -243,3 +243,24 @@ def test_cache_rows_share_repeated_strings_and_odd_rows_survive(tmp_path: Path) 
     finally:
         gc.enable()
     assert gc.get_threshold() == before
+
+
+def test_discover_never_builds_the_whole_catalog(big_org, capsys, monkeypatch, tmp_path: Path) -> None:
+    """Regression guard for the memory fix: the CLI's --discover must not go through the SDK's
+    whole-catalog path (``Catalog.to_dict`` / ``Tap.catalog_dict``), which is what cost ~270 MB."""
+    import json
+
+    from singer_sdk.singerlib import Catalog
+
+    expected = _sdk_catalog_text(big_org.tap_config(), capsys)
+
+    def whole_catalog(*_args: object) -> None:
+        raise AssertionError("--discover built the whole catalog")
+
+    monkeypatch.setattr(Catalog, "to_dict", whole_catalog)
+    monkeypatch.setattr(TapDynamics, "catalog_dict", property(whole_catalog))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(big_org.tap_config()))
+    code = TapDynamics.cli.main(["--config", str(config), "--discover"], standalone_mode=False)
+    assert code in (0, None)
+    assert capsys.readouterr().out == expected
