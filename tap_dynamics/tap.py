@@ -16,11 +16,14 @@ import typing as t
 from functools import cached_property
 
 import click
+import simplejson
 from singer_sdk import Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers._util import load_json
 
 from tap_dynamics.auth import build_token_provider
+from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.client import DataverseClient
 from tap_dynamics.dataverse.metadata import (
     DiscoveredTable,
@@ -82,6 +85,57 @@ class TapDynamics(Tap):
         if self.input_catalog is None:
             return t.cast("dict", self.catalog.to_dict())
         return super().catalog_dict
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        """A sync: the SDK's ``invoke``, but ``--catalog`` is read one stream entry at a time.
+
+        The SDK parses the whole file into a dict before building its ``Catalog``; on a
+        1,000-table catalog that dict alone is ~190 MB (see :mod:`tap_dynamics.catalog`).
+        """
+        super(Tap, cls).invoke(about=about, about_format=about_format)  # --about: print and exit
+        cls.print_version(print_fn=cls.logger.info)
+        text = None if catalog is None else catalog.read()
+        parsed = None if text is None else _read_catalog_file(text)
+        del text
+        tap = cls(
+            config=config.config if config is not None else {},
+            state=None if state is None else load_json(state.read()),
+            catalog=parsed,
+            parse_env_config=config.parse_env if config is not None else False,
+            validate_config=True,
+        )
+        del parsed
+        tap.sync_all()
+
+    @classmethod
+    def cb_discover(cls, ctx: click.Context, param: click.Option, value: bool) -> None:  # noqa: FBT001
+        """``--discover``: the SDK's callback, but the catalog is written one stream at a time.
+
+        The SDK materialises the whole catalog (objects, dict, one JSON string) before printing
+        it, which set discovery's peak memory on big orgs (see :mod:`tap_dynamics.catalog`). The
+        bytes written are the same. ``run_discovery()`` (the Python API) is left as the SDK's.
+        """
+        if not value:
+            return
+        config = ctx.params.get("config")
+        tap = cls(
+            config=config.config if config is not None else {},
+            parse_env_config=config.parse_env if config is not None else False,
+            validate_config=cls.dynamic_catalog,
+            setup_mapper=False,
+        )
+        streams = tap.streams.values()  # every metadata call happens before the first byte
+        write_catalog(catalog_entries(streams), sys.stdout)
+        ctx.exit()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """The SDK's JSON-schema check, reported as our one-line ConfigError (exit 2).
@@ -254,6 +308,26 @@ def _metadata_guard(function: t.Callable[..., _T], *args: t.Any, **kwargs: t.Any
             "rewriting proxy? If so, please report this"
         )
         raise DataverseError(msg) from None
+
+
+def _read_catalog_file(text: str) -> t.Any:
+    """The ``--catalog`` file as a ``Catalog``; a broken file is a one-line config error (exit 2)."""
+    try:
+        return read_catalog(text)
+    except simplejson.JSONDecodeError as exc:
+        msg = f"the --catalog file is not valid JSON ({_first_line(exc)}); pass the file --discover wrote"
+        raise ConfigError(msg) from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        msg = (
+            f"the --catalog file is not a Singer catalog ({type(exc).__name__}: {_first_line(exc)}); "
+            'it must be {"streams": [{"tap_stream_id": ..., "schema": ..., "metadata": [...]}, ...]}'
+            " as --discover writes it"
+        )
+        raise ConfigError(msg) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]
 
 
 def _one_line(exc: ConfigValidationError) -> str:

@@ -14,12 +14,15 @@ are cached on disk (:class:`MetadataCache`) so scheduled syncs do not rediscover
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
+import gc
 import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import typing as t
@@ -409,7 +412,7 @@ class MetadataCache:
         self.hits = 0
         try:
             with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
+                data = json.load(handle, object_hook=_share_cache_strings)
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
@@ -438,7 +441,10 @@ class MetadataCache:
         return columns
 
     def put(self, table: str, columns: list[ColumnInfo]) -> None:
-        rows = [[c.name, c.logical_name, c.attribute_type, c.type_key, c.description] for c in columns]
+        rows = [
+            [c.name, c.name if c.logical_name == c.name else c.logical_name, sys.intern(c.attribute_type), c.type_key, c.description]
+            for c in columns
+        ]
         self.tables[table] = {"at": time.time(), "columns": rows}
 
     def save(self, keep: t.Iterable[str]) -> None:
@@ -461,6 +467,24 @@ class MetadataCache:
             LOGGER.warning("Could not write the metadata cache %s (%s); next run rediscovers", self.path, exc)
 
 
+def _share_cache_strings(obj: dict[str, t.Any]) -> dict[str, t.Any]:
+    """``json.load`` hook: a table entry's column rows share their repeated strings.
+
+    The cache holds every table's rows for the whole run (``save`` writes them back), and a
+    parsed row would otherwise own five strings, three of them repeats (type names, and the
+    logical name, equal to the column name for all but lookups): ~20 MB on 140,000 columns.
+    Done per table while parsing, so the unshared copies never exist all at once.
+    """
+    columns = obj.get("columns")
+    if isinstance(columns, list):
+        for row in columns:
+            if isinstance(row, list) and len(row) >= 4 and all(isinstance(v, str) for v in row[:4]):
+                row[2], row[3] = sys.intern(row[2]), sys.intern(row[3])
+                if row[1] == row[0]:
+                    row[1] = row[0]
+    return obj
+
+
 def _column_schema(type_key: str, description: str | None) -> dict[str, t.Any]:
     schema = dict(TYPE_MAP.get(type_key, TYPE_MAP["String"]))
     if description:
@@ -474,6 +498,27 @@ class DiscoveredTable:
 
     entity: EntityInfo
     schema: dict[str, t.Any]
+
+
+@contextlib.contextmanager
+def _few_collections() -> t.Iterator[None]:
+    """Run the young-generation collector 100x less often while discovery builds schemas.
+
+    Why: discovery allocates ~10 long-lived, acyclic objects per column (dicts, lists, strings)
+    and frees almost none of them, so each collection pass is wasted work over an ever larger
+    heap: about a quarter of discovery's CPU on a 1,000-table org (measured with
+    ``make bench-discovery``), and CPU is what makes discovery slow once requests overlap.
+    Nothing is left uncollected: the collector still runs, and the old setting is restored.
+    """
+    old = gc.get_threshold()
+    if not gc.isenabled() or old[0] == 0:  # collection is off: leave it off
+        yield
+        return
+    gc.set_threshold(max(old[0], 100_000), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def discover_tables(
@@ -504,7 +549,7 @@ def discover_tables(
     if not entities:
         return []
     workers = max(DISCOVERY_CONCURRENCY, client.settings.max_concurrency)
-    with ThreadPoolExecutor(max_workers=min(workers, len(entities))) as pool:
+    with _few_collections(), ThreadPoolExecutor(max_workers=min(workers, len(entities))) as pool:
         results = list(pool.map(one, entities))
     if cache is not None:
         if cache.hits:
