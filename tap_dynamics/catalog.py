@@ -88,6 +88,8 @@ def read_catalog(text: str) -> Catalog:
 
 def _read_entries(text: str) -> Catalog:
     decode = simplejson.JSONDecoder(parse_float=decimal.Decimal).raw_decode  # as load_json
+    shared: dict[str, str] = {}
+    catalogs = [Catalog()]  # a repeated "streams" key: the last one wins, as with json.loads
 
     def skip(index: int) -> int:
         return _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
@@ -97,48 +99,38 @@ def _read_entries(text: str) -> Catalog:
             raise _NotStreamableError
         return skip(index + 1)
 
-    catalog = Catalog()
-    shared: dict[str, str] = {}
-    i = expect(skip(0), "{")
-    if text[i : i + 1] == "}":
-        i += 1
-    else:
-        while True:
-            if text[i : i + 1] != '"':
-                raise _NotStreamableError
-            key, i = decode(text, i)
-            i = expect(skip(i), ":")
-            if key != "streams":
-                _, i = decode(text, i)  # Catalog.from_dict reads nothing else
-            else:
-                catalog = Catalog()  # a repeated key: the last one wins, as with json.loads
-                i = expect(i, "[")
-                if text[i : i + 1] == "]":
-                    i += 1
-                else:
-                    while True:
-                        entry, i = decode(text, i)
-                        if not isinstance(entry, dict):
-                            raise _NotStreamableError
-                        parsed = CatalogEntry.from_dict(_share(entry, shared))
-                        catalog[parsed.tap_stream_id] = parsed
-                        i = skip(i)
-                        if text[i : i + 1] != ",":
-                            break
-                        i = skip(i + 1)
-                    if text[i : i + 1] != "]":
-                        raise _NotStreamableError
-                    i += 1
-            i = skip(i)
-            if text[i : i + 1] != ",":
-                break
-            i = skip(i + 1)
-        if text[i : i + 1] != "}":
+    def items(index: int, close: str, item: t.Callable[[int], int]) -> int:
+        """``item ("," item)* close`` or just ``close``, from just after the opening bracket."""
+        if text[index : index + 1] != close:
+            while True:
+                index = skip(item(index))
+                if text[index : index + 1] != ",":
+                    break
+                index = skip(index + 1)
+        return expect(index, close)
+
+    def entry(index: int) -> int:
+        value, index = decode(text, index)
+        if not isinstance(value, dict):
             raise _NotStreamableError
-        i += 1
-    if skip(i) != len(text):
+        parsed = CatalogEntry.from_dict(_share(value, shared))
+        catalogs[-1][parsed.tap_stream_id] = parsed
+        return index
+
+    def member(index: int) -> int:
+        if text[index : index + 1] != '"':
+            raise _NotStreamableError
+        key, index = decode(text, index)
+        index = expect(skip(index), ":")
+        if key != "streams":
+            return decode(text, index)[1]  # Catalog.from_dict reads nothing else
+        catalogs.append(Catalog())
+        return items(expect(index, "["), "]", entry)
+
+    end = items(expect(skip(0), "{"), "}", member)
+    if end != len(text):
         raise _NotStreamableError
-    return catalog
+    return catalogs[-1]
 
 
 def _share(value: t.Any, shared: dict[str, str]) -> t.Any:
