@@ -15,7 +15,7 @@ import os
 import re
 import typing as t
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from singer_sdk import typing as th
 
@@ -484,20 +484,23 @@ def _require(config: t.Mapping[str, t.Any], name: str, fix: str) -> str:
     return value.strip()
 
 
-def _normalise_https_url(name: str, value: str) -> str:
+def _checked_url(name: str, value: str, schemes: tuple[str, ...], example: str) -> SplitResult:
+    """``value`` split, if its scheme is one of ``schemes`` and it has a host and no query."""
     parts = urlsplit(value)
-    if parts.scheme.lower() != "https":
-        msg = (
-            f"setting '{name}' must be an https:// URL (got {value!r}) — e.g. "
-            "https://myorg.crm.dynamics.com"
-        )
+    if parts.scheme.lower() not in schemes:
+        msg = f"setting '{name}' must be an https:// URL (got {value!r}) — e.g. {example}"
         raise ConfigError(msg)
     if not parts.hostname:
-        msg = f"setting '{name}' has no host name (got {value!r}) — e.g. https://myorg.crm.dynamics.com"
+        msg = f"setting '{name}' has no host name (got {value!r}) — e.g. {example}"
         raise ConfigError(msg)
     if parts.query or parts.fragment:
         msg = f"setting '{name}' must not contain a query string or fragment (got {value!r})"
         raise ConfigError(msg)
+    return parts
+
+
+def _normalise_https_url(name: str, value: str) -> str:
+    parts = _checked_url(name, value, ("https",), "https://myorg.crm.dynamics.com")
     return f"https://{parts.netloc.lower()}"
 
 
@@ -771,15 +774,7 @@ def _org_url(config: t.Mapping[str, t.Any], auth_scheme: str, crm_version: str) 
             "you trust, set allow_http true to accept that risk"
         )
         raise ConfigError(msg)
-    if scheme not in ("http", "https"):
-        msg = f"setting 'url' must be an https:// URL (got {value!r}) — e.g. {_EXAMPLE_ON_PREMISES_URL}"
-        raise ConfigError(msg)
-    if not parts.hostname:
-        msg = f"setting 'url' has no host name (got {value!r}) — e.g. {_EXAMPLE_ON_PREMISES_URL}"
-        raise ConfigError(msg)
-    if parts.query or parts.fragment:
-        msg = f"setting 'url' must not contain a query string or fragment (got {value!r})"
-        raise ConfigError(msg)
+    _checked_url("url", value, ("http", "https"), _EXAMPLE_ON_PREMISES_URL)
     segments = [s for s in parts.path.split("/") if s]
     lowered = [s.lower() for s in segments]
     if "organizationdata.svc" in lowered or "xrmservices" in lowered:
