@@ -4,7 +4,7 @@ handshake against the on-premises emulator, plus the allow_http opt-in and its r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import certifi
 import pytest
@@ -19,19 +19,11 @@ TABLES = ("account", "contact", "systemuser")
 
 
 @pytest.fixture
-def make_onprem() -> Iterator:
-    started: list[OnPremEmulator] = []
-
+def make_onprem(make_emulator) -> Callable[..., OnPremEmulator]:
     def factory(rows: dict[str, int] | None = None, **kw) -> OnPremEmulator:
-        emu = OnPremEmulator(rows=SMALL if rows is None else rows, **kw).start()
-        started.append(emu)
-        return emu
+        return make_emulator(SMALL if rows is None else rows, kind=OnPremEmulator, **kw)
 
-    try:
-        yield factory
-    finally:
-        for emu in started:
-            emu.stop()
+    return factory
 
 
 def error_lines(stderr: str) -> list[str]:

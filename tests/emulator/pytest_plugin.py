@@ -28,8 +28,9 @@ def emulator() -> Iterator[Emulator]:
 def make_emulator() -> Iterator[Callable[..., Emulator]]:
     started: list[Emulator] = []
 
-    def factory(rows: dict[str, int] | None = None, **kw: Any) -> Emulator:
-        emu = Emulator(rows=rows, **kw).start()
+    def factory(rows: dict[str, int] | None = None, *, kind: type[Emulator] = Emulator, **kw: Any) -> Emulator:
+        """A started emulator of ``kind`` (e.g. the on-premises one), stopped at teardown."""
+        emu = kind(rows=rows, **kw).start()
         started.append(emu)
         return emu
 
