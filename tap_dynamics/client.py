@@ -120,7 +120,7 @@ class Rows(Sequence):
         return rows
 
     def __len__(self) -> int:
-        return len(self._raw) if self._rows is None and self._raw is not None else len(self.decoded())
+        return len(self._rows) if self._rows is not None else len(self._raw or ())
 
     def __getitem__(self, index: t.Any) -> t.Any:
         return self.decoded()[index]

@@ -10,8 +10,9 @@ This module wraps :meth:`DataverseClient.iter_pages` (it does not change it): ea
 is driven by one background thread that pulls the next page from ``iter_pages`` as soon as it
 holds a slot of the shared :class:`PageBudget`. A page keeps its budget slot from before its
 request until the consumer has finished with it (asked for the next page), so the number of
-decoded pages alive in the process — buffered, on the wire or being emitted — never exceeds the
-budget, whatever the number of tables or sequences. Memory stays flat.
+pages alive in the process — on the wire, buffered (rows still raw JSON, see ``client.Rows``) or
+being emitted (decoded) — never exceeds the budget, whatever the number of tables or sequences,
+and no generator on the way keeps a page it has handed on. Memory stays flat.
 
 :func:`prefetch_pages` drives several sequences at once and yields ``(index, page)`` as pages
 arrive; each sequence's own pages come out in order.
@@ -34,7 +35,7 @@ _POLL = 0.2  # seconds between checks of the stop flag while blocked
 
 
 class PageBudget:
-    """A fixed number of decoded pages that may be alive at once across the whole run."""
+    """A fixed number of pages that may be alive at once across the whole run."""
 
     def __init__(self, pages: int) -> None:
         if pages < 1:
