@@ -24,8 +24,9 @@ import re
 import typing as t
 
 import simplejson
-from singer_sdk.helpers._util import dump_json, load_json
 from singer_sdk.singerlib import Catalog, CatalogEntry
+
+from tap_dynamics.engine.sdk_compat import catalog_entry, dump_json, load_json
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -42,7 +43,7 @@ def catalog_entries(streams: Iterable[Stream]) -> t.Iterator[dict[str, t.Any]]:
     The same entry the SDK's ``Tap._singer_catalog`` builds for the stream.
     """
     for stream in streams:
-        yield stream._singer_catalog_entry.to_dict()  # noqa: SLF001 - the SDK's own entry builder
+        yield catalog_entry(stream).to_dict()
 
 
 def write_catalog(entries: Iterable[dict[str, t.Any]], out: t.TextIO) -> None:

@@ -21,7 +21,7 @@ import typing as t
 import requests
 
 from tap_dynamics.auth import DelegatedTokenProvider, build_token_provider
-from tap_dynamics.client import DataverseClient
+from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -32,6 +32,7 @@ from tap_dynamics.errors import (
 from tap_dynamics.settings import Settings, load_settings
 
 SUBCOMMANDS = ("check", "login")
+CHECK_ATTEMPTS = 2  # attempts per request of a connection check
 
 
 def _load_config(paths: list[str]) -> dict[str, t.Any]:
@@ -107,9 +108,10 @@ def connection_check(settings: Settings, client: DataverseClient | None = None) 
     probe_org(settings)
     if client is None:
         client = DataverseClient(settings, build_token_provider(settings))
-    client.MAX_ATTEMPTS = 2  # a check should answer quickly, not ride out an outage
-    whoami, _ = client.get_json(client.url("WhoAmI"))
-    orgs, _ = client.get_json(client.url("organizations", {"$select": "name"}))
+    # A check should answer quickly, not ride out an outage: a budget of its own calls only
+    # (the client may be the sync's, with --test).
+    whoami, _ = client.get_json(client.url("WhoAmI"), max_attempts=CHECK_ATTEMPTS)
+    orgs, _ = client.get_json(client.url("organizations", {"$select": "name"}), max_attempts=CHECK_ATTEMPTS)
     values = orgs.get("value") or [{}]
     name = values[0].get("name") or "(unnamed organisation)"
     who = client.tokens.identity()

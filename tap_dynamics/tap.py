@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import typing as t
 from functools import cached_property
 
 import click
 import simplejson
-from singer_sdk import Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.helpers._util import load_json
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
-from tap_dynamics.client import DataverseClient
+from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
 from tap_dynamics.dataverse.metadata import (
     DiscoveredTable,
     MetadataCache,
@@ -35,22 +32,18 @@ from tap_dynamics.dataverse.metadata import (
 )
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.dataverse.streams import EntityStream, choose_method
+from tap_dynamics.engine import override
+from tap_dynamics.engine.run import RunContext
+from tap_dynamics.engine.sdk_compat import CompatTap, load_json
 from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_CRASH,
-    EXIT_SERVICE,
-    EXIT_STREAMS_FAILED,
     ConfigError,
     DataverseError,
-    ServiceUnavailable,
-    StreamsFailed,
     TapDynamicsError,
 )
-from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled
 from tap_dynamics.memory import limit_malloc_arenas
-from tap_dynamics.progress import ProgressReporter, fetch_totals, sync_streams
 from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
-from tap_dynamics.summary import FAILED
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -58,7 +51,7 @@ if t.TYPE_CHECKING:
 LOGGER = logging.getLogger("tap-dynamics")
 
 
-class TapDynamics(Tap):
+class TapDynamics(CompatTap):
     """Singer tap for Microsoft Dynamics 365 / Dataverse."""
 
     name = "tap-dynamics"
@@ -74,11 +67,25 @@ class TapDynamics(Tap):
         return load_settings(self.config)
 
     @cached_property
+    def run_context(self) -> RunContext:
+        """What every stream of the run shares: output lock, page budget, summary, progress."""
+        settings = self.settings
+        return RunContext(
+            max_concurrency=settings.max_concurrency,
+            progress_interval=settings.progress_interval,
+            strict=settings.strict,
+            totals=lambda names: fetch_totals(self.client, names),
+        )
+
+    @cached_property
     def client(self) -> DataverseClient:
         """The run's one HTTP client (token cache, connection pools, counters)."""
-        return DataverseClient(self.settings, build_token_provider(self.settings))
+        return DataverseClient(
+            self.settings, build_token_provider(self.settings), on_retry=self.run_context.on_retry
+        )
 
     @property
+    @override
     def catalog_dict(self) -> dict:
         """The catalog, built once: the SDK builds it for the stream-map setup and again for
         ``--discover``; on a 1,000-table org each build costs seconds and a few hundred MB."""
@@ -87,6 +94,7 @@ class TapDynamics(Tap):
         return super().catalog_dict
 
     @classmethod
+    @override
     def invoke(  # type: ignore[override]
         cls,
         *,
@@ -101,7 +109,7 @@ class TapDynamics(Tap):
         The SDK parses the whole file into a dict before building its ``Catalog``; on a
         1,000-table catalog that dict alone is ~190 MB (see :mod:`tap_dynamics.catalog`).
         """
-        super(Tap, cls).invoke(about=about, about_format=about_format)  # --about: print and exit
+        cls.invoke_plugin(about=about, about_format=about_format)  # --about: print and exit
         cls.print_version(print_fn=cls.logger.info)
         text = None if catalog is None else catalog.read()
         parsed = None if text is None else _read_catalog_file(text)
@@ -117,6 +125,7 @@ class TapDynamics(Tap):
         tap.sync_all()
 
     @classmethod
+    @override
     def cb_discover(cls, ctx: click.Context, param: click.Option, value: bool) -> None:  # noqa: FBT001
         """``--discover``: the SDK's callback, but the catalog is written one stream at a time.
 
@@ -137,16 +146,13 @@ class TapDynamics(Tap):
         write_catalog(catalog_entries(streams), sys.stdout)
         ctx.exit()
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's JSON-schema check, reported as our one-line ConfigError (exit 2).
+    @override
+    def config_error(self, exc: Exception) -> Exception:
+        """The SDK's JSON-schema check fails as our one-line ConfigError (exit 2), not exit 1."""
+        assert isinstance(exc, ConfigValidationError)
+        return ConfigError(_one_line(exc))
 
-        Without this, the SDK logs the problem and exits 1 — the code that means "crash".
-        """
-        try:
-            return super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            raise ConfigError(_one_line(exc)) from None
-
+    @override
     def discover_streams(self) -> list[Stream]:
         """One stream per table: from the input catalog when given, else from the org's metadata."""
         settings = self.settings
@@ -181,6 +187,7 @@ class TapDynamics(Tap):
             EntityStream(
                 self,
                 client=self.client,
+                run=self.run_context,
                 entity=table.entity,
                 schema=table.schema,
                 method=choose_method(
@@ -190,108 +197,32 @@ class TapDynamics(Tap):
             for table in tables
         ]
         known = [table.entity for table in tables]
-        streams += [cls(self, client=self.client, tables=lambda: known) for cls in METADATA_STREAMS]
+        streams += [
+            cls(self, client=self.client, run=self.run_context, tables=lambda: known) for cls in METADATA_STREAMS
+        ]
         return streams
 
-    def run_connection_test(self) -> bool:
+    @override
+    def connection_test(self) -> None:
         """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name), then
         the SDK's one-record-per-stream sync. A failure raises the one-line error."""
         from tap_dynamics.commands import connection_check
 
         self.logger.info("%s", connection_check(self.settings, self.client))
-        return super().run_connection_test()
 
-    def sync_all(self) -> None:
+    @override
+    def sync_selected(self) -> None:
         """Sync every selected stream; a failing table is skipped and reported, not fatal."""
-        self._reset_state_progress_markers()
-        self._set_compatible_replication_methods()
-        if self.state:
-            self._state_writer.write_state(self.state)
-        summary = self.client.summary
+        self.prepare_sync()
         selected = []
-        gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
         for stream in self.streams.values():
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
                 continue
+            if stream.parent_stream_type:  # synced by its parent, as in the SDK's loop
+                continue
             selected.append(stream)
-
-        def sync_one(stream: Stream) -> None:
-            entry = summary.stream(stream.name)
-            entry.started = time.monotonic()
-            try:
-                stream.sync()
-            except DataverseError as exc:
-                if isinstance(exc, ServiceUnavailable):
-                    gave_up.append(stream.name)
-                entry.status = FAILED
-                entry.note = str(exc)[:200]
-                if self.settings.strict:
-                    raise StreamsFailed(
-                        f"table {stream.name} failed and strict is on: {exc}",
-                        exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED,
-                    ) from None
-                self.logger.warning("Table %s failed and was skipped: %s", stream.name, exc)
-                return
-            finally:
-                entry.finished = time.monotonic()
-                entry.rows += getattr(stream, "rows_emitted", 0)
-                entry.deletes += getattr(stream, "deletes_emitted", 0)
-            with OUTPUT_LOCK:
-                stream.finalize_state_progress_markers()
-
-        # Every selected stream's bookmark exists before tables run in parallel: a STATE message
-        # serialises the whole tap state, so no thread may add to it outside the output lock
-        # ("dictionary changed size during iteration" otherwise, seen on a 1,000-table sync).
-        with OUTPUT_LOCK:
-            for stream in selected:
-                stream.get_context_state(None)
-        reporter = self._start_progress(selected)
-        try:
-            sync_streams(selected, sync_one, self._parallel_streams(selected))
-        finally:
-            if reporter is not None:
-                reporter.stop()
-        stats = self.client.stats
-        self.logger.info(
-            "Run summary (%d requests, %d retries, %.1f s throttled, %.1f s paced):\n%s",
-            stats.requests,
-            stats.retries,
-            stats.throttled_seconds,
-            stats.paced_seconds,
-            summary.table(),
-        )
-        if summary.failed:
-            names = ", ".join(s.name for s in summary.failed)
-            msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
-            raise StreamsFailed(msg, exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED)
-
-
-    def _parallel_streams(self, streams: list[Stream]) -> int:
-        """How many tables to read at once: several only when every one takes the page path.
-
-        Streams on the SDK's per-record path write messages outside the output lock, so they
-        are synced one after the other, as before.
-        """
-        if self.settings.max_concurrency <= 1 or not all(
-            isinstance(s, EntityStream) and fast_path_enabled(s, None) for s in streams
-        ):
-            return 1
-        return self.settings.max_concurrency + 2
-
-    def _start_progress(self, streams: list[Stream]) -> ProgressReporter | None:
-        """Expected row counts (first loads only) and the periodic progress lines."""
-        interval = self.settings.progress_interval
-        if not interval or not streams:
-            return None
-        summary = self.client.summary
-        bookmarks = (self.state or {}).get("bookmarks", {})
-        first_loads = [s.name for s in streams if not (bookmarks.get(s.name) or {}).get("replication_key_value")]
-        for name, total in fetch_totals(self.client, first_loads).items():
-            summary.stream(name).expected = total
-        reporter = ProgressReporter(summary, interval)
-        reporter.start()
-        return reporter
+        self.run_context.sync(selected, self.state, self.client.stats)
 
 
 _T = t.TypeVar("_T")

@@ -17,8 +17,8 @@ import typing as t
 
 import pytest
 
-from tap_dynamics.client import Page, Rows
-from tap_dynamics.prefetch import PageBudget, prefetch, prefetch_pages
+from tap_dynamics.engine.pages import Page, Rows
+from tap_dynamics.engine.prefetch import PageBudget, prefetch, prefetch_pages
 from tests.taprun import TapRun, run_tap
 
 SDK_PATH = {"TAP_DYNAMICS_FAST_PATH": "0"}
@@ -349,7 +349,7 @@ def test_a_sync_never_keeps_more_pages_alive_than_the_budget(make_emulator, capf
     out = capfd.readouterr().out
     assert out.count('"type":"RECORD"') == 900 + 700
     # At a page request its budget slot is taken and its page does not exist yet.
-    assert checks and max(checks) <= client.page_budget.pages - 1, (max(checks), client.page_budget.pages)
+    assert checks and max(checks) <= tap.run_context.page_budget.pages - 1, (max(checks), tap.run_context.page_budget.pages)
 
 
 def test_malloc_arenas_are_capped_unless_the_user_chose(monkeypatch) -> None:
@@ -367,10 +367,10 @@ def test_malloc_arenas_are_capped_unless_the_user_chose(monkeypatch) -> None:
 def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
     import msgspec
 
-    from tap_dynamics.client import _PAGE_DECODER
+    from tap_dynamics.engine.formats import ODATA_V4
     from tap_dynamics.errors import DataverseError
 
-    body = _PAGE_DECODER.decode(b'{"value":[{"id":"a","m":0.1},{"id":"b","m":922337203685477.5807}],'
+    body = ODATA_V4.decoder.decode(b'{"value":[{"id":"a","m":0.1},{"id":"b","m":922337203685477.5807}],'
                                 b'"@odata.nextLink":"https://org/next"}')
     assert body.next_link == "https://org/next"
     checked: list[int] = []
@@ -386,11 +386,11 @@ def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
     def refuse(decoded: list) -> None:
         raise DataverseError("table t: row 2 is bad")
 
-    bad = Rows(_PAGE_DECODER.decode(b'{"value":[{"id":"a"},3]}').value, refuse)
+    bad = Rows(ODATA_V4.decoder.decode(b'{"value":[{"id":"a"},3]}').value, refuse)
     with pytest.raises(DataverseError, match="row 2 is bad"):
         list(bad)
     with pytest.raises(msgspec.DecodeError):  # a cut-off body never becomes a page
-        _PAGE_DECODER.decode(b'{"value":[{"id":"a"},{"id":')
+        ODATA_V4.decoder.decode(b'{"value":[{"id":"a"},{"id":')
 
 
 def test_tables_in_parallel_change_the_tap_state_only_under_the_output_lock(make_emulator, capfd) -> None:
@@ -398,7 +398,7 @@ def test_tables_in_parallel_change_the_tap_state_only_under_the_output_lock(make
     adding a bookmark while another writes STATE crashed a 1,000-table sync with "dictionary
     changed size during iteration". Here the bookmarks dict records any change made without the
     lock; racing would need luck to show, the rule does not."""
-    from tap_dynamics.fastpath import OUTPUT_LOCK
+    from tap_dynamics.engine.run import OUTPUT_LOCK
     from tap_dynamics.tap import TapDynamics
 
     violations: list[str] = []

@@ -33,7 +33,7 @@ from tap_dynamics.errors import ConfigError, DataverseError
 from tap_dynamics.onprem import metadata_select
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.client import DataverseClient
+    from tap_dynamics.dataverse.client import DataverseClient
 
 LOGGER = logging.getLogger("tap-dynamics.discovery")
 
@@ -89,7 +89,7 @@ TYPE_MAP: dict[str, dict[str, t.Any]] = {
     "Picklist": {"type": "integer", **INT32},
     "State": {"type": "integer", **INT32},
     "Status": {"type": "integer", **INT32},
-    # Edm.Decimal: parsed as decimal.Decimal (client._DECODER) and written by msgspec as the exact
+    # Edm.Decimal: parsed as decimal.Decimal (engine.pages.JSON_DECODER) and written by msgspec as the exact
     # digits the server sent, so 0.1 stays 0.1 and 922337203685477.5807 keeps every digit.
     "Decimal": {"type": "number"},
     "Money": {"type": "number"},

@@ -19,13 +19,11 @@ is reported (warning, run summary, exit code) after the other tables' rows were 
 from __future__ import annotations
 
 import threading
-import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 
 from singer_sdk import typing as th
 
-from tap_dynamics.client import DynamicsStream
 from tap_dynamics.dataverse.metadata import (
     LOOKUP_TYPES,
     _behaviour,
@@ -33,6 +31,8 @@ from tap_dynamics.dataverse.metadata import (
     column_from_attribute,
     fetch_attributes,
 )
+from tap_dynamics.dataverse.streams import DataverseStream
+from tap_dynamics.engine import override
 from tap_dynamics.errors import DataverseError
 from tap_dynamics.onprem import metadata_select
 
@@ -41,8 +41,9 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
-    from tap_dynamics.client import DataverseClient
+    from tap_dynamics.dataverse.client import DataverseClient
     from tap_dynamics.dataverse.metadata import EntityInfo
+    from tap_dynamics.engine.run import RunContext
 
 NS = "Microsoft.Dynamics.CRM"
 # (metadata cast, $expand) per kind of choice column; Boolean option sets have True/FalseOption.
@@ -76,8 +77,12 @@ def localized_labels(label: t.Any, languages: tuple[int, ...] | None) -> list[tu
     return out
 
 
-class MetadataStream(DynamicsStream):
-    """Base: a fixed-schema stream over the metadata API, counted in the run summary."""
+class MetadataStream(DataverseStream):
+    """Base: a fixed-schema stream over the metadata API, counted in the run summary.
+
+    The run loop times every stream and adds its ``rows_emitted`` to the summary; rows are
+    counted in :meth:`post_process` (these streams take the SDK's per-record path).
+    """
 
     stream_name: str = ""
     # Opt-in: a plain `tap-dynamics` run (no catalog) extracts tables only; select these by name.
@@ -85,41 +90,30 @@ class MetadataStream(DynamicsStream):
     key: tuple[str, ...] = ()
     properties: th.PropertiesList
 
-    def __init__(self, tap: t.Any, *, client: DataverseClient, tables: Callable[[], list[EntityInfo]]) -> None:
-        super().__init__(tap, client=client, name=self.stream_name, schema=self.properties.to_dict())
+    def __init__(
+        self, tap: t.Any, *, client: DataverseClient, run: RunContext, tables: Callable[[], list[EntityInfo]]
+    ) -> None:
+        super().__init__(tap, client=client, run=run, name=self.stream_name, schema=self.properties.to_dict())
         self.primary_keys = self.key
         self._tables = tables
         self._failed: list[str] = []
 
     @property
+    @override
     def metadata(self) -> t.Any:
         """Standard metadata, but with every column selected by default: only the *stream* is
         opt-in, so selecting it by name gets all of its columns."""
         mapping = super().metadata
-        if not self._tap_input_catalog or not self._tap_input_catalog.get_stream(self.tap_stream_id):
+        if not self.catalog_given or not self.catalog_given.get_stream(self.tap_stream_id):
             for breadcrumb, entry in mapping.items():
                 if breadcrumb:
                     entry.selected_by_default = True
         return mapping
 
-    def sync(self, context: Context | None = None) -> None:
-        """Sync, recording rows and timing in the run summary."""
-        summary = self.client.summary.stream(self.name)
-        summary.method = "FULL_TABLE"
-        summary.started = time.monotonic()
-        before = self._count()
-        try:
-            super().sync(context)
-        finally:
-            summary.rows += self._count() - before
-            summary.finished = time.monotonic()
-
-    def _count(self) -> int:
-        return int(getattr(self, "_emitted", 0))
-
+    @override
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
         """Count emitted rows (the summary reports them)."""
-        self._emitted = self._count() + 1
+        self.rows_emitted += 1
         return row
 
     def per_table(self, fetch: Callable[[EntityInfo], list[dict[str, t.Any]]]) -> Iterator[dict[str, t.Any]]:

@@ -16,67 +16,48 @@ One :class:`EntityStream` per table. Rows are read with ``$select`` of the selec
 * **full table** (``FULL_TABLE``): every row each run, as a new table version closed by an
   ``ACTIVATE_VERSION`` message so targets can drop rows that vanished.
 
-State is checkpointed after every page (the generator only runs again once the SDK has written
-the previous page's records), including the in-flight ``nextLink``, so a run killed at any point
+The strategies themselves are the engine's (tap_dynamics/engine/replication.py); this module
+gives them Dataverse's facts: the query syntax, ``RetrieveTotalRecordCount`` for the size of a
+first load, ``$deletedEntity`` stubs and the ``0x80044352`` expired-token error. State is
+checkpointed after every page, including the in-flight ``nextLink``, so a run killed at any point
 resumes without re-reading the table and without losing rows.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 import typing as t
 
-from tap_dynamics.client import DynamicsStream
-from tap_dynamics.fastpath import OUTPUT_LOCK
-from tap_dynamics.prefetch import prefetch, prefetch_pages
 from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
+from tap_dynamics.engine import override
+from tap_dynamics.engine.replication import (
+    DELETED_AT,
+    DELETED_AT_SCHEMA,
+    CursorStrategy,
+    DeltaStrategy,
+    FullTableStrategy,
+    odata_datetime,
+)
+from tap_dynamics.engine.stream import PagedStream
 from tap_dynamics.errors import ConfigError, DataverseError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator, Sequence
 
     from singer_sdk.helpers.types import Context
 
-    from tap_dynamics.client import DataverseClient, Page
+    from tap_dynamics.dataverse.client import DataverseClient
     from tap_dynamics.dataverse.metadata import EntityInfo
+    from tap_dynamics.engine.pages import Page
+    from tap_dynamics.engine.run import RunContext
+    from tap_dynamics.settings import Settings
 
 CHANGE_TRACKING = "change_tracking"
 FULL_TABLE = "full_table"
 DEFAULT_CURSOR = "modifiedon"
 VERSION_CURSOR = "versionnumber"
-DELETED_AT = "_sdc_deleted_at"
-DELETED_AT_SCHEMA = {"type": ["string", "null"], "format": "date-time"}
-
-# State key holding {primary key: etag} of the rows emitted at the bookmark's exact second. The
-# next run's inclusive `ge` filter returns them again; they are dropped unless their version
-# (etag) changed. Capped: beyond it, boundary rows are re-emitted (duplicates, never losses).
-BOUNDARY_KEY = "boundary_etags"
-MAX_BOUNDARY_KEYS = 1000
-# Resumable paging: the link of the next page to read, the delta link, the table version.
-NEXT_LINK_KEY = "next_link"
-DELTA_LINK_KEY = "delta_link"
-VERSION_KEY = "table_version"
-PHASE_KEY = "phase"
-
-WINDOWS_KEY = "windows"
 
 EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", "0x80044352")
-
-
-def odata_datetime(value: dt.datetime) -> str:
-    """An unquoted OData DateTimeOffset literal in UTC, floored to the second (inclusive-safe)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def utc_now_iso() -> str:
-    """Now, as an ISO-8601 UTC timestamp (when a change was read)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _types(schema: dict[str, t.Any]) -> list[str]:
@@ -86,32 +67,6 @@ def _types(schema: dict[str, t.Any]) -> list[str]:
 
 def _is_multi_select(schema: dict[str, t.Any]) -> bool:
     return "array" in _types(schema) and (schema.get("items") or {}).get("type") == "integer"
-
-
-class Boundary:
-    """The rows emitted at the latest cursor value, as {primary key: etag}.
-
-    ``accept`` says whether a row must be emitted: rows that a previous read already emitted at
-    its bookmark value, in the same version, are not. The etags it keeps are what the next read
-    needs to do the same, so they go into the state.
-    """
-
-    def __init__(self, value: t.Any, etags: t.Any) -> None:
-        self.seen_value = value
-        self.seen: dict[str, t.Any] = dict(etags) if value is not None and isinstance(etags, dict) else {}
-        self.value = value
-        self.etags: dict[str, t.Any] = dict(self.seen)
-
-    def accept(self, value: t.Any, key: t.Any, etag: t.Any) -> bool:
-        """Record ``key`` as emitted at ``value``; False if it was already emitted unchanged."""
-        if etag is not None and value == self.seen_value and self.seen.get(key) == etag:
-            return False
-        if value != self.value:
-            self.value = value
-            self.etags = {}
-        if len(self.etags) < MAX_BOUNDARY_KEYS:
-            self.etags[key] = etag
-        return True
 
 
 def choose_method(entity: EntityInfo, schema: dict[str, t.Any], requested: str | None) -> str:
@@ -152,7 +107,23 @@ def choose_method(entity: EntityInfo, schema: dict[str, t.Any], requested: str |
     return requested
 
 
-class EntityStream(DynamicsStream):
+class DataverseStream(PagedStream):
+    """Base of every Dataverse stream: the engine's paged stream, with the run's settings."""
+
+    client: DataverseClient
+
+    def __init__(
+        self, tap: t.Any, *, client: DataverseClient, run: RunContext, name: str, schema: dict[str, t.Any]
+    ) -> None:
+        super().__init__(tap, client=client, run=run, name=name, schema=schema)
+
+    @property
+    def settings(self) -> Settings:
+        """The run's validated settings."""
+        return self.client.settings
+
+
+class EntityStream(DataverseStream):
     """Rows of one Dataverse table."""
 
     def __init__(
@@ -160,6 +131,7 @@ class EntityStream(DynamicsStream):
         tap: t.Any,
         *,
         client: DataverseClient,
+        run: RunContext,
         entity: EntityInfo,
         schema: dict[str, t.Any],
         method: str | None = None,
@@ -167,7 +139,7 @@ class EntityStream(DynamicsStream):
         method = method or choose_method(entity, schema, None)
         if method == CHANGE_TRACKING and DELETED_AT not in schema.get("properties", {}):
             schema = {**schema, "properties": {**schema["properties"], DELETED_AT: DELETED_AT_SCHEMA}}
-        super().__init__(tap, client=client, name=entity.logical_name, schema=schema)
+        super().__init__(tap, client=client, run=run, name=entity.logical_name, schema=schema)
         self.entity = entity
         self.primary_keys = (entity.primary_id,)
         self._set_method(method)
@@ -176,11 +148,8 @@ class EntityStream(DynamicsStream):
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
         self._annotations = client.settings.annotations
-        self._state: dict[str, t.Any] = {}
-        self._windowed = False
-        self.rows_emitted = 0
-        self.deletes_emitted = 0
 
+    @override
     def apply_catalog(self, catalog: t.Any) -> None:
         """Apply the catalog, then the ``replication`` setting, which wins for the tables it names.
 
@@ -214,18 +183,24 @@ class EntityStream(DynamicsStream):
         return FULL_TABLE
 
     @property
+    @override
     def is_sorted(self) -> bool:
         """Cursor reads are ordered by the cursor, so the bookmark can advance mid-stream.
 
         Not while time windows of a first load are read concurrently: rows then interleave, and
         each window keeps its own bookmark in the state instead.
         """
-        return not self._windowed and self.method not in (CHANGE_TRACKING, FULL_TABLE)
+        return not self.windowed and self.method not in (CHANGE_TRACKING, FULL_TABLE)
 
     @property
     def path(self) -> str:
         """The entity set this table is read from."""
         return self.entity.entity_set
+
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns every row must carry (a row without them is a malformed response)."""
+        required = [*(self.primary_keys or ()), self.replication_key]
+        return tuple(c for c in required if c)
 
     def selected_columns(self) -> list[str]:
         """Columns for ``$select``: the selected properties, plus the key and the cursor."""
@@ -269,321 +244,48 @@ class EntityStream(DynamicsStream):
         return f"odata.track-changes,{prefer}" if tracking else prefer
 
     # -- reading --------------------------------------------------------------------------------
-    # Every method yields pages. A page may carry a `checkpoint` (state keys to set once its rows
-    # are written) and an `activate_version`. They are applied by `before_page_state`, which runs
-    # after the page's records are out and before its STATE message — in the fast path under the
-    # output lock, since the tap state is shared by streams synced in parallel. Nothing here
-    # touches the state while a page's rows are still unwritten.
-
+    @override
     def get_pages(self, context: Context | None) -> Iterator[Page]:
-        """The table's pages, according to its method (the fast path writes them)."""
-        with OUTPUT_LOCK:  # may create this stream's bookmark: see TapDynamics.sync_all
-            self._state = self.get_context_state(context)
-        summary = self.client.summary.stream(self.name)
+        """The table's pages, by the engine's strategy for its method (the fast path writes them)."""
+        self.load_state(context)
         method = self.method
-        summary.method = {CHANGE_TRACKING: "CHANGE_TRACKING", FULL_TABLE: "FULL_TABLE"}.get(
-            method, f"INCREMENTAL({method})"
-        )
+        self.run.summary.stream(self.name).method = {
+            CHANGE_TRACKING: "CHANGE_TRACKING", FULL_TABLE: "FULL_TABLE"
+        }.get(method, f"INCREMENTAL({method})")
+        required = self.required_columns()
         if method == CHANGE_TRACKING:
-            yield from self._change_pages()
+            yield from DeltaStrategy(
+                self,
+                DataverseDelta(self.entity.primary_id),
+                initial_url=self._initial_url,
+                prefer_initial=self._prefer(tracking=True),
+                prefer_delta=self._prefer(),
+                required=required,
+            ).pages()
         elif method == FULL_TABLE:
-            yield from self._full_pages(self.client.url(self.path, self.query_options(context)))
-        elif method == VERSION_CURSOR:
-            yield from self._fetch(self.client.url(self.path, self.query_options(context)), self._prefer())
+            strategy = FullTableStrategy(self, prefer=self._prefer(), required=required)
+            yield from strategy.pages(self.client.url(self.path, self.query_options(context)))
+        elif method == VERSION_CURSOR:  # unique: `gt` the bookmark, no boundary rows to drop
+            url = self.client.url(self.path, self.query_options(context))
+            yield from self.fetch(url, self._prefer(), required=required)
         else:
-            yield from self._cursor_pages(context)
-
-    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """The SDK's per-record path (stream maps, flattening…): the same pages, row by row.
-
-        The generator only resumes after the SDK has written the previous row, so once a page's
-        rows are yielded they are out, and the page's checkpoint and STATE can follow.
-        """
-        for page in self.get_pages(context):
-            yield from page.records
-            with OUTPUT_LOCK:
-                self.before_page_state(page)
-                self.state_manager.is_flushed = False
-                self._write_state_message()
-            self.page_done(page, len(page.records))  # progress lines, as on the fast path
-            del page
-
-    def before_page_state(self, page: Page) -> None:
-        """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
-        self.rows_emitted += len(page.records) - page.deletes
-        if page.checkpoint:
-            self._set_state(page.checkpoint)
-        if page.activate_version is not None:
-            self._write_activate_version_message(page.activate_version)
-
-    def _fetch(self, url: str, prefer: str) -> Iterator[Page]:
-        """One page sequence, the next page fetched while this one is written."""
-        summary = self.client.summary.stream(self.name)
-
-        def source() -> Iterator[Page]:
-            return self.client.iter_pages(url, prefer=prefer, table=self.name)
-
-        for page in prefetch(source, self.client.page_budget, name=self.name):
-            summary.pages += 1
-            yield page
-            # Every generator between the wire and stdout drops its page once it is written:
-            # a page kept while the next one is awaited would double the pages alive per table.
-            del page
-
-    def _checkpoint(self, **values: t.Any) -> None:
-        """Set state keys and write a STATE at once: for phase changes, between pages."""
-        with OUTPUT_LOCK:
-            self._set_state(values)
-            self._write_state_message()
-
-    def _set_state(self, values: t.Mapping[str, t.Any]) -> None:
-        """Set (or, for None, remove) keys of this stream's state; the caller holds the lock."""
-        for key, value in values.items():
-            if value is None:
-                self._state.pop(key, None)
-            else:
-                self._state[key] = value
-        self.state_manager.is_flushed = False
-
-    # -- date-time cursors ------------------------------------------------------------------------
-    def _set_windowed(self, windowed: bool) -> None:
-        """Switch the SDK's sort check off while windows interleave (its state manager caches it)."""
-        self._windowed = windowed
-        self.state_manager._is_sorted = self.is_sorted  # noqa: SLF001 - cached at creation by the SDK
-
-    def _cursor_pages(self, context: Context | None) -> Iterator[Page]:
-        """A date-time cursor: windows on a big first load, else one ordered read from the bookmark."""
-        windows = self._state.get(WINDOWS_KEY)
-        if windows is None and self._state.get("replication_key_value") is None:
-            windows = self._plan_windows(context)
-        if windows:
-            self._set_windowed(True)
-            try:
-                yield from self._window_pages(windows)
-            finally:
-                self._set_windowed(False)
-            return
-        boundary = Boundary(self._state.get("replication_key_value"), self._state.get(BOUNDARY_KEY))
-        url = self.client.url(self.path, self.query_options(context))
-        if self.settings.lookback_seconds:
-            # Rows from the lookback window come before the old bookmark; let the bookmark
-            # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
-            self._checkpoint(replication_key_value=None)
-        for page in self._fetch(url, self._prefer()):
-            yield self._accepted(page, boundary)
-            del page
-
-    def _accepted(self, page: Page, boundary: Boundary) -> Page:
-        """``page`` without the rows already emitted, carrying the boundary to checkpoint."""
-        cursor, pk = self.replication_key, self.entity.primary_id
-        rows = [
-            row
-            for row in page.records
-            if boundary.accept(row.get(cursor), row.get(pk), row.get("@odata.etag"))
-        ]
-        return replace(page, records=rows, checkpoint={BOUNDARY_KEY: dict(boundary.etags)})
-
-    # -- first loads in concurrent time windows -------------------------------------------------
-    def _plan_windows(self, context: Context | None) -> list[dict[str, t.Any]] | None:
-        """Split a big first load into time windows of the cursor, or None for a small table.
-
-        The table's size comes from RetrieveTotalRecordCount (a cheap, cached count), the range
-        from the smallest and largest cursor values. The last window is open-ended, so rows
-        changed during the load move into it and are still read.
-        """
-        count = self.settings.first_load_windows
-        if count < 2:
-            return None
-        total = self._total_rows()
-        if total is None or total <= 2 * self.settings.page_size:
-            return None
-        start = self.get_starting_timestamp(context)
-        # Both ends at once: on a slow org each is a full round trip before any row is read.
-        with ThreadPoolExecutor(2, thread_name_prefix=f"{self.name}-range") as pool:
-            ends = pool.map(lambda direction: self._cursor_extreme(direction, start), ("asc", "desc"))
-            low, high = list(ends)
-        if low is None or high is None or high <= low:
-            return None
-        count = min(count, -(-total // self.settings.page_size))
-        step = (high - low) / count
-        bounds = [odata_datetime(low + step * i) for i in range(count)]
-        if len(set(bounds)) < len(bounds):
-            return None  # the range is too narrow to split by whole seconds
-        windows = [
-            {"lo": bounds[i], "hi": bounds[i + 1] if i + 1 < count else None, "bookmark": None,
-             "boundary": {}, "done": False}
-            for i in range(count)
-        ]
-        if start is None:
-            windows[0]["lo"] = None  # the first window also takes rows whose cursor is null
-        self.logger.info("First load of %s: reading %d time windows concurrently", self.name, count)
-        self._checkpoint(**{WINDOWS_KEY: copy.deepcopy(windows)})
-        return windows
-
-    def _total_rows(self) -> int | None:
-        url = self.client.url(f"RetrieveTotalRecordCount(EntityNames=['{self.entity.logical_name}'])")
-        try:
-            payload, _ = self.client.get_json(url, table=self.name)
-        except DataverseError as exc:
-            self.logger.info("Table %s: no record count (%s); reading it in one sequence", self.name, exc)
-            return None
-        values = (payload.get("EntityRecordCountCollection") or {}).get("Values") or []
-        return int(values[0]) if values and isinstance(values[0], int) else None
-
-    def _cursor_extreme(self, direction: str, start: dt.datetime | None) -> dt.datetime | None:
-        cursor = self.replication_key
-        options = {"$select": cursor, "$orderby": f"{cursor} {direction}", "$top": "1"}
-        if start is not None:
-            options["$filter"] = f"{cursor} ge {odata_datetime(start)}"
-        elif direction == "asc":
-            options["$filter"] = f"{cursor} ne null"
-        payload, _ = self.client.get_json(self.client.url(self.path, options), table=self.name)
-        rows = payload.get("value") or []
-        value = rows[0].get(cursor) if rows and isinstance(rows[0], dict) else None
-        if not isinstance(value, str):
-            return None
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-    def _window_url(self, window: dict[str, t.Any]) -> str:
-        cursor, pk = self.replication_key, self.entity.primary_id
-        low = window.get("bookmark") or window.get("lo")
-        parts = []
-        if low is not None:
-            parts.append(f"{cursor} ge {low}")
-        if window.get("hi") is not None:
-            parts.append(f"{cursor} lt {window['hi']}")
-        where = " and ".join(parts)
-        if window.get("lo") is None and window.get("bookmark") is None:
-            where = f"({cursor} eq null or {where})" if where else ""
-        options = {"$select": ",".join(self.selected_columns()), "$orderby": f"{cursor} asc,{pk} asc"}
-        if where:
-            options["$filter"] = where
-        return self.client.url(self.path, options)
-
-    def _window_pages(self, windows: list[dict[str, t.Any]]) -> Iterator[Page]:
-        """Read the windows concurrently; each page checkpoints a snapshot of every window."""
-        cursor, pk = self.replication_key, self.entity.primary_id
-        pending = [w for w in windows if not w.get("done")]
-        trackers = [Boundary(w.get("bookmark"), w.get("boundary")) for w in pending]
-        prefer = self._prefer()
-        summary = self.client.summary.stream(self.name)
-
-        def source(window: dict[str, t.Any]) -> t.Callable[[], Iterator[Page]]:
-            url = self._window_url(window)
-            return lambda: self.client.iter_pages(url, prefer=prefer, table=self.name)
-
-        sources = [source(w) for w in pending]
-        for index, page in prefetch_pages(sources, self.client.page_budget, name=self.name):
-            tracker = trackers[index]
-            rows = [
-                row
-                for row in page.records
-                if tracker.accept(row.get(cursor), row.get(pk), row.get("@odata.etag"))
-            ]
-            summary.pages += 1
-            window = pending[index]
-            if tracker.value is not None:
-                window["bookmark"], window["boundary"] = tracker.value, dict(tracker.etags)
-            window["done"] = page.next_link is None
-            yield replace(page, records=rows, checkpoint={WINDOWS_KEY: copy.deepcopy(windows)})
-            del page, rows
-        # Every window is complete: one bookmark again, at the newest row read.
-        values = [w["bookmark"] for w in windows if w.get("bookmark") is not None]
-        last = max(values) if values else None
-        etags: dict[str, t.Any] = {}
-        for window in windows:
-            if last is not None and window.get("bookmark") == last:
-                etags.update(window.get("boundary") or {})
-        self._checkpoint(
-            **{WINDOWS_KEY: None, "replication_key": cursor, "replication_key_value": last, BOUNDARY_KEY: etags}
-        )
-
-    # -- full table ---------------------------------------------------------------------------------
-    def _full_pages(self, first_url: str) -> Iterator[Page]:
-        """One full pass as a table version; resumes from the in-flight nextLink."""
-        next_link = self._state.get(NEXT_LINK_KEY)
-        version = self._state.get(VERSION_KEY)
-        if not (next_link and version):
-            next_link, version = None, int(time.time() * 1000)
-            if self._state.get("last_version") is None:
-                # First ever sync: activate the version at once so the target creates the table.
-                with OUTPUT_LOCK:
-                    self._write_activate_version_message(version)
-        self._stream_version = version
-        self._checkpoint(**{VERSION_KEY: version, NEXT_LINK_KEY: next_link})
-        for page in self._fetch(next_link or first_url, self._prefer()):
-            if page.next_link:
-                yield replace(page, checkpoint={NEXT_LINK_KEY: page.next_link})
-            else:
-                # The whole table has been emitted as `version`: targets may now drop older rows.
-                done = {VERSION_KEY: None, NEXT_LINK_KEY: None, "last_version": version}
-                yield replace(page, checkpoint=done, activate_version=version)
-            del page
-
-    # -- change tracking ----------------------------------------------------------------------------
-    def _change_pages(self) -> Iterator[Page]:
-        """Change tracking: the initial read, or the changes since the stored delta link."""
-        next_link = self._state.get(NEXT_LINK_KEY)
-        delta_link = self._state.get(DELTA_LINK_KEY)
-        phase = self._state.get(PHASE_KEY)
-        if next_link:  # resume paging where a killed run stopped
-            yield from self._track(next_link, phase or "delta")
-            return
-        if not delta_link:
-            yield from self._track(self._initial_url(), "initial")
-            return
-        try:
-            yield from self._track(delta_link, "delta")
-        except DataverseError as exc:
-            if not _is_expired_token(exc):
-                raise
-            self.logger.warning(
-                "Table %s: the change-tracking token has expired (%s); re-baselining with a full "
-                "read. Targets that honour ACTIVATE_VERSION will drop rows deleted meanwhile.",
-                self.name,
-                exc,
-            )
-            self.client.summary.stream(self.name).note = "re-baselined: change-tracking token expired"
-            self._checkpoint(**{DELTA_LINK_KEY: None})
-            yield from self._track(self._initial_url(), "rebaseline")
+            yield from CursorStrategy(
+                self,
+                DataverseCursorQueries(self, context),
+                cursor=method,
+                key=(self.entity.primary_id,),
+                prefer=self._prefer(),
+                required=required,
+                page_size=self.settings.page_size,
+                first_load_windows=self.settings.first_load_windows,
+                lookback=bool(self.settings.lookback_seconds),
+                start=self.get_starting_timestamp(context),
+            ).pages()
 
     def _initial_url(self) -> str:
         return self.client.url(self.path, {"$select": ",".join(self.selected_columns())})
 
-    def _track(self, url: str, phase: str) -> Iterator[Page]:
-        """Follow one tracked sequence of pages to its delta link."""
-        pk = self.entity.primary_id
-        full_pass = phase in ("initial", "rebaseline")
-        version = self._state.get(VERSION_KEY) if phase == "rebaseline" else None
-        if phase == "rebaseline" and version is None:
-            version = int(time.time() * 1000)
-        self._stream_version = version
-        self._checkpoint(**{PHASE_KEY: phase, VERSION_KEY: version})
-        for page in self._fetch(url, self._prefer(tracking=full_pass)):
-            rows = page.records
-            deletes = 0
-            # Full rows carry no @odata.context; $deletedEntity stubs do (and come last).
-            if any("@odata.context" in row for row in rows):
-                read_at = utc_now_iso()
-                rows = []
-                for row in page.records:
-                    if not _is_deleted_entity(row):
-                        rows.append(row)
-                    elif row.get("id") is not None:
-                        deletes += 1
-                        rows.append({pk: row["id"], DELETED_AT: read_at})
-                self.deletes_emitted += deletes
-            if page.next_link:
-                yield replace(page, records=rows, checkpoint={NEXT_LINK_KEY: page.next_link}, deletes=deletes)
-            else:
-                if not page.delta_link:
-                    msg = f"table {self.name}: the last change-tracking page has no @odata.deltaLink"
-                    raise DataverseError(msg, table=self.name)
-                done = {NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
-                yield replace(page, records=rows, checkpoint=done, activate_version=version, deletes=deletes)
-            del page, rows
-        self._stream_version = None
-
+    @override
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
         """Drop the etag, name annotation columns, split multi-select choices ("1,2" -> [1, 2]).
 
@@ -600,6 +302,92 @@ class EntityStream(DynamicsStream):
             if value.__class__ is str:
                 row[name] = list(map(int, value.split(","))) if value else []
         return row
+
+
+class DataverseCursorQueries:
+    """The Dataverse side of a cursor read: OData filters, ``$top=1`` extremes, record counts."""
+
+    def __init__(self, stream: EntityStream, context: Context | None) -> None:
+        self.stream = stream
+        self.context = context
+
+    def read_url(self) -> str:
+        """The ordered read from the bookmark (see ``EntityStream.query_options``)."""
+        stream = self.stream
+        return stream.client.url(stream.path, stream.query_options(self.context))
+
+    def total_rows(self) -> int | None:
+        """The table's size from ``RetrieveTotalRecordCount`` (cheap, cached by Dataverse)."""
+        stream = self.stream
+        url = stream.client.url(f"RetrieveTotalRecordCount(EntityNames=['{stream.entity.logical_name}'])")
+        try:
+            payload, _ = stream.client.get_json(url, table=stream.name)
+        except DataverseError as exc:
+            stream.logger.info("Table %s: no record count (%s); reading it in one sequence", stream.name, exc)
+            return None
+        values = (payload.get("EntityRecordCountCollection") or {}).get("Values") or []
+        return int(values[0]) if values and isinstance(values[0], int) else None
+
+    def extreme(self, direction: str, start: dt.datetime | None) -> dt.datetime | None:
+        """The first cursor value in ``direction`` (one row, ``$top=1``)."""
+        stream = self.stream
+        cursor = stream.replication_key
+        assert cursor is not None
+        options = {"$select": cursor, "$orderby": f"{cursor} {direction}", "$top": "1"}
+        if start is not None:
+            options["$filter"] = f"{cursor} ge {odata_datetime(start)}"
+        elif direction == "asc":
+            options["$filter"] = f"{cursor} ne null"
+        payload, _ = stream.client.get_json(stream.client.url(stream.path, options), table=stream.name)
+        rows = payload.get("value") or []
+        value = rows[0].get(cursor) if rows and isinstance(rows[0], dict) else None
+        if not isinstance(value, str):
+            return None
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    def window_url(self, window: dict[str, t.Any]) -> str:
+        """One window's ordered read: ``ge`` its bookmark (or low end), ``lt`` its high end."""
+        stream = self.stream
+        cursor, pk = stream.replication_key, stream.entity.primary_id
+        low = window.get("bookmark") or window.get("lo")
+        parts = []
+        if low is not None:
+            parts.append(f"{cursor} ge {low}")
+        if window.get("hi") is not None:
+            parts.append(f"{cursor} lt {window['hi']}")
+        where = " and ".join(parts)
+        if window.get("lo") is None and window.get("bookmark") is None:
+            where = f"({cursor} eq null or {where})" if where else ""
+        options = {"$select": ",".join(stream.selected_columns()), "$orderby": f"{cursor} asc,{pk} asc"}
+        if where:
+            options["$filter"] = where
+        return stream.client.url(stream.path, options)
+
+
+class DataverseDelta:
+    """Dataverse change tracking: ``$deletedEntity`` stubs, and the expired-token error."""
+
+    def __init__(self, primary_id: str) -> None:
+        self.primary_id = primary_id
+
+    def tombstones(self, rows: Sequence[dict[str, t.Any]], read_at: str) -> tuple[Sequence[dict[str, t.Any]], int]:
+        """Stubs become ``{<pk>: id, _sdc_deleted_at: read_at}``; full rows pass unchanged."""
+        # Full rows carry no @odata.context; $deletedEntity stubs do (and come last).
+        if not any("@odata.context" in row for row in rows):
+            return rows, 0
+        out: list[dict[str, t.Any]] = []
+        deletes = 0
+        for row in rows:
+            if not _is_deleted_entity(row):
+                out.append(row)
+            elif row.get("id") is not None:
+                deletes += 1
+                out.append({self.primary_id: row["id"], DELETED_AT: read_at})
+        return out, deletes
+
+    def expired(self, exc: DataverseError) -> bool:
+        """``0x80044352`` ("Version stamp associated with the client has expired")."""
+        return _is_expired_token(exc)
 
 
 def _is_deleted_entity(row: dict[str, t.Any]) -> bool:

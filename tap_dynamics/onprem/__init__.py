@@ -2,7 +2,7 @@
 
 An on-premises server from CRM 2016 (v8.0) on speaks the same OData v4 Web API as Dataverse
 online, so discovery, paging and every stream are the Dataverse ones (``tap_dynamics.dataverse``)
-over the same :class:`~tap_dynamics.client.DataverseClient`. What differs lives here: Windows
+over the same :class:`~tap_dynamics.dataverse.client.DataverseClient`. What differs lives here: Windows
 (NTLM) sign-in instead of Entra ID tokens. What differs in the settings (the organization in the
 URL path, the v9.1 ceiling, the ``allow_http`` opt-in) is validated in ``tap_dynamics.settings``.
 """

@@ -23,30 +23,53 @@ from __future__ import annotations
 import datetime
 import os
 import sys
-import threading
 import typing as t
 
 import msgspec
 from singer_sdk.contrib.msgspec import enc_hook
 from singer_sdk.exceptions import InvalidStreamSortException
-from singer_sdk.helpers._typing import _is_exclusive_boolean_type
 from singer_sdk.mapper import SameRecordTransform
 
-if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+from tap_dynamics.engine import sdk_compat
+from tap_dynamics.engine.run import OUTPUT_LOCK
 
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from singer_sdk import Stream
     from singer_sdk.helpers.types import Context
 
-    from tap_dynamics.client import DynamicsStream, Page
+    from tap_dynamics.engine.pages import Page
 
-# Every line a stream writes to stdout goes through this lock, so that streams synced on
-# several threads interleave whole messages, and a STATE never precedes the records it covers.
-OUTPUT_LOCK = threading.RLock()
+
+class PageHooks(t.Protocol):
+    """What the fast path calls on a paged stream besides the SDK's ``Stream`` API.
+
+    A protocol, so that this module needs no import of the stream base (engine/stream.py), which
+    imports this module: the stream is a ``Stream`` with these methods too.
+    """
+
+    def get_pages(self, context: Context | None) -> Iterator[Page]:
+        """The stream's pages, in order."""
+        ...
+
+    def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
+        """The stream's per-row transformation (None drops the row)."""
+        ...
+
+    def before_page_state(self, page: Page) -> None:
+        """Apply a written page's checkpoint (before its STATE message)."""
+        ...
+
+    def page_done(self, page: Page, rows: int) -> None:
+        """A page's ``rows`` records are written (progress counters)."""
+        ...
+
 
 _ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 
 
-def fast_path_enabled(stream: DynamicsStream, context: Context | None) -> bool:
+def fast_path_enabled(stream: Stream, context: Context | None) -> bool:
     """True when the page-at-a-time path produces exactly what the SDK path would."""
     if os.environ.get("TAP_DYNAMICS_FAST_PATH", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
@@ -70,14 +93,14 @@ def fast_path_enabled(stream: DynamicsStream, context: Context | None) -> bool:
 class RecordPlan:
     """Per-stream schema facts, computed once instead of per record."""
 
-    def __init__(self, stream: DynamicsStream) -> None:
+    def __init__(self, stream: Stream) -> None:
         properties: dict[str, t.Any] = stream.schema.get("properties", {})
         mask = stream.mask
         # Keys a record may keep: in the schema and selected (the SDK drops the rest).
         self.allowed = frozenset(n for n in properties if mask.get(("properties", n), True))
         self.unknown_ok = bool(stream.schema.get("additionalProperties"))
         # Columns whose values the SDK coerces with ``value != 0`` (exclusively boolean types).
-        self.booleans = tuple(n for n, s in properties.items() if _is_exclusive_boolean_type(s))
+        self.booleans = tuple(n for n, s in properties.items() if sdk_compat.is_exclusive_boolean_type(s))
         self.prefix = b'{"type":"RECORD","stream":' + _ENCODER.encode(stream.name) + b',"record":'
 
     def suffix(self, version: int | None, extracted: datetime.datetime) -> bytes:
@@ -88,12 +111,13 @@ class RecordPlan:
         return tail + b',"time_extracted":' + _ENCODER.encode(extracted) + b"}\n"
 
 
-def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterator[dict]:
+def sync_records_fast(stream: Stream, context: Context | None) -> Iterator[dict]:
     """The body of ``_sync_records`` for streams that read pages (see the module docstring)."""
+    hooks = t.cast("PageHooks", stream)
     plan = RecordPlan(stream)
     record_counter = stream.get_record_counter()
     timer = stream.get_sync_timer()
-    post_process = stream.post_process
+    post_process = hooks.post_process
     allowed, booleans, prefix = plan.allowed, plan.booleans, plan.prefix
     rk = stream.replication_key if stream.replication_method == "INCREMENTAL" else None
     check_sorted = bool(rk and stream.check_sorted)
@@ -103,15 +127,15 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
         record_counter.with_context({})
         timer.with_context({})
         with OUTPUT_LOCK:  # it writes into the tap state, which another stream's STATE serialises
-            state_partition_context = stream._get_state_partition_context(None)
-            stream._write_starting_replication_value(None)
+            state_partition_context = sdk_compat.state_partition_context(stream, None)
+            sdk_compat.write_starting_replication_value(stream, None)
         previous = None  # last replication key value emitted, for the sort check
-        for page in stream.get_pages(None):
+        for page in hooks.get_pages(None):
             # The whole page is processed under the lock: the work is CPU-bound (one GIL), so
             # nothing is lost, and only one page's encoded lines exist at a time.
             OUTPUT_LOCK.acquire()
             try:
-                written = _emit_page(stream, page, plan, state_partition_context, post_process, allowed,
+                written = _emit_page(stream, hooks, page, plan, state_partition_context, post_process, allowed,
                                      booleans, prefix, rk,
                                      # re-read per page: a stream may interleave sequences
                                      # (time windows of a first load) and say so mid-stream
@@ -121,23 +145,23 @@ def sync_records_fast(stream: DynamicsStream, context: Context | None) -> Iterat
             previous = written[1]
             if written[0]:
                 record_counter.increment(written[0])
-            stream.page_done(page, written[0])
+            hooks.page_done(page, written[0])
             del page  # not kept while the next page is awaited (memory: see prefetch.py)
         with OUTPUT_LOCK:
             state = stream.get_context_state(None)
-            stream._finalize_state(state)
+            sdk_compat.finalize_state(stream, state)
     with OUTPUT_LOCK:
-        stream._finalize_state(stream.stream_state)
-        stream._write_state_message()
+        sdk_compat.finalize_state(stream, stream.stream_state)
+        sdk_compat.write_state_message(stream)
     return
     yield  # a generator, like the SDK's _sync_records
 
 
-def _emit_page(stream, page, plan, state_partition_context, post_process, allowed, booleans,  # noqa: ANN001, PLR0913
+def _emit_page(stream, hooks, page, plan, state_partition_context, post_process, allowed, booleans,  # noqa: ANN001, PLR0913
                prefix, rk, check_sorted, out, warned, previous):  # noqa: ANN001, ANN202
     """Write one page's RECORD lines and the STATE after them; (records written, last key value)."""
     extracted = datetime.datetime.now(datetime.timezone.utc)
-    suffix = plan.suffix(stream._stream_version, extracted)
+    suffix = plan.suffix(sdk_compat.stream_version(stream), extracted)
     # The page's lines are encoded straight into one buffer (msgspec appends in place): no
     # intermediate bytes object per row, one write per page.
     buffer = bytearray()
@@ -174,14 +198,14 @@ def _emit_page(stream, page, plan, state_partition_context, post_process, allowe
         out.flush()
         stream.state_manager.is_flushed = False
     if last is not None:
-        stream._increment_stream_state(last, context=state_partition_context)
-    stream.before_page_state(page)
-    stream._write_state_message()
+        sdk_compat.increment_stream_state(stream, last, state_partition_context)
+    hooks.before_page_state(page)
+    sdk_compat.write_state_message(stream)
     return written, previous
 
 
 def _drop_unknown(
-    stream: DynamicsStream,
+    stream: Stream,
     row: dict[str, t.Any],
     allowed: frozenset[str],
     unknown_ok: bool,
@@ -201,9 +225,3 @@ def _drop_unknown(
                 stream.name,
             )
     return kept
-
-
-def records_of(pages: Iterable[Page]) -> Iterator[dict[str, t.Any]]:
-    """The rows of ``pages``, for the SDK path (``get_records``)."""
-    for page in pages:
-        yield from page.records

@@ -1,16 +1,17 @@
 """Overlap the network with processing: page prefetch under a fixed page budget.
 
-Why: one Dataverse page sequence is strictly serial (each ``@odata.nextLink`` comes from the
+Why: one page sequence is strictly serial (each ``@odata.nextLink`` comes from the
 previous page), and a large page can take a second to serve. While the tap encodes page *n*, page
 *n + 1* should already be on the wire, and several sequences (tables, or windows of one table)
 should be on the wire at once, up to the run's global in-flight cap
-(``DataverseClient._slots``, held by the client for every request).
+(held by the transport for every request, see ``engine/http.py``).
 
-This module wraps :meth:`DataverseClient.iter_pages` (it does not change it): each page sequence
+This module wraps a :class:`~tap_dynamics.engine.pages.PageSource`'s ``iter_pages`` (it does not
+change it): each page sequence
 is driven by one background thread that pulls the next page from ``iter_pages`` as soon as it
 holds a slot of the shared :class:`PageBudget`. A page keeps its budget slot from before its
 request until the consumer has finished with it (asked for the next page), so the number of
-pages alive in the process — on the wire, buffered (rows still raw JSON, see ``client.Rows``) or
+pages alive in the process — on the wire, buffered (rows still raw JSON, see ``pages.Rows``) or
 being emitted (decoded) — never exceeds the budget, whatever the number of tables or sequences,
 and no generator on the way keeps a page it has handed on. Memory stays flat.
 
@@ -27,7 +28,7 @@ import typing as t
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from tap_dynamics.client import Page
+    from tap_dynamics.engine.pages import Page
 
 # Pages the stream being emitted may have fetched ahead of the one it is emitting.
 DEFAULT_DEPTH = 1

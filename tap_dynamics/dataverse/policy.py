@@ -1,0 +1,83 @@
+"""What is particular to the Dataverse Web API (online and on-premises), for the engine's transport.
+
+- every request carries ``If-None-Match: null`` (Microsoft's advice for Web API reads: no cached
+  ``304`` for a collection) and the OData 4.0 version headers;
+- the request id is ``x-ms-service-request-id`` (online) or ``REQ_ID`` (on-premises);
+- ``0x80040216`` on a 500 is Dataverse's generic "unexpected error", also how it reports a page it
+  could not build in time or too big a response: a smaller page is the cure;
+- ``0x80072560`` on a 403 means the identity is no user of the environment (no application user
+  for the app registration): a credentials/privileges problem, exit 2, with the fix;
+- the service-protection budget left in the 5-minute window comes in
+  ``x-ms-ratelimit-burst-remaining-xrm-requests`` (requests) and
+  ``x-ms-ratelimit-time-remaining-xrm-requests`` (seconds of execution time): near zero, a
+  short pause per request spreads what is left instead of running into a 429;
+- URLs are relative to ``/api/data/vX.Y`` of the org.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_dynamics.engine import override
+from tap_dynamics.engine.http import number
+from tap_dynamics.engine.policy import USER_AGENT, Pacing, ServicePolicy, Verdict
+from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
+
+if t.TYPE_CHECKING:
+    import requests
+
+# Dataverse's generic "unexpected error" code, also returned for timeouts and oversized responses.
+TOO_LARGE_CODE = "0x80040216"
+
+# Headers Microsoft recommends on every Web API call (compose-http-requests-handle-errors).
+BASE_HEADERS = {
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "If-None-Match": "null",
+    "User-Agent": USER_AGENT,
+}
+
+
+class DataversePolicy(ServicePolicy):
+    """The Dataverse Web API's headers, error codes, rate-limit headers and URLs."""
+
+    service_name = "Dataverse"
+    base_headers = BASE_HEADERS
+    request_id_headers = ("x-ms-service-request-id", "REQ_ID")
+    # Proactive slowdown: below these remaining budgets every request of the run waits a little,
+    # more the closer the budget is to zero.
+    LOW_BURST_REQUESTS = 200
+    LOW_TIME_SECONDS = 60.0
+
+    @override
+    def classify(self, status: int, code: str | None) -> Verdict:
+        if status == 500 and code == TOO_LARGE_CODE:
+            return Verdict.SHRINK
+        return super().classify(status, code)
+
+    @override
+    def pacing(self, response: requests.Response) -> Pacing | None:
+        burst = number(response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests"))
+        budget = number(response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests"))
+        pressure = 0.0
+        if burst is not None and burst < self.LOW_BURST_REQUESTS:
+            pressure = max(pressure, 1 - burst / self.LOW_BURST_REQUESTS)
+        if budget is not None and budget < self.LOW_TIME_SECONDS:
+            pressure = max(pressure, 1 - budget / self.LOW_TIME_SECONDS)
+        if pressure <= 0:
+            return None
+        detail = (
+            f"{'?' if burst is None else f'{burst:.0f}'} requests, "
+            f"{'?' if budget is None else f'{budget:.0f}'} s of execution time left in the 5-minute window"
+        )
+        return Pacing(pressure, detail)
+
+    @override
+    def refusal(self, status: int, code: str | None, identity: str, origin: str) -> Exception | None:
+        if status == 403 and code == NOT_A_MEMBER:
+            return no_application_user(identity, origin)
+        return None
+
+
+__all__ = ["BASE_HEADERS", "TOO_LARGE_CODE", "DataversePolicy"]

@@ -1,0 +1,131 @@
+"""Page formats: a collection response body → :class:`~tap_dynamics.engine.pages.Page`.
+
+The transport decodes a 200 body with the format's typed decoder (:attr:`PageFormat.decoder`:
+msgspec checks the whole document, so a cut-off body is still caught and retried where it
+arrives, but leaves each row raw) and hands the result to :meth:`PageFormat.page`. A body that is
+valid JSON of another shape arrives as plain JSON, and the format says what is wrong with it.
+
+:class:`ODataV4` is the JSON format of the Dataverse Web API, Finance & Operations' ``/data`` and
+Microsoft Graph (``value``, ``@odata.nextLink``, ``@odata.deltaLink``). The OData v2 verbose JSON
+of the CRM 2011 endpoint (``{"d": {"results": [...], "__next": ...}}``) is another class with its
+own ``msgspec.Struct`` and the same :meth:`page` contract.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import msgspec
+
+from tap_dynamics.engine.pages import JSON_DECODER, Page, Rows, where
+from tap_dynamics.errors import DataverseError
+
+
+class PageFormat(t.Protocol):
+    """How one protocol lays out a page of a collection."""
+
+    decoder: msgspec.json.Decoder
+
+    def page(
+        self,
+        payload: t.Any,
+        *,
+        table: str | None,
+        request_id: str | None,
+        seen: set[str],
+        required: tuple[str, ...],
+    ) -> Page:
+        """The page in ``payload``; raise a one-line service error when it is not a page.
+
+        ``seen`` holds the links followed so far (a link seen again is a server-side loop);
+        ``required`` names the columns every row must carry (tombstones excepted).
+        """
+        ...
+
+
+class _ODataV4Body(msgspec.Struct):
+    """A collection page as read off the wire: the links, and each row still as raw JSON."""
+
+    value: list[msgspec.Raw]
+    next_link: str | None = msgspec.field(name="@odata.nextLink", default=None)
+    delta_link: str | None = msgspec.field(name="@odata.deltaLink", default=None)
+
+
+class ODataV4:
+    """OData v4 JSON (``value`` / ``@odata.nextLink`` / ``@odata.deltaLink``)."""
+
+    decoder = msgspec.json.Decoder(_ODataV4Body)
+
+    def page(
+        self,
+        payload: t.Any,
+        *,
+        table: str | None,
+        request_id: str | None,
+        seen: set[str],
+        required: tuple[str, ...] = (),
+    ) -> Page:
+        """One page; its rows stay raw JSON until used (see :class:`Rows`)."""
+        if isinstance(payload, _ODataV4Body):
+            next_link = payload.next_link
+            check_loop(next_link, table, seen)
+
+            def check(rows: list[t.Any]) -> None:
+                self.check_rows(rows, table, request_id, required)
+
+            return Page(Rows(payload.value, check), next_link or None, payload.delta_link, request_id)
+        # Valid JSON that is not a page: the checks below say what is wrong with it.
+        records = payload.get("value") if isinstance(payload, dict) else None
+        if not isinstance(records, list):
+            msg = f"{where(table)}the response has no 'value' list (request id {request_id})"
+            raise DataverseError(msg, table=table)
+        self.check_rows(records, table, request_id, required)
+        next_link = payload.get("@odata.nextLink")
+        if next_link is not None and not isinstance(next_link, str):
+            msg = f"{where(table)}malformed @odata.nextLink in the response"
+            raise DataverseError(msg, table=table)
+        check_loop(next_link, table, seen)
+        delta_link = payload.get("@odata.deltaLink")
+        return Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, request_id)
+
+    @staticmethod
+    def is_tombstone(row: dict[str, t.Any]) -> bool:
+        """An OData v4 deleted-entity entry (4.0 ``reason: deleted``, 4.01 ``@removed``)."""
+        return row.get("reason") == "deleted" or "@removed" in row
+
+    def check_rows(
+        self, records: list[t.Any], table: str | None, request_id: str | None, required: tuple[str, ...]
+    ) -> None:
+        """Rows are JSON objects carrying the required columns (tombstones excepted)."""
+        if not all(isinstance(record, dict) for record in records):
+            msg = (
+                f"{where(table)}the response's 'value' list holds something other than rows "
+                f"(JSON objects) (request id {request_id})"
+            )
+            raise DataverseError(msg, table=table)
+        if not required:
+            return
+        for number, record in enumerate(records, start=1):
+            if self.is_tombstone(record):
+                continue
+            missing = [name for name in required if record.get(name) is None]
+            if missing:
+                msg = (
+                    f"{where(table)}row {number} of a page has no {', '.join(missing)} "
+                    f"(request id {request_id}); the response is malformed"
+                )
+                raise DataverseError(msg, table=table)
+
+
+def check_loop(next_link: str | None, table: str | None, seen: set[str]) -> None:
+    """A next link seen before means the server is looping: stop instead of reading forever."""
+    if next_link:
+        if next_link in seen:
+            msg = f"{where(table)}the server returned a nextLink it had already returned; stopping a pagination loop"
+            raise DataverseError(msg, table=table)
+        seen.add(next_link)
+
+
+ODATA_V4 = ODataV4()
+
+__all__ = ["JSON_DECODER", "ODATA_V4", "ODataV4", "PageFormat", "check_loop"]

@@ -1,0 +1,622 @@
+"""The HTTP transport every service of the tap reads through.
+
+Why not the SDK's ``RESTStream`` request loop: Microsoft's paging and failure semantics need more
+control than its hooks give. Empty pages can still carry a next or delta link (the SDK stops on
+them), ``Retry-After`` must be honoured exactly, a 401 must trigger one token refresh and a resend,
+the bearer token must never leave the configured host, and ``verify=`` must be passed per request
+so that the ``ca_bundle`` setting beats ``REQUESTS_CA_BUNDLE``. :class:`HttpTransport` owns all
+of that, is shared by discovery and every stream of a run, and is thread-safe.
+
+What is particular to one service (headers, request ids, what a status or error code means,
+rate-limit headers, URLs, the page format) comes from its injected
+:class:`~tap_dynamics.engine.policy.ServicePolicy`; the run's bookkeeping (summary, page budget)
+is not here either (see :mod:`tap_dynamics.engine.run`): the transport only reports retries to
+an ``on_retry`` callback.
+
+Retries run on the ``backoff`` library (:func:`backoff.on_exception`) with a per-call
+:class:`RetryBudget` as its give-up predicate and wait generator: the budget of one call is its
+own (a connection check may pass a smaller one without changing the sync's).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import threading
+import time
+import typing as t
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import backoff
+import msgspec
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from tap_dynamics.engine.pages import JSON_DECODER, Page, PageSizer, requested_page_size, where
+from tap_dynamics.engine.policy import Verdict
+from tap_dynamics.errors import ConnectionProblem, DataverseError, SecurityError, ServiceUnavailable
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    from tap_dynamics.engine.formats import PageFormat
+    from tap_dynamics.engine.policy import ServicePolicy
+
+LOGGER = logging.getLogger("tap-dynamics")
+
+
+class Credential(t.Protocol):
+    """What the transport needs from a sign-in method (see :mod:`tap_dynamics.auth`)."""
+
+    refreshable: bool
+
+    def prepare(self, headers: dict[str, str]) -> t.Any:
+        """Add the credential to ``headers``; return a requests ``auth`` object or None."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget the current token (the service rejected it)."""
+        ...
+
+    def rejected(self, origin: str) -> Exception:
+        """The error for a token the service still rejects after a refresh."""
+        ...
+
+    def identity(self) -> str:
+        """Who the requests run as, for messages."""
+        ...
+
+
+@dataclass
+class RequestStats:
+    """Counters for the whole run (shared by all threads; updated under a lock)."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled_seconds: float = 0.0
+    paced_seconds: float = 0.0
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a way worth retrying.
+
+    ``shrink`` marks failures that a smaller page may avoid (read timeouts, "response too
+    large"); ``request_id`` is kept so that the final error can name it for a support case.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        wait: float | None = None,
+        *,
+        throttled: bool = False,
+        shrink: bool = False,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+        self.throttled = throttled
+        self.shrink = shrink
+        self.request_id = request_id
+
+
+class _TokenRejected(Exception):
+    """Internal: the service answered 401; refresh the token once and resend."""
+
+
+@dataclass
+class RetryBudget:
+    """What one call may spend on retries, and what it has spent (never shared between calls).
+
+    ``decide`` is the give-up predicate of the ``backoff`` loop: it classifies the failure, sets
+    :attr:`kind` and :attr:`wait`, and says whether the budget is spent. ``waits`` is the loop's
+    wait generator: it sleeps only for plain retries; a throttle's wait is a run-wide pause
+    (:meth:`HttpTransport._hold`, every thread waits), and a token refresh or a smaller page
+    resends at once.
+    """
+
+    max_attempts: int
+    max_retry_seconds: float
+    max_throttle_wait: float
+    max_throttles: int
+    default_retry_after: float
+    max_retry_after: float
+    backoff_base: float
+    backoff_cap: float
+    page_sizer: PageSizer | None = None
+    attempt: int = 0  # failed attempts that count (not refreshes, throttles, smaller pages)
+    slept: float = 0.0  # seconds of backoff sleeps so far
+    throttled: float = 0.0  # seconds waited on 429s so far
+    throttles: int = 0
+    refreshed: bool = False  # the token was refreshed for the attempt in flight
+    kind: str = ""  # what the last failure was: refresh, throttle, shrink or retry
+    wait: float = 0.0  # how long the last failure makes this request wait
+    reason: str = ""  # what the last failure was, for the log line
+    had_retry_after: bool = False  # whether the service said how long to wait
+
+    def decide(self, exc: BaseException) -> bool:
+        """Classify ``exc``; True when the budget is spent (the loop then re-raises it)."""
+        if isinstance(exc, _TokenRejected):
+            self.kind, self.wait, self.refreshed = "refresh", 0.0, True
+            return False
+        assert isinstance(exc, _Retry)
+        self.reason, self.had_retry_after = exc.reason, exc.wait is not None
+        self.refreshed = False  # the token worked; a later 401 deserves its own refresh
+        if exc.throttled:
+            wait = min(exc.wait if exc.wait is not None else self.default_retry_after, self.max_retry_after)
+            self.throttles += 1
+            if self.throttled + wait > self.max_throttle_wait or self.throttles > self.max_throttles:
+                self.kind = "throttle"
+                return True
+            self.kind, self.wait = "throttle", wait
+            self.throttled += wait  # throttling is bounded by time, not attempts
+            return False
+        if exc.shrink and self.page_sizer is not None and self.page_sizer.can_shrink():
+            self.kind, self.wait = "shrink", 0.0  # a smaller page is a different request
+            return False
+        self.attempt += 1
+        wait = exc.wait if exc.wait is not None else self.jittered(self.attempt)
+        self.kind, self.wait = "retry", min(wait, self.max_retry_after)
+        return self.attempt >= self.max_attempts or self.slept + self.wait > self.max_retry_seconds
+
+    def jittered(self, attempt: int) -> float:
+        """Full-jitter exponential backoff: spreads retries of parallel requests apart."""
+        return backoff.full_jitter(min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+
+    def waits(self) -> t.Generator[float, t.Any, None]:
+        """The ``backoff`` wait generator: the sleep :meth:`decide` chose for the failure."""
+        yield 0.0  # consumed when the loop primes the generator
+        while True:
+            yield self.wait if self.kind == "retry" else 0.0
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def number(value: str | None) -> float | None:
+    """A header number such as ``5,999`` or ``1,199.99`` (None when absent or unreadable)."""
+    if value is None:
+        return None
+    try:
+        return float(value.replace(",", "").strip())
+    except ValueError:
+        return None
+
+
+class HttpTransport:
+    """Authenticated, retrying, origin-locked JSON client for one service endpoint."""
+
+    MAX_ATTEMPTS = 8  # transient failures (5xx, resets, bad JSON) before giving up
+    MAX_RETRY_SECONDS = 300.0  # and at most this long in backoff sleeps for one request
+    MAX_THROTTLE_WAIT = 1800.0  # total seconds we are prepared to wait on 429s for one request
+    MAX_THROTTLES = 100  # and at most this many 429s (a Retry-After of 0 must not loop forever)
+    DEFAULT_RETRY_AFTER = 5.0  # when a 429 comes without Retry-After
+    MAX_RETRY_AFTER = 900.0  # a Retry-After beyond this is treated as this (a broken header)
+    BACKOFF_BASE = 1.0
+    BACKOFF_CAP = 60.0
+    MAX_PACE = 2.0  # the longest proactive pause per request (policy pacing at full pressure)
+
+    def __init__(
+        self,
+        policy: ServicePolicy,
+        tokens: Credential,
+        *,
+        origin: str,
+        timeout: float,
+        verify: bool | str,
+        max_concurrency: int,
+        on_retry: Callable[[str | None, float], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.tokens = tokens
+        self.origin = origin
+        self.timeout = timeout
+        self.verify = verify
+        self.on_retry = on_retry
+        self.stats = RequestStats()
+        self._stats_lock = threading.Lock()
+        self._local = threading.local()
+        # The global in-flight cap: every HTTP request of the run (discovery, pages of all
+        # streams, prefetches) holds one slot while on the wire.
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        # Run-wide pause: a 429 (or a nearly spent budget) holds back every thread, because
+        # the services' limits are per user, not per request.
+        self._pace_lock = threading.Lock()
+        self._resume_at = 0.0
+        self._slowing = False
+        self._sizers: dict[str, PageSizer] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        """One session per thread: requests sessions are not guaranteed thread-safe."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self._local.session = session
+        return session
+
+    def url(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """Absolute URL for ``path`` (relative to the service's API root) and query options."""
+        return self.policy.url(path, params)
+
+    def _check_origin(self, url: str) -> None:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        if origin != self.origin:
+            credential = getattr(self.tokens, "credential", "the access token")
+            msg = (
+                f"refusing to send {credential} to {origin}: it is not the configured org "
+                f"{self.origin} (a nextLink or redirect pointed elsewhere)"
+            )
+            raise SecurityError(msg)
+
+    def _count(self, table: str | None = None, *, retry: bool = False, throttled: float = 0.0) -> None:
+        with self._stats_lock:
+            self.stats.requests += 0 if retry else 1
+            self.stats.retries += 1 if retry else 0
+            self.stats.throttled_seconds += throttled
+        if retry and self.on_retry is not None and table:
+            self.on_retry(table, throttled)
+
+    def page_sizer(self, table: str, requested: int) -> PageSizer:
+        """The adaptive page size of ``table`` (shared by every read of that table in the run)."""
+        with self._stats_lock:
+            sizer = self._sizers.get(table)
+            if sizer is None or sizer.requested != requested:
+                sizer = self._sizers[table] = PageSizer(requested)
+            return sizer
+
+    # -- pacing -----------------------------------------------------------------------------------
+    def _hold(self, seconds: float) -> None:
+        """Make every request of the run wait until ``seconds`` from now."""
+        with self._pace_lock:
+            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def _wait_for_pace(self) -> float:
+        """Sleep until the run-wide pause is over; return the seconds slept."""
+        with self._pace_lock:
+            delay = self._resume_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+            return delay
+        return 0.0
+
+    def _observe_budget(self, response: requests.Response) -> None:
+        """Slow down before the service throttles, as its policy reads the rate-limit headers.
+
+        Near an empty budget, a short pause per request spreads what is left instead of running
+        into a 429 and a long ``Retry-After``.
+        """
+        pacing = self.policy.pacing(response)
+        if pacing is None or pacing.pressure <= 0:
+            if self._slowing:
+                self._slowing = False
+                LOGGER.info("%s's service-protection budget recovered; full speed again", self.policy.service_name)
+            return
+        pause = max(0.05, self.MAX_PACE * pacing.pressure)
+        if not self._slowing:
+            self._slowing = True
+            LOGGER.warning(
+                "%s's service-protection budget is low (%s); pausing %.2f s between requests",
+                self.policy.service_name, pacing.detail, pause,
+            )
+        with self._stats_lock:
+            self.stats.paced_seconds += pause
+        self._hold(pause)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def retry_budget(self, page_sizer: PageSizer | None = None, max_attempts: int | None = None) -> RetryBudget:
+        """A fresh budget for one call, from this client's limits (``max_attempts`` overrides)."""
+        return RetryBudget(
+            max_attempts=self.MAX_ATTEMPTS if max_attempts is None else max_attempts,
+            max_retry_seconds=self.MAX_RETRY_SECONDS,
+            max_throttle_wait=self.MAX_THROTTLE_WAIT,
+            max_throttles=self.MAX_THROTTLES,
+            default_retry_after=self.DEFAULT_RETRY_AFTER,
+            max_retry_after=self.MAX_RETRY_AFTER,
+            backoff_base=self.BACKOFF_BASE,
+            backoff_cap=self.BACKOFF_CAP,
+            page_sizer=page_sizer,
+        )
+
+    def get_json(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        table: str | None = None,
+        page_sizer: PageSizer | None = None,
+        decoder: msgspec.json.Decoder | None = None,
+        max_attempts: int | None = None,
+    ) -> tuple[t.Any, requests.Response]:
+        """GET ``url`` and return its decoded JSON body, retrying what is worth retrying.
+
+        ``decoder`` (a typed msgspec decoder) replaces the plain one; a body that is valid JSON
+        but not of its type comes back as plain JSON, for the caller's own checks to name.
+
+        - throttled (429): wait exactly ``Retry-After`` (every thread of the run waits), any
+          number of times up to :attr:`MAX_THROTTLE_WAIT` seconds in total.
+        - 5xx, resets, cut-off or non-JSON bodies: full-jitter exponential backoff, at most
+          :attr:`MAX_ATTEMPTS` attempts (or ``max_attempts``) and :attr:`MAX_RETRY_SECONDS`
+          of sleeping.
+        - read timeouts and "response too large": the next attempt asks for half the rows
+          (``page_sizer``), without counting as an attempt while the page can still shrink.
+        - 401: one fresh token and a resend; a 401 right after a fresh token is fatal.
+        Then one :class:`ServiceUnavailable` naming the table and the last request id.
+        """
+        self._check_origin(url)
+        request_headers = dict(headers or {})
+        budget = self.retry_budget(page_sizer, max_attempts)
+        self._count()
+
+        def attempt() -> tuple[t.Any, requests.Response]:
+            if page_sizer is not None and "Prefer" in request_headers:
+                request_headers["Prefer"] = page_sizer.prefer(request_headers["Prefer"])
+            self._wait_for_pace()
+            return self._attempt(url, request_headers, table, budget.refreshed, decoder)
+
+        def on_backoff(_details: t.Any) -> None:
+            self._after_failure(budget, table)
+
+        retrying = backoff.on_exception(
+            budget.waits,
+            (_Retry, _TokenRejected),
+            max_tries=None,
+            jitter=None,
+            giveup=budget.decide,
+            on_backoff=on_backoff,
+            logger=None,
+        )(attempt)
+        try:
+            payload, response = retrying()
+        except _Retry as retry:
+            raise self._gave_up(budget, retry, table) from None
+        if page_sizer is not None:
+            page_sizer.success()
+        self._observe_budget(response)
+        return payload, response
+
+    def _after_failure(self, budget: RetryBudget, table: str | None) -> None:
+        """The ``on_backoff`` handler: the token refresh, the run-wide pause, the page shrink."""
+        kind = budget.kind
+        if kind == "refresh":
+            self.tokens.invalidate()
+            LOGGER.info("Access token rejected (401); getting a fresh one and resending")
+            self._count(table, retry=True)
+        elif kind == "throttle":
+            LOGGER.warning(
+                "%sthrottled (429, %s); waiting %.1f s as Retry-After asks%s",
+                where(table), budget.reason, budget.wait,
+                "" if budget.had_retry_after else " (no Retry-After: default)",
+            )
+            self._count(table, retry=True, throttled=budget.wait)
+            self._hold(budget.wait)
+        elif kind == "shrink":
+            sizer = budget.page_sizer
+            assert sizer is not None
+            sizer.shrink()
+            LOGGER.warning("%s%s; asking for %d rows per page instead", where(table), budget.reason, sizer.size)
+            self._count(table, retry=True)
+        else:
+            LOGGER.warning(
+                "%s%s; retrying in %.1f s (attempt %d of %d)",
+                where(table), budget.reason, budget.wait, budget.attempt + 1, budget.max_attempts,
+            )
+            self._count(table, retry=True)
+            budget.slept += budget.wait
+
+    def _gave_up(self, budget: RetryBudget, retry: _Retry, table: str | None) -> ServiceUnavailable:
+        rid = f" (request id {retry.request_id})" if retry.request_id else ""
+        if budget.kind == "throttle":
+            msg = (
+                f"{where(table)}{self.policy.service_name} kept throttling requests for "
+                f"{budget.throttled:.0f} s (service protection limits: {retry.reason})"
+                f"{rid}; lower max_concurrency or run outside busy hours"
+            )
+            return ServiceUnavailable(msg, status=429, table=table, request_id=retry.request_id)
+        msg = (
+            f"{where(table)}giving up after {budget.attempt} attempts over "
+            f"{budget.slept:.0f} s of retries: {retry.reason}{rid} — "
+            "if this persists, open a support case with Microsoft quoting the "
+            "request id"
+        )
+        return ServiceUnavailable(msg, table=table, request_id=retry.request_id)
+
+    def _attempt(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        table: str | None,
+        refreshed: bool,
+        decoder: msgspec.json.Decoder | None = None,
+    ) -> tuple[t.Any, requests.Response]:
+        request_headers = dict(self.policy.base_headers)
+        if headers:
+            request_headers.update(headers)
+        try:
+            with self._slots:
+                # The token request (when one is due) is an HTTP request too: it counts against
+                # the in-flight cap like everything else.
+                auth = self.tokens.prepare(request_headers)
+                response = self.session.get(
+                    url,
+                    headers=request_headers,
+                    auth=auth,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                # Read the body while holding the slot: the transfer is part of the request.
+                _read_body(response)
+        except requests.exceptions.SSLError:
+            msg = (
+                f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
+                "ca_bundle to a PEM file with its CA certificate"
+            )
+            raise ConnectionProblem(msg) from None
+        except requests.exceptions.Timeout:
+            raise _Retry(f"no response within {self.timeout} s", shrink=True) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _Retry(f"connection failed ({_short(exc)})") from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise _Retry(f"the response did not arrive within {self.timeout} s", shrink=True) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _Retry(f"response body cut off ({_short(exc)})") from None
+
+        status = response.status_code
+        policy = self.policy
+        request_id = policy.request_id(response)
+        if status == 200:
+            return self._decoded(response, decoder, request_id), response
+        if status in (301, 302, 303, 307, 308):
+            location = response.headers.get("Location", "")
+            self._check_origin(location)
+            msg = f"{where(table)}the org redirected to {location}; set url to the final org URL"
+            raise DataverseError(msg, status=status, table=table)
+        code, message = policy.error_code_message(response)
+        verdict = policy.classify(status, code)
+        if verdict is Verdict.REFRESH:
+            if not refreshed and self.tokens.refreshable:
+                raise _TokenRejected
+            raise self.tokens.rejected(self.origin)
+        if verdict is Verdict.THROTTLE:
+            reason = code or "no error code"
+            if message:
+                reason += f": {message[:160]}"
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            raise _Retry(reason, retry_after, throttled=True, request_id=request_id)
+        if verdict in (Verdict.RETRY, Verdict.SHRINK):
+            retry_after = (
+                retry_after_seconds(response.headers.get("Retry-After"))
+                if policy.honours_retry_after(status)
+                else None
+            )
+            detail = f"({message[:200]})" if message else ""
+            raise _Retry(
+                f"HTTP {status} {detail}".strip(),
+                retry_after,
+                shrink=verdict is Verdict.SHRINK,
+                request_id=request_id,
+            )
+        refusal = policy.refusal(status, code, self.tokens.identity(), self.origin)
+        if refusal is not None:
+            raise refusal
+        raise DataverseError(
+            f"{where(table)}HTTP {status}: {message or response.reason}"
+            + (f" (code {code})" if code else "")
+            + (f" (request id {request_id})" if request_id else ""),
+            status=status,
+            code=code,
+            request_id=request_id,
+            table=table,
+        )
+
+    @staticmethod
+    def _decoded(response: requests.Response, decoder: msgspec.json.Decoder | None, request_id: str | None) -> t.Any:
+        content_type = response.headers.get("Content-Type", "")
+        body = response.content  # already read (see _read_body)
+        if "json" not in content_type:
+            raise _Retry(
+                f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
+                "(an HTML page usually comes from a proxy or gateway)",
+                request_id=request_id,
+            )
+        try:
+            try:
+                payload = (decoder or JSON_DECODER).decode(body)
+            except msgspec.ValidationError:  # valid JSON, unexpected shape: plain JSON
+                payload = JSON_DECODER.decode(body)
+        except msgspec.DecodeError:
+            raise _Retry("invalid or cut-off JSON in the response", request_id=request_id) from None
+        if not isinstance(payload, (dict, msgspec.Struct)):
+            raise _Retry("unexpected JSON shape in the response", request_id=request_id)
+        return payload
+
+    # -- collections ------------------------------------------------------------------------------
+    def iter_pages(
+        self,
+        url: str,
+        *,
+        prefer: str | None = None,
+        table: str | None = None,
+        required: tuple[str, ...] = (),
+        page_format: PageFormat | None = None,
+    ) -> Iterator[Page]:
+        """Follow the collection's next links verbatim, with the same ``Prefer`` header, to the end.
+
+        A next link seen before means the server is looping: stop with an error instead of
+        reading forever. When ``prefer`` asks for ``odata.maxpagesize``, the size adapts per
+        table (see :class:`PageSizer`). ``required`` names the columns every row must carry.
+        """
+        page_format = page_format or self.policy.page_format
+        headers = {"Prefer": prefer} if prefer else None
+        sizer = None
+        size = requested_page_size(prefer)
+        if size is not None and table:
+            sizer = self.page_sizer(table, size)
+        seen: set[str] = {url}
+        next_url: str | None = url
+        while next_url:
+            payload, response = self.get_json(
+                next_url, headers=headers, table=table, page_sizer=sizer, decoder=page_format.decoder
+            )
+            pending = [
+                page_format.page(
+                    payload, table=table, request_id=self.policy.request_id(response), seen=seen, required=required
+                )
+            ]
+            del payload, response
+            next_url = pending[0].next_link
+            # Yield without keeping a reference: a prefetch feed may leave this generator
+            # suspended long after the consumer is done with the page, and only the consumer
+            # may decide how long a page lives (the page budget in prefetch.py counts on it).
+            yield pending.pop()
+
+
+def _read_body(response: requests.Response) -> None:
+    """Read the whole body in one call and keep it where ``response.content`` finds it.
+
+    Why not ``response.content``: requests reads it in 10 KB chunks and joins them, which for a
+    5 MB page costs about a third more CPU and twice the memory while it is read. Errors are
+    urllib3's (a cut-off body, a read timeout); on one the connection is closed, not reused.
+    """
+    try:
+        body = response.raw.read(decode_content=True)
+    except BaseException:
+        response.close()
+        raise
+    response._content = body  # noqa: SLF001 - what requests itself does once a body is read
+    response._content_consumed = True  # noqa: SLF001
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+__all__ = ["Credential", "HttpTransport", "RequestStats", "RetryBudget", "number", "retry_after_seconds"]

@@ -1,0 +1,192 @@
+"""The paged stream base: a Singer stream that reads pages through the run's transport.
+
+A system's table stream (Dataverse's ``EntityStream``, later F&O's and Graph's) implements
+:meth:`PagedStream.get_pages` — typically by running a replication strategy
+(engine/replication.py) — and gets from here:
+
+- the fast record path (engine/fastpath.py) whenever nothing needs the SDK's per-record one, and
+  the SDK's path, with the same pages and the same checkpoints, when something does;
+- ``parallel_safe``: whether the run may sync it on a worker thread beside other tables (every
+  message it writes goes out under the output lock, page by page);
+- the page checkpoint protocol: a page's ``checkpoint`` and ``activate_version`` are applied
+  after its records are written and before its STATE message (:meth:`before_page_state`);
+- progress counters per written page.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_dynamics.engine import override, sdk_compat
+from tap_dynamics.engine.fastpath import fast_path_enabled, sync_records_fast
+from tap_dynamics.engine.prefetch import prefetch
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+    from singer_sdk.helpers.types import Context
+
+    from tap_dynamics.engine.http import HttpTransport
+    from tap_dynamics.engine.pages import Page
+    from tap_dynamics.engine.prefetch import PageBudget
+    from tap_dynamics.engine.run import RunContext
+
+
+class PagedStream(sdk_compat.CompatStream):
+    """Base stream: reads through the run's shared transport, writes under the run's lock."""
+
+    def __init__(
+        self,
+        tap: t.Any,
+        *,
+        client: HttpTransport,
+        run: RunContext,
+        name: str,
+        schema: dict[str, t.Any],
+    ) -> None:
+        self.client = client
+        self.run = run
+        self.rows_emitted = 0
+        self.deletes_emitted = 0
+        self.catalog_given: t.Any = None  # the input catalog, once applied (see apply_catalog)
+        self._read_state: dict[str, t.Any] = {}
+        self.windowed = False  # several sequences interleave (see set_windowed)
+        super().__init__(tap, schema=schema, name=name)
+
+    @override
+    def apply_catalog(self, catalog: t.Any) -> None:
+        """Apply the catalog, remembering it (subclasses ask whether it names this stream)."""
+        self.catalog_given = catalog
+        super().apply_catalog(catalog)
+
+    # -- what subclasses implement ------------------------------------------------------------------
+    def get_pages(self, context: Context | None) -> Iterator[Page]:
+        """The stream's pages, in order. Streams that read pages implement it (fast path)."""
+        raise NotImplementedError
+
+    @property
+    def reads_pages(self) -> bool:
+        """Whether this stream implements :meth:`get_pages` (else it yields records itself)."""
+        return type(self).get_pages is not PagedStream.get_pages
+
+    @property
+    def parallel_safe(self) -> bool:
+        """Whether the run may sync this stream beside others (every message under the lock)."""
+        return self.reads_pages and fast_path_enabled(self, None)
+
+    # -- the record path ------------------------------------------------------------------------------
+    @override
+    def fast_records(self, context: Context | None) -> t.Generator[dict, t.Any, t.Any] | None:
+        if self.reads_pages and fast_path_enabled(self, context):
+            return sync_records_fast(self, context)
+        return None
+
+    @override
+    def output_lock(self) -> t.ContextManager[t.Any]:
+        return self.run.output_lock
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The SDK's per-record path (stream maps, flattening…): the same pages, row by row.
+
+        The generator only resumes after the SDK has written the previous row, so once a page's
+        rows are yielded they are out, and the page's checkpoint and STATE can follow.
+        """
+        for page in self.get_pages(context):
+            yield from page.records
+            with self.run.output_lock:
+                self.before_page_state(page)
+                self.state_manager.is_flushed = False
+                sdk_compat.write_state_message(self)
+            self.page_done(page, len(page.records))  # progress lines, as on the fast path
+            del page
+
+    def before_page_state(self, page: Page) -> None:
+        """Apply a written page's checkpoint and ACTIVATE_VERSION (before its STATE message)."""
+        self.rows_emitted += len(page.records) - page.deletes
+        if page.checkpoint:
+            self.set_state(page.checkpoint)
+        if page.activate_version is not None:
+            sdk_compat.write_activate_version_message(self, page.activate_version)
+
+    def page_done(self, page: Page, rows: int) -> None:
+        """Called after a page's ``rows`` records were written (progress counters)."""
+        self.run.summary.stream(self.name).live_rows += rows
+
+    # -- reading and state, for the replication strategies ----------------------------------------
+    @property
+    def read_state(self) -> dict[str, t.Any]:
+        """This stream's state, as loaded when its read began (see :meth:`load_state`)."""
+        return self._read_state
+
+    def load_state(self, context: Context | None) -> dict[str, t.Any]:
+        """Load the stream's state for a read (under the lock: it may create the bookmark)."""
+        with self.run.output_lock:
+            self._read_state = self.get_context_state(context)
+        return self._read_state
+
+    @property
+    def page_budget(self) -> PageBudget:
+        """The run's page budget (pages alive at once, all streams together)."""
+        return self.run.page_budget
+
+    def count_pages(self, pages: int) -> None:
+        """Pages read, for the run summary."""
+        self.run.summary.stream(self.name).pages += pages
+
+    def fetch(self, url: str, prefer: str | None, *, required: tuple[str, ...] = ()) -> Iterator[Page]:
+        """One page sequence, the next page fetched while this one is written."""
+
+        def source() -> Iterator[Page]:
+            return self.client.iter_pages(url, prefer=prefer, table=self.name, required=required)
+
+        for page in prefetch(source, self.run.page_budget, name=self.name):
+            self.count_pages(1)
+            yield page
+            # Every generator between the wire and stdout drops its page once it is written:
+            # a page kept while the next one is awaited would double the pages alive per table.
+            del page
+
+    def checkpoint(self, **values: t.Any) -> None:
+        """Set state keys and write a STATE at once: for phase changes, between pages."""
+        with self.run.output_lock:
+            self.set_state(values)
+            sdk_compat.write_state_message(self)
+
+    def set_state(self, values: Mapping[str, t.Any]) -> None:
+        """Set (or, for None, remove) keys of this stream's state; the caller holds the lock."""
+        state = self._read_state
+        for key, value in values.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        self.state_manager.is_flushed = False
+
+    def set_version(self, version: int | None) -> None:
+        """The table version the next RECORD messages carry (None: no version)."""
+        sdk_compat.set_stream_version(self, version)
+
+    def activate_version(self, version: int) -> None:
+        """Write ACTIVATE_VERSION now (under the lock)."""
+        with self.run.output_lock:
+            sdk_compat.write_activate_version_message(self, version)
+
+    @property
+    @override
+    def is_sorted(self) -> bool:
+        """Rows come ordered by the replication key, except while sequences interleave."""
+        return bool(self.replication_key) and not self.windowed
+
+    def set_windowed(self, windowed: bool) -> None:
+        """Say whether several sequences of this stream interleave (first-load time windows):
+        the SDK's sort check is off meanwhile (its state manager caches ``is_sorted``)."""
+        self.windowed = windowed
+        sdk_compat.set_sorted_check(self, self.is_sorted)
+
+    def note(self, text: str) -> None:
+        """A remark for the run summary's line of this stream."""
+        self.run.summary.stream(self.name).note = text
+
+
+__all__ = ["PagedStream"]
