@@ -81,7 +81,7 @@ class DataverseError(TapDynamicsError):
 class ServiceUnavailable(DataverseError):
     """The service kept failing (throttling, 5xx, broken responses) beyond the retry budget.
 
-    Distinct from other :class:`DataverseError`\ s because the fix is usually "run again later"
+    Distinct from other :class:`DataverseError` errors because the fix is usually "run again later"
     (a scheduler may retry the run), not "change something".
     """
 
@@ -215,6 +215,7 @@ def auth_error_from_response(
     code = aadsts_code(payload)
     description = str(payload.get("error_description") or payload.get("error") or "unknown error")
     first_line = description.strip().splitlines()[0] if description.strip() else description
+    guidance: tuple[str, str] | None
     if code == "700027" and "expired" in first_line.lower():
         guidance = AADSTS_GUIDANCE["700027-expired"]
     else:

@@ -22,14 +22,8 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
-from tap_dynamics.dataverse.metadata import (
-    DiscoveredTable,
-    MetadataCache,
-    discover_tables,
-    entities_fingerprint,
-    list_entities,
-    select_entities,
-)
+from tap_dynamics.dataverse.metadata import DiscoveredTable, discover_tables, list_entities, select_entities
+from tap_dynamics.dataverse.metadata_cache import MetadataCache, entities_fingerprint
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.dataverse.streams import EntityStream, choose_method
 from tap_dynamics.engine import override
@@ -222,7 +216,7 @@ class TapDynamics(CompatTap):
             if stream.parent_stream_type:  # synced by its parent, as in the SDK's loop
                 continue
             selected.append(stream)
-        self.run_context.sync(selected, self.state, self.client.stats)
+        self.run_context.sync_streams(selected, self.state, self.client.stats)
 
 
 _T = t.TypeVar("_T")

@@ -211,7 +211,8 @@ def test_cache_rows_share_repeated_strings_and_odd_rows_survive(tmp_path: Path) 
     import gc
     import json
 
-    from tap_dynamics.dataverse.metadata import ColumnInfo, MetadataCache, _few_collections
+    from tap_dynamics.dataverse.metadata import ColumnInfo, _few_collections
+    from tap_dynamics.dataverse.metadata_cache import MetadataCache
 
     path = tmp_path / "m.json"
     cache = MetadataCache(str(path), "https://org", 3600, "f")

@@ -16,7 +16,8 @@ import duckdb
 import pytest
 from jsonschema import Draft7Validator, FormatChecker
 
-from tap_dynamics.dataverse.metadata import EntityInfo, MetadataCache, column_from_attribute
+from tap_dynamics.dataverse.metadata import EntityInfo, column_from_attribute
+from tap_dynamics.dataverse.metadata_cache import MetadataCache
 from tests.demo import ROOT, ensure_plugins
 from tests.emulator import Emulator
 from tests.emulator import tables as T

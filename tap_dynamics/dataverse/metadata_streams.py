@@ -172,6 +172,7 @@ class OptionSetLabelsStream(MetadataStream):
                 }
             return self._globals
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """One row per label of every choice column of every discovered table."""
         return self.per_table(self.table_labels)
@@ -259,6 +260,7 @@ class EntityDefinitionsStream(MetadataStream):
         th.Property("metadata_id", th.UUIDType),
     )
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """All tables, with their user-language display names."""
         select = [*ENTITY_FIELDS.values(), "DisplayName", "DisplayCollectionName", "Description"]
@@ -300,6 +302,7 @@ class AttributeDefinitionsStream(MetadataStream):
         th.Property("metadata_id", th.UUIDType),
     )
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Attribute metadata of every discovered table (one call per table)."""
         return self.per_table(self.table_attributes)
@@ -375,6 +378,7 @@ class RelationshipsStream(MetadataStream):
         th.Property("metadata_id", th.UUIDType),
     )
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Both relationship kinds, through their derived-type casts."""
         url = self.client.url(f"RelationshipDefinitions/{NS}.OneToManyRelationshipMetadata", {"$select": ONE_TO_MANY_SELECT})

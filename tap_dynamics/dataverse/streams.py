@@ -62,7 +62,7 @@ EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired",
 
 def _types(schema: dict[str, t.Any]) -> list[str]:
     types = schema.get("type")
-    return types if isinstance(types, list) else [types]
+    return types if isinstance(types, list) else [t.cast("str", types)]
 
 
 def _is_multi_select(schema: dict[str, t.Any]) -> bool:

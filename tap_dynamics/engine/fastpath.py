@@ -111,7 +111,7 @@ class RecordPlan:
         return tail + b',"time_extracted":' + _ENCODER.encode(extracted) + b"}\n"
 
 
-def sync_records_fast(stream: Stream, context: Context | None) -> Iterator[dict]:
+def sync_records_fast(stream: Stream, context: Context | None) -> t.Generator[dict, t.Any, t.Any]:
     """The body of ``_sync_records`` for streams that read pages (see the module docstring)."""
     hooks = t.cast("PageHooks", stream)
     plan = RecordPlan(stream)

@@ -20,8 +20,6 @@ own (a connection check may pass a smaller one without changing the sync's).
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
 import threading
 import time
@@ -37,6 +35,7 @@ from requests.adapters import HTTPAdapter
 
 from tap_dynamics.engine.pages import JSON_DECODER, Page, PageSizer, requested_page_size, where
 from tap_dynamics.engine.policy import Verdict
+from tap_dynamics.engine.retry import RetryableFailure, RetryBudget, TokenRejected, retry_after_seconds
 from tap_dynamics.errors import ConnectionProblem, DataverseError, SecurityError, ServiceUnavailable
 
 if t.TYPE_CHECKING:
@@ -78,129 +77,6 @@ class RequestStats:
     retries: int = 0
     throttled_seconds: float = 0.0
     paced_seconds: float = 0.0
-
-
-class _Retry(Exception):
-    """Internal: this attempt failed in a way worth retrying.
-
-    ``shrink`` marks failures that a smaller page may avoid (read timeouts, "response too
-    large"); ``request_id`` is kept so that the final error can name it for a support case.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        wait: float | None = None,
-        *,
-        throttled: bool = False,
-        shrink: bool = False,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.wait = wait
-        self.throttled = throttled
-        self.shrink = shrink
-        self.request_id = request_id
-
-
-class _TokenRejected(Exception):
-    """Internal: the service answered 401; refresh the token once and resend."""
-
-
-@dataclass
-class RetryBudget:
-    """What one call may spend on retries, and what it has spent (never shared between calls).
-
-    ``decide`` is the give-up predicate of the ``backoff`` loop: it classifies the failure, sets
-    :attr:`kind` and :attr:`wait`, and says whether the budget is spent. ``waits`` is the loop's
-    wait generator: it sleeps only for plain retries; a throttle's wait is a run-wide pause
-    (:meth:`HttpTransport._hold`, every thread waits), and a token refresh or a smaller page
-    resends at once.
-    """
-
-    max_attempts: int
-    max_retry_seconds: float
-    max_throttle_wait: float
-    max_throttles: int
-    default_retry_after: float
-    max_retry_after: float
-    backoff_base: float
-    backoff_cap: float
-    page_sizer: PageSizer | None = None
-    attempt: int = 0  # failed attempts that count (not refreshes, throttles, smaller pages)
-    slept: float = 0.0  # seconds of backoff sleeps so far
-    throttled: float = 0.0  # seconds waited on 429s so far
-    throttles: int = 0
-    refreshed: bool = False  # the token was refreshed for the attempt in flight
-    kind: str = ""  # what the last failure was: refresh, throttle, shrink or retry
-    wait: float = 0.0  # how long the last failure makes this request wait
-    reason: str = ""  # what the last failure was, for the log line
-    had_retry_after: bool = False  # whether the service said how long to wait
-
-    def decide(self, exc: BaseException) -> bool:
-        """Classify ``exc``; True when the budget is spent (the loop then re-raises it)."""
-        if isinstance(exc, _TokenRejected):
-            self.kind, self.wait, self.refreshed = "refresh", 0.0, True
-            return False
-        assert isinstance(exc, _Retry)
-        self.reason, self.had_retry_after = exc.reason, exc.wait is not None
-        self.refreshed = False  # the token worked; a later 401 deserves its own refresh
-        if exc.throttled:
-            wait = min(exc.wait if exc.wait is not None else self.default_retry_after, self.max_retry_after)
-            self.throttles += 1
-            if self.throttled + wait > self.max_throttle_wait or self.throttles > self.max_throttles:
-                self.kind = "throttle"
-                return True
-            self.kind, self.wait = "throttle", wait
-            self.throttled += wait  # throttling is bounded by time, not attempts
-            return False
-        if exc.shrink and self.page_sizer is not None and self.page_sizer.can_shrink():
-            self.kind, self.wait = "shrink", 0.0  # a smaller page is a different request
-            return False
-        self.attempt += 1
-        wait = exc.wait if exc.wait is not None else self.jittered(self.attempt)
-        self.kind, self.wait = "retry", min(wait, self.max_retry_after)
-        return self.attempt >= self.max_attempts or self.slept + self.wait > self.max_retry_seconds
-
-    def jittered(self, attempt: int) -> float:
-        """Full-jitter exponential backoff: spreads retries of parallel requests apart."""
-        return backoff.full_jitter(min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
-
-    def waits(self) -> t.Generator[float, t.Any, None]:
-        """The ``backoff`` wait generator: the sleep :meth:`decide` chose for the failure."""
-        yield 0.0  # consumed when the loop primes the generator
-        while True:
-            yield self.wait if self.kind == "retry" else 0.0
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def number(value: str | None) -> float | None:
-    """A header number such as ``5,999`` or ``1,199.99`` (None when absent or unreadable)."""
-    if value is None:
-        return None
-    try:
-        return float(value.replace(",", "").strip())
-    except ValueError:
-        return None
 
 
 class HttpTransport:
@@ -384,7 +260,7 @@ class HttpTransport:
 
         retrying = backoff.on_exception(
             budget.waits,
-            (_Retry, _TokenRejected),
+            (RetryableFailure, TokenRejected),
             max_tries=None,
             jitter=None,
             giveup=budget.decide,
@@ -393,7 +269,7 @@ class HttpTransport:
         )(attempt)
         try:
             payload, response = retrying()
-        except _Retry as retry:
+        except RetryableFailure as retry:
             raise self._gave_up(budget, retry, table) from None
         if page_sizer is not None:
             page_sizer.success()
@@ -429,7 +305,7 @@ class HttpTransport:
             self._count(table, retry=True)
             budget.slept += budget.wait
 
-    def _gave_up(self, budget: RetryBudget, retry: _Retry, table: str | None) -> ServiceUnavailable:
+    def _gave_up(self, budget: RetryBudget, retry: RetryableFailure, table: str | None) -> ServiceUnavailable:
         rid = f" (request id {retry.request_id})" if retry.request_id else ""
         if budget.kind == "throttle":
             msg = (
@@ -480,13 +356,13 @@ class HttpTransport:
             )
             raise ConnectionProblem(msg) from None
         except requests.exceptions.Timeout:
-            raise _Retry(f"no response within {self.timeout} s", shrink=True) from None
+            raise RetryableFailure(f"no response within {self.timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise _Retry(f"connection failed ({_short(exc)})") from None
+            raise RetryableFailure(f"connection failed ({_short(exc)})") from None
         except urllib3.exceptions.ReadTimeoutError:
-            raise _Retry(f"the response did not arrive within {self.timeout} s", shrink=True) from None
+            raise RetryableFailure(f"the response did not arrive within {self.timeout} s", shrink=True) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise _Retry(f"response body cut off ({_short(exc)})") from None
+            raise RetryableFailure(f"response body cut off ({_short(exc)})") from None
 
         status = response.status_code
         policy = self.policy
@@ -502,14 +378,14 @@ class HttpTransport:
         verdict = policy.classify(status, code)
         if verdict is Verdict.REFRESH:
             if not refreshed and self.tokens.refreshable:
-                raise _TokenRejected
+                raise TokenRejected
             raise self.tokens.rejected(self.origin)
         if verdict is Verdict.THROTTLE:
             reason = code or "no error code"
             if message:
                 reason += f": {message[:160]}"
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            raise _Retry(reason, retry_after, throttled=True, request_id=request_id)
+            raise RetryableFailure(reason, retry_after, throttled=True, request_id=request_id)
         if verdict in (Verdict.RETRY, Verdict.SHRINK):
             retry_after = (
                 retry_after_seconds(response.headers.get("Retry-After"))
@@ -517,7 +393,7 @@ class HttpTransport:
                 else None
             )
             detail = f"({message[:200]})" if message else ""
-            raise _Retry(
+            raise RetryableFailure(
                 f"HTTP {status} {detail}".strip(),
                 retry_after,
                 shrink=verdict is Verdict.SHRINK,
@@ -541,7 +417,7 @@ class HttpTransport:
         content_type = response.headers.get("Content-Type", "")
         body = response.content  # already read (see _read_body)
         if "json" not in content_type:
-            raise _Retry(
+            raise RetryableFailure(
                 f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
                 "(an HTML page usually comes from a proxy or gateway)",
                 request_id=request_id,
@@ -552,9 +428,9 @@ class HttpTransport:
             except msgspec.ValidationError:  # valid JSON, unexpected shape: plain JSON
                 payload = JSON_DECODER.decode(body)
         except msgspec.DecodeError:
-            raise _Retry("invalid or cut-off JSON in the response", request_id=request_id) from None
+            raise RetryableFailure("invalid or cut-off JSON in the response", request_id=request_id) from None
         if not isinstance(payload, (dict, msgspec.Struct)):
-            raise _Retry("unexpected JSON shape in the response", request_id=request_id)
+            raise RetryableFailure("unexpected JSON shape in the response", request_id=request_id)
         return payload
 
     # -- collections ------------------------------------------------------------------------------
@@ -611,7 +487,7 @@ def _read_body(response: requests.Response) -> None:
         response.close()
         raise
     response._content = body  # noqa: SLF001 - what requests itself does once a body is read
-    response._content_consumed = True  # noqa: SLF001
+    response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 def _short(exc: BaseException) -> str:
@@ -619,4 +495,4 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-__all__ = ["Credential", "HttpTransport", "RequestStats", "RetryBudget", "number", "retry_after_seconds"]
+__all__ = ["Credential", "HttpTransport", "RequestStats"]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from tap_dynamics.engine import override
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -55,15 +57,19 @@ class Rows(Sequence):
             self._raw = self._check = None
         return rows
 
+    @override
     def __len__(self) -> int:
         return len(self._rows) if self._rows is not None else len(self._raw or ())
 
+    @override
     def __getitem__(self, index: t.Any) -> t.Any:
         return self.decoded()[index]
 
+    @override
     def __iter__(self) -> Iterator[dict[str, t.Any]]:
         return iter(self.decoded())
 
+    @override
     def __repr__(self) -> str:
         state = "decoded" if self._rows is not None else "raw"
         return f"<Rows: {len(self)} rows, {state}>"

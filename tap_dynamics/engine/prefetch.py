@@ -25,6 +25,8 @@ import queue
 import threading
 import typing as t
 
+from tap_dynamics.engine import override
+
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
@@ -107,6 +109,7 @@ class _Feed(threading.Thread):
                 return False
         return True
 
+    @override
     def run(self) -> None:
         pages: Iterator[Page] | None = None
         try:

@@ -89,8 +89,12 @@ class Reader(t.Protocol):
     """What a strategy needs from its stream (engine/stream.py's ``PagedStream`` provides it)."""
 
     name: str
-    client: PageSource
     deletes_emitted: int
+
+    @property
+    def client(self) -> PageSource:
+        """The transport pages are read through."""
+        ...
 
     @property
     def logger(self) -> logging.Logger:
@@ -268,7 +272,7 @@ class CursorStrategy:
         bounds = [odata_datetime(low + step * i) for i in range(count)]
         if len(set(bounds)) < len(bounds):
             return None  # the range is too narrow to split by whole seconds
-        windows = [
+        windows: list[dict[str, t.Any]] = [
             {"lo": bounds[i], "hi": bounds[i + 1] if i + 1 < count else None, "bookmark": None,
              "boundary": {}, "done": False}
             for i in range(count)

@@ -70,7 +70,7 @@ class RunContext:
         self.summary.add(table, retries=1, throttled_seconds=throttled_seconds)
 
     # -- the sync loop ------------------------------------------------------------------------------
-    def sync(self, streams: list[Stream], state: Mapping[str, t.Any], stats: RequestStats) -> None:
+    def sync_streams(self, streams: list[Stream], state: Mapping[str, t.Any], stats: RequestStats) -> None:
         """Sync ``streams`` (the selected ones); a failing table is skipped and reported.
 
         Raises :class:`StreamsFailed` at the end when some tables failed (exit 3, or 4 when the
@@ -111,7 +111,7 @@ class RunContext:
                 stream.get_context_state(None)
         reporter = self._start_progress(streams, state)
         try:
-            sync_streams(streams, sync_one, self.workers(streams))
+            run_each(streams, sync_one, self.workers(streams))
         finally:
             if reporter is not None:
                 reporter.stop()
@@ -148,7 +148,7 @@ class RunContext:
         return reporter
 
 
-def sync_streams(streams: list, sync_one: Callable[[t.Any], None], workers: int) -> None:
+def run_each(streams: list, sync_one: Callable[[t.Any], None], workers: int) -> None:
     """Run ``sync_one(stream)`` for every stream, ``workers`` at a time, in the given order.
 
     Exceptions raised by ``sync_one`` propagate (the first one, after the others finished);
@@ -169,4 +169,4 @@ def sync_streams(streams: list, sync_one: Callable[[t.Any], None], workers: int)
                 raise error
 
 
-__all__ = ["OUTPUT_LOCK", "RunContext", "TotalsHook", "sync_streams"]
+__all__ = ["OUTPUT_LOCK", "RunContext", "TotalsHook", "run_each"]

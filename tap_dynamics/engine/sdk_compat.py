@@ -70,7 +70,7 @@ def write_activate_version_message(stream: Stream, version: int) -> None:
 
 def stream_version(stream: Stream) -> int | None:
     """The table version RECORD messages carry (the SDK reads it from this attribute)."""
-    return t.cast("int | None", stream._stream_version)  # noqa: SLF001
+    return stream._stream_version  # noqa: SLF001
 
 
 def set_stream_version(stream: Stream, version: int | None) -> None:
@@ -148,12 +148,12 @@ class CompatTap(Tap):
         """The error to raise for the SDK's config validation error ``exc``."""
         return exc
 
-    @override
-    def sync_all(self) -> None:  # type: ignore[misc]  # @final in the SDK: see the class docstring
+    @override  # type: ignore[misc]  # @final in the SDK: see the class docstring
+    def sync_all(self) -> None:
         self.sync_selected()
 
-    @override
-    def run_connection_test(self) -> bool:  # type: ignore[misc]  # @final in the SDK
+    @override  # type: ignore[misc]  # @final in the SDK: see the class docstring
+    def run_connection_test(self) -> bool:
         self.connection_test()
         return super().run_connection_test()
 

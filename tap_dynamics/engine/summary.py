@@ -32,7 +32,7 @@ class StreamSummary:
     status: str = OK
     note: str = ""
     live_rows: int = 0  # rows written so far (progress), updated page by page
-    expected: int | None = None  # RetrieveTotalRecordCount snapshot, for percent and ETA
+    expected: int | None = None  # the service's row count (a totals hook), for percent and ETA
 
     @property
     def duration(self) -> float:

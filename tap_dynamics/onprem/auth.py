@@ -107,7 +107,7 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
             options=spnego.NegotiateOptions.use_ntlm,
         )
         request.headers[auth_header] = f"{auth_type} {base64.b64encode(client.step() or b'').decode()}"
-        second = response.connection.send(request, **dict(args, stream=False))  # type: ignore[attr-defined]
+        second = response.connection.send(request, **dict(args, stream=False))
         second.content  # noqa: B018
         second.raw.release_conn()
         if second.status_code == 401:
@@ -136,7 +136,7 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
         if second.headers.get("set-cookie"):
             request.headers["Cookie"] = second.headers["set-cookie"]
         request.headers[auth_header] = f"{auth_type} {base64.b64encode(authenticate or b'').decode()}"
-        third = second.connection.send(request, **args)  # type: ignore[attr-defined]
+        third = second.connection.send(request, **args)
         third.history.extend([response, second])
         return third
 
