@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]' 'meltano~=4.4'
 	touch $(STAMP)
 
-## test: run the whole suite (unit, emulator integration, Meltano end to end)
+## test: type-check tap_dynamics/ (mypy, config in pyproject.toml), then run the whole suite
+## (unit, emulator integration, Meltano end to end)
 test: venv
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 ## demo: emulator -> tap-dynamics -> Meltano -> DuckDB, then print row counts per table

@@ -22,7 +22,12 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
-from tap_dynamics.dataverse.metadata import DiscoveredTable, discover_tables, list_entities, select_entities
+from tap_dynamics.dataverse.metadata import (
+    DiscoveredTable,
+    discover_tables,
+    list_entities,
+    select_entities,
+)
 from tap_dynamics.dataverse.metadata_cache import MetadataCache, entities_fingerprint
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.dataverse.streams import EntityStream, choose_method

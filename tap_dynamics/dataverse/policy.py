@@ -19,8 +19,8 @@ from __future__ import annotations
 import typing as t
 
 from tap_dynamics.engine import override
-from tap_dynamics.engine.retry import number
 from tap_dynamics.engine.policy import USER_AGENT, Pacing, ServicePolicy, Verdict
+from tap_dynamics.engine.retry import number
 from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
 
 if t.TYPE_CHECKING:

@@ -28,7 +28,11 @@ from __future__ import annotations
 import datetime as dt
 import typing as t
 
-from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
+from tap_dynamics.dataverse.metadata import (
+    ANNOTATIONS_PREFER,
+    is_annotation_column,
+    rename_annotations,
+)
 from tap_dynamics.engine import override
 from tap_dynamics.engine.replication import (
     DELETED_AT,

@@ -35,7 +35,12 @@ from requests.adapters import HTTPAdapter
 
 from tap_dynamics.engine.pages import JSON_DECODER, Page, PageSizer, requested_page_size, where
 from tap_dynamics.engine.policy import Verdict
-from tap_dynamics.engine.retry import RetryableFailure, RetryBudget, TokenRejected, retry_after_seconds
+from tap_dynamics.engine.retry import (
+    RetryableError,
+    RetryBudget,
+    TokenRejectedError,
+    retry_after_seconds,
+)
 from tap_dynamics.errors import ConnectionProblem, DataverseError, SecurityError, ServiceUnavailable
 
 if t.TYPE_CHECKING:
@@ -260,7 +265,7 @@ class HttpTransport:
 
         retrying = backoff.on_exception(
             budget.waits,
-            (RetryableFailure, TokenRejected),
+            (RetryableError, TokenRejectedError),
             max_tries=None,
             jitter=None,
             giveup=budget.decide,
@@ -269,7 +274,7 @@ class HttpTransport:
         )(attempt)
         try:
             payload, response = retrying()
-        except RetryableFailure as retry:
+        except RetryableError as retry:
             raise self._gave_up(budget, retry, table) from None
         if page_sizer is not None:
             page_sizer.success()
@@ -305,7 +310,7 @@ class HttpTransport:
             self._count(table, retry=True)
             budget.slept += budget.wait
 
-    def _gave_up(self, budget: RetryBudget, retry: RetryableFailure, table: str | None) -> ServiceUnavailable:
+    def _gave_up(self, budget: RetryBudget, retry: RetryableError, table: str | None) -> ServiceUnavailable:
         rid = f" (request id {retry.request_id})" if retry.request_id else ""
         if budget.kind == "throttle":
             msg = (
@@ -356,13 +361,13 @@ class HttpTransport:
             )
             raise ConnectionProblem(msg) from None
         except requests.exceptions.Timeout:
-            raise RetryableFailure(f"no response within {self.timeout} s", shrink=True) from None
+            raise RetryableError(f"no response within {self.timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise RetryableFailure(f"connection failed ({_short(exc)})") from None
+            raise RetryableError(f"connection failed ({_short(exc)})") from None
         except urllib3.exceptions.ReadTimeoutError:
-            raise RetryableFailure(f"the response did not arrive within {self.timeout} s", shrink=True) from None
+            raise RetryableError(f"the response did not arrive within {self.timeout} s", shrink=True) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise RetryableFailure(f"response body cut off ({_short(exc)})") from None
+            raise RetryableError(f"response body cut off ({_short(exc)})") from None
 
         status = response.status_code
         policy = self.policy
@@ -378,14 +383,14 @@ class HttpTransport:
         verdict = policy.classify(status, code)
         if verdict is Verdict.REFRESH:
             if not refreshed and self.tokens.refreshable:
-                raise TokenRejected
+                raise TokenRejectedError
             raise self.tokens.rejected(self.origin)
         if verdict is Verdict.THROTTLE:
             reason = code or "no error code"
             if message:
                 reason += f": {message[:160]}"
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            raise RetryableFailure(reason, retry_after, throttled=True, request_id=request_id)
+            raise RetryableError(reason, retry_after, throttled=True, request_id=request_id)
         if verdict in (Verdict.RETRY, Verdict.SHRINK):
             retry_after = (
                 retry_after_seconds(response.headers.get("Retry-After"))
@@ -393,7 +398,7 @@ class HttpTransport:
                 else None
             )
             detail = f"({message[:200]})" if message else ""
-            raise RetryableFailure(
+            raise RetryableError(
                 f"HTTP {status} {detail}".strip(),
                 retry_after,
                 shrink=verdict is Verdict.SHRINK,
@@ -417,7 +422,7 @@ class HttpTransport:
         content_type = response.headers.get("Content-Type", "")
         body = response.content  # already read (see _read_body)
         if "json" not in content_type:
-            raise RetryableFailure(
+            raise RetryableError(
                 f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
                 "(an HTML page usually comes from a proxy or gateway)",
                 request_id=request_id,
@@ -428,9 +433,9 @@ class HttpTransport:
             except msgspec.ValidationError:  # valid JSON, unexpected shape: plain JSON
                 payload = JSON_DECODER.decode(body)
         except msgspec.DecodeError:
-            raise RetryableFailure("invalid or cut-off JSON in the response", request_id=request_id) from None
+            raise RetryableError("invalid or cut-off JSON in the response", request_id=request_id) from None
         if not isinstance(payload, (dict, msgspec.Struct)):
-            raise RetryableFailure("unexpected JSON shape in the response", request_id=request_id)
+            raise RetryableError("unexpected JSON shape in the response", request_id=request_id)
         return payload
 
     # -- collections ------------------------------------------------------------------------------

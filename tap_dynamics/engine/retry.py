@@ -1,6 +1,6 @@
 """The retry budget of one request, for the ``backoff`` loop of the transport (engine/http.py).
 
-A failed attempt raises :class:`RetryableFailure` (or :class:`TokenRejected` for a 401 worth one
+A failed attempt raises :class:`RetryableError` (or :class:`TokenRejectedError` for a 401 worth one
 refresh). The per-call :class:`RetryBudget` is the loop's give-up predicate and wait generator:
 it classifies the failure, keeps what this call has spent, and says when the budget is gone.
 The limits come from the client instance that made the call, never from shared state, so one
@@ -21,7 +21,7 @@ if t.TYPE_CHECKING:
     from tap_dynamics.engine.pages import PageSizer
 
 
-class RetryableFailure(Exception):
+class RetryableError(Exception):
     """Internal: this attempt failed in a way worth retrying.
 
     ``shrink`` marks failures that a smaller page may avoid (read timeouts, "response too
@@ -45,7 +45,7 @@ class RetryableFailure(Exception):
         self.request_id = request_id
 
 
-class TokenRejected(Exception):
+class TokenRejectedError(Exception):
     """Internal: the service answered 401; refresh the token once and resend."""
 
 
@@ -81,10 +81,10 @@ class RetryBudget:
 
     def decide(self, exc: BaseException) -> bool:
         """Classify ``exc``; True when the budget is spent (the loop then re-raises it)."""
-        if isinstance(exc, TokenRejected):
+        if isinstance(exc, TokenRejectedError):
             self.kind, self.wait, self.refreshed = "refresh", 0.0, True
             return False
-        assert isinstance(exc, RetryableFailure)
+        assert isinstance(exc, RetryableError)
         self.reason, self.had_retry_after = exc.reason, exc.wait is not None
         self.refreshed = False  # the token worked; a later 401 deserves its own refresh
         if exc.throttled:
@@ -144,4 +144,4 @@ def number(value: str | None) -> float | None:
         return None
 
 
-__all__ = ["RetryBudget", "RetryableFailure", "TokenRejected", "number", "retry_after_seconds"]
+__all__ = ["RetryBudget", "RetryableError", "TokenRejectedError", "number", "retry_after_seconds"]

@@ -25,7 +25,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.progress import ProgressReporter
 from tap_dynamics.engine.summary import FAILED, RunSummary
-from tap_dynamics.errors import EXIT_SERVICE, EXIT_STREAMS_FAILED, DataverseError, ServiceUnavailable, StreamsFailed
+from tap_dynamics.errors import (
+    EXIT_SERVICE,
+    EXIT_STREAMS_FAILED,
+    DataverseError,
+    ServiceUnavailable,
+    StreamsFailed,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -25,6 +25,7 @@ from singer_sdk.helpers._typing import _is_exclusive_boolean_type as is_exclusiv
 # catalogs compare equal across versions); these are the SDK's own codecs (simplejson with its
 # options), not exported elsewhere.
 from singer_sdk.helpers._util import dump_json, load_json
+
 from tap_dynamics.engine import override
 
 if t.TYPE_CHECKING:
