@@ -14,6 +14,8 @@ own ``msgspec.Struct`` and the same :meth:`page` contract.
 from __future__ import annotations
 
 import typing as t
+from itertools import repeat
+from operator import methodcaller
 
 import msgspec
 
@@ -96,14 +98,18 @@ class ODataV4:
     def check_rows(
         self, records: list[t.Any], table: str | None, request_id: str | None, required: tuple[str, ...]
     ) -> None:
-        """Rows are JSON objects carrying the required columns (tombstones excepted)."""
-        if not all(isinstance(record, dict) for record in records):
+        """Rows are JSON objects carrying the required columns (tombstones excepted).
+
+        Runs on every row of every page, so the common case (all good) is checked with C-level
+        ``map`` passes; only a page with a problem is walked row by row to name it.
+        """
+        if not all(map(isinstance, records, repeat(dict))):
             msg = (
                 f"{where(table)}the response's 'value' list holds something other than rows "
                 f"(JSON objects) (request id {request_id})"
             )
             raise DataverseError(msg, table=table)
-        if not required:
+        if not required or not any(None in map(methodcaller("get", name), records) for name in required):
             return
         for number, record in enumerate(records, start=1):
             if self.is_tombstone(record):
