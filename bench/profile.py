@@ -3,7 +3,8 @@
     python -m bench.profile [--rows N] [--top N] [--sort tottime|cumulative] [--out FILE]
 
 Starts the emulator as ``make bench`` does (its own process, no latency), discovers, then runs
-the tap in a child process under cProfile with one profiler per thread (the prefetch feeds read
+the tap in a child process under cProfile with one profiler per thread, timed by thread CPU time (so a loaded
+machine or a slow emulator does not show up as the tap's cost) (the prefetch feeds read
 and check pages on their own threads; cProfile alone sees only the main thread), merges them and
 prints the top functions. The tap's stdout goes to /dev/null, as in the benchmark.
 """
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from bench.run import PY, SCENARIOS, EmulatorProcess, Scenario, discover
@@ -27,22 +29,28 @@ from bench.run import PY, SCENARIOS, EmulatorProcess, Scenario, discover
 def _child(out: str, argv: list[str]) -> None:
     """Run the tap in this process with a profiler in every thread; dump the merged stats."""
     profiles: list[cProfile.Profile] = []
-    original = threading.Thread.run
+    start = threading.Thread.start
 
-    def profiled(self: threading.Thread) -> None:
-        profile = cProfile.Profile()
-        profiles.append(profile)
-        profile.enable()
-        try:
-            original(self)
-        finally:
-            profile.disable()
+    def start_profiled(self: threading.Thread) -> None:
+        run = self.run  # the subclass's own run (prefetch feeds override it)
 
-    threading.Thread.run = profiled  # type: ignore[method-assign]
+        def profiled() -> None:
+            profile = cProfile.Profile(time.thread_time)
+            profiles.append(profile)
+            profile.enable()
+            try:
+                run()
+            finally:
+                profile.disable()
+
+        self.run = profiled  # type: ignore[method-assign]
+        start(self)
+
+    threading.Thread.start = start_profiled  # type: ignore[method-assign]
     from tap_dynamics.tap import cli
 
     sys.argv = ["tap-dynamics", *argv]
-    main = cProfile.Profile()
+    main = cProfile.Profile(time.thread_time)
     main.enable()
     try:
         cli()
