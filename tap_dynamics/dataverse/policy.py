@@ -3,6 +3,8 @@
 - every request carries ``If-None-Match: null`` (Microsoft's advice for Web API reads: no cached
   ``304`` for a collection) and the OData 4.0 version headers;
 - the request id is ``x-ms-service-request-id`` (online) or ``REQ_ID`` (on-premises);
+- ``0x80044352`` (an expired change-tracking token) is final at any status: the stream
+  re-baselines instead of retrying;
 - ``0x80040216`` on a 500 is Dataverse's generic "unexpected error", also how it reports a page it
   could not build in time or too big a response: a smaller page is the cure;
 - ``0x80072560`` on a 403 means the identity is no user of the environment (no application user
@@ -28,6 +30,8 @@ if t.TYPE_CHECKING:
 
 # Dataverse's generic "unexpected error" code, also returned for timeouts and oversized responses.
 TOO_LARGE_CODE = "0x80040216"
+# An expired change-tracking token: final whatever the status (the stream re-baselines).
+EXPIRED_TOKEN_CODE = "0x80044352"
 
 # Headers Microsoft recommends on every Web API call (compose-http-requests-handle-errors).
 BASE_HEADERS = {
@@ -54,6 +58,8 @@ class DataversePolicy(ServicePolicy):
     def classify(self, status: int, code: str | None) -> Verdict:
         if status == 500 and code == TOO_LARGE_CODE:
             return Verdict.SHRINK
+        if code == EXPIRED_TOKEN_CODE:
+            return Verdict.FATAL  # no resend helps: the stream re-baselines
         return super().classify(status, code)
 
     @override
@@ -80,4 +86,4 @@ class DataversePolicy(ServicePolicy):
         return None
 
 
-__all__ = ["BASE_HEADERS", "TOO_LARGE_CODE", "DataversePolicy"]
+__all__ = ["BASE_HEADERS", "EXPIRED_TOKEN_CODE", "TOO_LARGE_CODE", "DataversePolicy"]

@@ -35,6 +35,7 @@ from tap_dynamics.dataverse.metadata import (
     is_annotation_column,
     rename_annotations,
 )
+from tap_dynamics.dataverse.policy import EXPIRED_TOKEN_CODE
 from tap_dynamics.engine import override
 from tap_dynamics.engine.replication import (
     DELETED_AT,
@@ -63,7 +64,9 @@ FULL_TABLE = "full_table"
 DEFAULT_CURSOR = "modifiedon"
 VERSION_CURSOR = "versionnumber"
 
-EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", "0x80044352")
+# How Dataverse says a change-tracking token has expired (the message and the HRESULT; the
+# status has been seen as 400, but only these identify the error, so any status counts).
+EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", EXPIRED_TOKEN_CODE)
 
 
 def _types(schema: dict[str, t.Any]) -> list[str]:
@@ -204,9 +207,23 @@ class EntityStream(DataverseStream):
         return self.entity.entity_set
 
     def required_columns(self) -> tuple[str, ...]:
-        """Columns every row must carry (a row without them is a malformed response)."""
-        required = [*(self.primary_keys or ()), self.replication_key]
-        return tuple(c for c in required if c)
+        """Columns every row must carry (a row without them is a malformed response).
+
+        Only the primary key: a cursor column may be null (such rows are emitted without
+        moving the bookmark), see :meth:`cursor_column`.
+        """
+        return tuple(self.primary_keys or ())
+
+    def cursor_column(self) -> tuple[str, type] | None:
+        """The cursor column and the JSON type its values must have (checked on every row)."""
+        method = self.method
+        if method in (CHANGE_TRACKING, FULL_TABLE):
+            return None
+        return (method, int) if method == VERSION_CURSOR else (method, str)
+
+    def bookmark_cap(self, start: t.Any) -> str | None:
+        """The latest value a date-time bookmark may take in a read from ``start`` (None: no limit)."""
+        return None
 
     def selected_columns(self) -> list[str]:
         """Columns for ``$select``: the selected properties, plus the key and the cursor."""
@@ -273,7 +290,7 @@ class EntityStream(DataverseStream):
             yield from strategy.pages(self.client.url(self.path, self.query_options(context)))
         elif method == VERSION_CURSOR:  # unique: `gt` the bookmark, no boundary rows to drop
             url = self.client.url(self.path, self.query_options(context))
-            yield from self.fetch(url, self._prefer(), required=required)
+            yield from self.fetch(url, self._prefer(), required=required, cursor=self.cursor_column())
         else:
             yield from CursorStrategy(
                 self,
@@ -286,6 +303,7 @@ class EntityStream(DataverseStream):
                 first_load_windows=self.settings.first_load_windows,
                 lookback=bool(self.settings.lookback_seconds),
                 start=self.get_starting_timestamp(context),
+                bookmark_cap=self.bookmark_cap,
             ).pages()
 
     def _initial_url(self) -> str:
@@ -306,7 +324,14 @@ class EntityStream(DataverseStream):
         for name in self._multi_select:
             value = row.get(name)
             if value.__class__ is str:
-                row[name] = list(map(int, value.split(","))) if value else []
+                try:
+                    row[name] = list(map(int, value.split(","))) if value else []
+                except ValueError:
+                    msg = (
+                        f"table {self.name}: column {name} holds {value[:60]!r}, not comma-separated "
+                        "choice values (whole numbers); the response is malformed"
+                    )
+                    raise DataverseError(msg, table=self.name) from None
         return row
 
 
@@ -402,5 +427,6 @@ def _is_deleted_entity(row: dict[str, t.Any]) -> bool:
 
 
 def _is_expired_token(exc: DataverseError) -> bool:
+    """The change-tracking token expired: known by its code or message, whatever the status."""
     text = str(exc)
-    return exc.status == 400 and any(marker in text for marker in EXPIRED_TOKEN_MARKERS)
+    return exc.code == EXPIRED_TOKEN_CODE or any(marker in text for marker in EXPIRED_TOKEN_MARKERS)

@@ -13,6 +13,7 @@ own ``msgspec.Struct`` and the same :meth:`page` contract.
 
 from __future__ import annotations
 
+import re
 import typing as t
 from itertools import repeat
 from operator import methodcaller
@@ -21,6 +22,11 @@ import msgspec
 
 from tap_dynamics.engine.pages import JSON_DECODER, Page, Rows, where
 from tap_dynamics.errors import DataverseError
+
+# A cursor column and the type its values must have when not null (str: a date-time, int).
+Cursor = tuple[str, type]
+# What a date-time cursor value looks like (the sort check and the bookmark compare them as text).
+DATETIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)\Z")
 
 
 class PageFormat(t.Protocol):
@@ -36,11 +42,13 @@ class PageFormat(t.Protocol):
         request_id: str | None,
         seen: set[str],
         required: tuple[str, ...],
+        cursor: Cursor | None = None,
     ) -> Page:
         """The page in ``payload``; raise a one-line service error when it is not a page.
 
         ``seen`` holds the links followed so far (a link seen again is a server-side loop);
-        ``required`` names the columns every row must carry (tombstones excepted).
+        ``required`` names the columns every row must carry (tombstones excepted); ``cursor``
+        the cursor column and the type its values must have when not null.
         """
         ...
 
@@ -66,6 +74,7 @@ class ODataV4:
         request_id: str | None,
         seen: set[str],
         required: tuple[str, ...] = (),
+        cursor: Cursor | None = None,
     ) -> Page:
         """One page; its rows stay raw JSON until used (see :class:`Rows`)."""
         if isinstance(payload, _ODataV4Body):
@@ -73,7 +82,7 @@ class ODataV4:
             check_loop(next_link, table, seen)
 
             def check(rows: list[t.Any]) -> None:
-                self.check_rows(rows, table, request_id, required)
+                self.check_rows(rows, table, request_id, required, cursor)
 
             return Page(Rows(payload.value, check), next_link or None, payload.delta_link, request_id)
         # Valid JSON that is not a page: the checks below say what is wrong with it.
@@ -81,7 +90,7 @@ class ODataV4:
         if not isinstance(records, list):
             msg = f"{where(table)}the response has no 'value' list (request id {request_id})"
             raise DataverseError(msg, table=table)
-        self.check_rows(records, table, request_id, required)
+        self.check_rows(records, table, request_id, required, cursor)
         next_link = payload.get("@odata.nextLink")
         if next_link is not None and not isinstance(next_link, str):
             msg = f"{where(table)}malformed @odata.nextLink in the response"
@@ -96,9 +105,15 @@ class ODataV4:
         return row.get("reason") == "deleted" or "@removed" in row
 
     def check_rows(
-        self, records: list[t.Any], table: str | None, request_id: str | None, required: tuple[str, ...]
+        self,
+        records: list[t.Any],
+        table: str | None,
+        request_id: str | None,
+        required: tuple[str, ...],
+        cursor: Cursor | None = None,
     ) -> None:
-        """Rows are JSON objects carrying the required columns (tombstones excepted).
+        """Rows are JSON objects carrying the required columns (tombstones excepted), and cursor
+        values that are null or of the cursor's type (they are compared and bookmarked).
 
         Runs on every row of every page, so the common case (all good) is checked with C-level
         ``map`` passes; only a page with a problem is walked row by row to name it.
@@ -109,18 +124,41 @@ class ODataV4:
                 f"(JSON objects) (request id {request_id})"
             )
             raise DataverseError(msg, table=table)
-        if not required or not any(None in map(methodcaller("get", name), records) for name in required):
+        if required and any(None in map(methodcaller("get", name), records) for name in required):
+            for number, record in enumerate(records, start=1):
+                if self.is_tombstone(record):
+                    continue
+                missing = [name for name in required if record.get(name) is None]
+                if missing:
+                    raise malformed_row(table, number, f"has no {', '.join(missing)}", request_id)
+        if cursor is not None:
+            check_cursor(records, cursor, table, request_id)
+
+
+def check_cursor(records: list[dict[str, t.Any]], cursor: Cursor, table: str | None, request_id: str | None) -> None:
+    """Cursor values are null or of the cursor's type: a date-time (text) or a whole number."""
+    name, kind = cursor
+    values = [value for value in map(methodcaller("get", name), records) if value is not None]
+    if kind is str:
+        if set(map(type, values)) <= {str} and all(map(DATETIME_RE.match, values)):
             return
-        for number, record in enumerate(records, start=1):
-            if self.is_tombstone(record):
-                continue
-            missing = [name for name in required if record.get(name) is None]
-            if missing:
-                msg = (
-                    f"{where(table)}row {number} of a page has no {', '.join(missing)} "
-                    f"(request id {request_id}); the response is malformed"
-                )
-                raise DataverseError(msg, table=table)
+        expected = "a date-time"
+    else:
+        if set(map(type, values)) <= {int}:
+            return
+        expected = "a whole number"
+    for number, record in enumerate(records, start=1):
+        value = record.get(name)
+        if value is None or (value.__class__ is kind and (kind is not str or DATETIME_RE.match(str(value)))):
+            continue
+        raise malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
+
+
+def malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> DataverseError:
+    """The one line for a row that cannot be emitted as served (it fails its table)."""
+    rid = f" (request id {request_id})" if request_id else ""
+    msg = f"{where(table)}row {number} of a page {problem}{rid}; the response is malformed"
+    return DataverseError(msg, table=table)
 
 
 def check_loop(next_link: str | None, table: str | None, seen: set[str]) -> None:
@@ -134,4 +172,4 @@ def check_loop(next_link: str | None, table: str | None, seen: set[str]) -> None
 
 ODATA_V4 = ODataV4()
 
-__all__ = ["JSON_DECODER", "ODATA_V4", "ODataV4", "PageFormat", "check_loop"]
+__all__ = ["DATETIME_RE", "JSON_DECODER", "ODATA_V4", "Cursor", "ODataV4", "PageFormat", "check_cursor", "check_loop", "malformed_row"]

@@ -20,6 +20,8 @@ own (a connection check may pass a smaller one without changing the sync's).
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import logging
 import threading
 import time
@@ -46,7 +48,7 @@ from tap_dynamics.errors import ConnectionProblem, DataverseError, SecurityError
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from tap_dynamics.engine.formats import PageFormat
+    from tap_dynamics.engine.formats import Cursor, PageFormat
     from tap_dynamics.engine.policy import ServicePolicy
 
 LOGGER = logging.getLogger("tap-dynamics")
@@ -126,6 +128,10 @@ class HttpTransport:
         self._resume_at = 0.0
         self._slowing = False
         self._sizers: dict[str, PageSizer] = {}
+        # The server's clock (the Date header), as (server time, time.monotonic() when read):
+        # cursor values are server timestamps, and this machine's clock may be off.
+        self._server_clock: tuple[dt.datetime, float] | None = None
+        self._server_date = ""
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -170,6 +176,27 @@ class HttpTransport:
             if sizer is None or sizer.requested != requested:
                 sizer = self._sizers[table] = PageSizer(requested)
             return sizer
+
+    def server_time(self) -> dt.datetime:
+        """The server's time now: its last ``Date`` header plus the seconds since (this
+        machine's UTC clock when no response carried one)."""
+        clock = self._server_clock
+        if clock is None:
+            return dt.datetime.now(dt.timezone.utc)
+        return clock[0] + dt.timedelta(seconds=time.monotonic() - clock[1])
+
+    def _observe_date(self, response: requests.Response) -> None:
+        header = response.headers.get("Date")
+        if not header or header == self._server_date:
+            return  # whole seconds: most responses repeat the last value
+        try:
+            stamp = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        self._server_date = header
+        self._server_clock = (stamp, time.monotonic())
 
     # -- pacing -----------------------------------------------------------------------------------
     def _hold(self, seconds: float) -> None:
@@ -279,6 +306,7 @@ class HttpTransport:
         if page_sizer is not None:
             page_sizer.success()
         self._observe_budget(response)
+        self._observe_date(response)
         return payload, response
 
     def _after_failure(self, budget: RetryBudget, table: str | None) -> None:
@@ -446,13 +474,15 @@ class HttpTransport:
         prefer: str | None = None,
         table: str | None = None,
         required: tuple[str, ...] = (),
+        cursor: Cursor | None = None,
         page_format: PageFormat | None = None,
     ) -> Iterator[Page]:
         """Follow the collection's next links verbatim, with the same ``Prefer`` header, to the end.
 
         A next link seen before means the server is looping: stop with an error instead of
         reading forever. When ``prefer`` asks for ``odata.maxpagesize``, the size adapts per
-        table (see :class:`PageSizer`). ``required`` names the columns every row must carry.
+        table (see :class:`PageSizer`). ``required`` names the columns every row must carry,
+        ``cursor`` the cursor column and the type of its values (see ``formats.check_cursor``).
         """
         page_format = page_format or self.policy.page_format
         headers = {"Prefer": prefer} if prefer else None
@@ -468,7 +498,12 @@ class HttpTransport:
             )
             pending = [
                 page_format.page(
-                    payload, table=table, request_id=self.policy.request_id(response), seen=seen, required=required
+                    payload,
+                    table=table,
+                    request_id=self.policy.request_id(response),
+                    seen=seen,
+                    required=required,
+                    cursor=cursor,
                 )
             ]
             del payload, response

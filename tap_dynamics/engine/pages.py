@@ -162,6 +162,7 @@ class PageSource(t.Protocol):
         prefer: str | None = None,
         table: str | None = None,
         required: tuple[str, ...] = (),
+        cursor: tuple[str, type] | None = None,
     ) -> Iterator[Page]:
         """Follow a collection's next links from ``url`` to its end, one page at a time."""
         ...

@@ -44,9 +44,9 @@ if t.TYPE_CHECKING:
 DELETED_AT = "_sdc_deleted_at"
 DELETED_AT_SCHEMA = {"type": ["string", "null"], "format": "date-time"}
 
-# State key holding {key: version} of the rows emitted at the bookmark's exact value. The next
-# run's inclusive `ge` filter returns them again; they are dropped unless their version (etag)
-# changed. Capped: beyond it, boundary rows are re-emitted (duplicates, never losses).
+# State key holding {key: version} of the rows emitted at or after the bookmark. The next run's
+# inclusive `ge` filter returns them again; they are dropped unless their version (etag) changed.
+# Capped: beyond it, boundary rows are re-emitted (duplicates, never losses).
 BOUNDARY_KEY = "boundary_etags"
 MAX_BOUNDARY_KEYS = 1000
 # Resumable paging: the link of the next page to read, the delta link, the table version.
@@ -55,6 +55,12 @@ DELTA_LINK_KEY = "delta_link"
 VERSION_KEY = "table_version"
 PHASE_KEY = "phase"
 WINDOWS_KEY = "windows"
+# Delta phases. The re-baseline is persisted before its first request, so that a run killed at
+# any point resumes it as the same table version (ACTIVATE_VERSION at the end), not as a plain
+# first load that would leave rows deleted meanwhile in the warehouse.
+INITIAL = "initial"
+DELTA = "delta"
+REBASELINE = "rebaseline"
 
 RowKey = t.Callable[[dict[str, t.Any]], t.Any]
 
@@ -111,8 +117,19 @@ class Reader(t.Protocol):
         """The run's page budget."""
         ...
 
-    def fetch(self, url: str, prefer: str | None, *, required: tuple[str, ...] = ()) -> Iterator[Page]:
+    def fetch(
+        self,
+        url: str,
+        prefer: str | None,
+        *,
+        required: tuple[str, ...] = (),
+        cursor: tuple[str, type] | None = None,
+    ) -> Iterator[Page]:
         """One page sequence, prefetched."""
+        ...
+
+    def set_bookmark_cap(self, cap: str | None) -> None:
+        """The latest value the bookmark may take while this read runs (None: no limit)."""
         ...
 
     def checkpoint(self, **values: t.Any) -> None:
@@ -141,29 +158,34 @@ class Reader(t.Protocol):
 
 
 class Boundary:
-    """The rows emitted at the latest cursor value, as {key: version}.
+    """The bookmark of a sorted cursor read, and the rows emitted at or after it, as {key: version}.
 
-    ``accept`` says whether a row must be emitted: rows that a previous read already emitted at
-    its bookmark value, in the same version, are not. The versions it keeps are what the next
-    read needs to do the same, so they go into the state.
+    The bookmark is the latest cursor value read, but never later than ``cap`` (the run's start
+    minus a commit margin, see :class:`CursorStrategy`), so the next read starts at most at the
+    cap and re-reads the margin, where late commits may still appear. ``accept`` says whether a
+    row must be emitted: a row a previous read already emitted in the same version (etag) is not.
+    The versions kept are those of every row at or after the bookmark, emitted now or before,
+    which is what the next read needs to do the same, so they go into the state. Rows whose
+    cursor is null are emitted and move nothing.
     """
 
-    def __init__(self, value: t.Any, etags: t.Any) -> None:
-        self.seen_value = value
+    def __init__(self, value: t.Any, etags: t.Any, cap: str | None = None) -> None:
         self.seen: dict[t.Any, t.Any] = dict(etags) if value is not None and isinstance(etags, dict) else {}
         self.value = value
         self.etags: dict[t.Any, t.Any] = dict(self.seen)
+        self.cap = cap
 
     def accept(self, value: t.Any, key: t.Any, etag: t.Any) -> bool:
-        """Record ``key`` as emitted at ``value``; False if it was already emitted unchanged."""
-        if etag is not None and value == self.seen_value and self.seen.get(key) == etag:
-            return False
-        if value != self.value:
-            self.value = value
-            self.etags = {}
-        if len(self.etags) < MAX_BOUNDARY_KEYS:
-            self.etags[key] = etag
-        return True
+        """Record ``key`` as read at ``value``; False if it was already emitted unchanged."""
+        if value is not None:
+            cap = self.cap
+            floor = value if cap is None or value <= cap else cap
+            if floor != self.value:  # rows come in cursor order: every kept version is older
+                self.value = floor
+                self.etags = {}
+            if len(self.etags) < MAX_BOUNDARY_KEYS:
+                self.etags[key] = etag
+        return etag is None or self.seen.get(key) != etag
 
     def rows(self, records: t.Iterable[dict[str, t.Any]], cursor: str, key: RowKey,
              version: RowKey = odata_etag) -> list[dict[str, t.Any]]:
@@ -193,7 +215,13 @@ class CursorQueries(t.Protocol):
 
 
 class CursorStrategy:
-    """A date-time cursor: windows on a big first load, else one ordered read from the bookmark."""
+    """A date-time cursor: windows on a big first load, else one ordered read from the bookmark.
+
+    ``bookmark_cap(start)`` is the latest value the bookmark may take in a read that starts from
+    ``start`` (the server's time minus a commit margin, never below ``start``; None: no limit):
+    a row stamped before the newest visible one can become visible later (a long transaction),
+    so the next read re-reads the margin, and the boundary drops what it already emitted.
+    """
 
     def __init__(
         self,
@@ -208,6 +236,7 @@ class CursorStrategy:
         first_load_windows: int,
         lookback: bool,
         start: dt.datetime | None,
+        bookmark_cap: Callable[[t.Any], str | None] = lambda _start: None,
         version: RowKey = odata_etag,
     ) -> None:
         self.reader = reader
@@ -220,7 +249,9 @@ class CursorStrategy:
         self.first_load_windows = first_load_windows
         self.lookback = lookback
         self.start = start
+        self.bookmark_cap = bookmark_cap
         self.version = version
+        self.cursor_type: tuple[str, type] = (cursor, str)
 
     def pages(self) -> Iterator[Page]:
         """The table's pages, each checkpointing what the next run needs."""
@@ -235,13 +266,18 @@ class CursorStrategy:
             finally:
                 self.reader.set_windowed(False)
             return
-        boundary = Boundary(state.get("replication_key_value"), state.get(BOUNDARY_KEY))
+        start = state.get("replication_key_value")
+        seen = (start, state.get(BOUNDARY_KEY))  # before the lookback forgets the bookmark
         url = self.queries.read_url()
         if self.lookback:
             # Rows from the lookback window come before the old bookmark; let the bookmark
             # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
             self.reader.checkpoint(replication_key_value=None)
-        for page in self.reader.fetch(url, self.prefer, required=self.required):
+            start = None
+        cap = self.bookmark_cap(start)
+        self.reader.set_bookmark_cap(cap)
+        boundary = Boundary(*seen, cap)
+        for page in self.reader.fetch(url, self.prefer, required=self.required, cursor=self.cursor_type):
             rows = boundary.rows(page.records, self.cursor, self.key, self.version)
             yield replace(page, records=rows, checkpoint={BOUNDARY_KEY: dict(boundary.etags)})
             del page, rows
@@ -287,12 +323,21 @@ class CursorStrategy:
         """Read the windows concurrently; each page checkpoints a snapshot of every window."""
         reader, cursor = self.reader, self.cursor
         pending = [w for w in windows if not w.get("done")]
-        trackers = [Boundary(w.get("bookmark"), w.get("boundary")) for w in pending]
-        prefer, required = self.prefer, self.required
+        # A window's bookmark stays within the window (a resumed window never re-reads the one
+        # before it), and within the cap unless the whole window is later.
+        cap = self.bookmark_cap(None)
+        reader.set_bookmark_cap(cap)
+        trackers = [
+            Boundary(w.get("bookmark"), w.get("boundary"), None if cap is None else max(cap, w.get("lo") or cap))
+            for w in pending
+        ]
+        prefer, required, cursor_type = self.prefer, self.required, self.cursor_type
 
         def source(window: dict[str, t.Any]) -> Callable[[], Iterator[Page]]:
             url = self.queries.window_url(window)
-            return lambda: reader.client.iter_pages(url, prefer=prefer, table=reader.name, required=required)
+            return lambda: reader.client.iter_pages(
+                url, prefer=prefer, table=reader.name, required=required, cursor=cursor_type
+            )
 
         sources = [source(w) for w in pending]
         for index, page in prefetch_pages(sources, reader.page_budget, name=reader.name):
@@ -305,12 +350,15 @@ class CursorStrategy:
             window["done"] = page.next_link is None
             yield replace(page, records=rows, checkpoint={WINDOWS_KEY: copy.deepcopy(windows)})
             del page, rows
-        # Every window is complete: one bookmark again, at the newest row read.
+        # Every window is complete: one bookmark again, at the newest row read or the cap, with
+        # the versions of every row at or after it (each window kept those after its own bookmark).
         values = [w["bookmark"] for w in windows if w.get("bookmark") is not None]
         last = max(values) if values else None
+        if last is not None and cap is not None:
+            last = min(last, cap)
         etags: dict[str, t.Any] = {}
         for window in windows:
-            if last is not None and window.get("bookmark") == last:
+            if last is not None and window.get("bookmark") is not None and window["bookmark"] >= last:
                 etags.update(window.get("boundary") or {})
         reader.checkpoint(
             **{WINDOWS_KEY: None, "replication_key": cursor, "replication_key_value": last, BOUNDARY_KEY: etags}
@@ -390,14 +438,19 @@ class DeltaStrategy:
         next_link = state.get(NEXT_LINK_KEY)
         delta_link = state.get(DELTA_LINK_KEY)
         phase = state.get(PHASE_KEY)
-        if next_link:  # resume paging where a killed run stopped
-            yield from self.track(next_link, phase or "delta")
+        if phase == REBASELINE:  # a killed re-baseline, before or after its first page
+            reader.note("re-baseline resumed")
+            yield from self.track(next_link or self.initial_url(), REBASELINE)
             return
-        if not delta_link:
-            yield from self.track(self.initial_url(), "initial")
+        if next_link and phase == INITIAL:  # resume paging where a killed run stopped
+            yield from self.track(next_link, INITIAL)
+            return
+        url = next_link or delta_link
+        if not url:
+            yield from self.track(self.initial_url(), INITIAL)
             return
         try:
-            yield from self.track(delta_link, "delta")
+            yield from self.track(url, DELTA)
         except DataverseError as exc:
             if not self.dialect.expired(exc):
                 raise
@@ -408,16 +461,18 @@ class DeltaStrategy:
                 exc,
             )
             reader.note("re-baselined: change-tracking token expired")
-            reader.checkpoint(**{DELTA_LINK_KEY: None})
-            yield from self.track(self.initial_url(), "rebaseline")
+            # One STATE for the whole switch: no point at which a kill forgets the re-baseline.
+            version = int(time.time() * 1000)
+            reader.checkpoint(**{DELTA_LINK_KEY: None, NEXT_LINK_KEY: None, PHASE_KEY: REBASELINE, VERSION_KEY: version})
+            yield from self.track(self.initial_url(), REBASELINE)
 
     def track(self, url: str, phase: str) -> Iterator[Page]:
         """Follow one tracked sequence of pages to its delta link."""
         reader = self.reader
         state = reader.read_state
-        full_pass = phase in ("initial", "rebaseline")
-        version = state.get(VERSION_KEY) if phase == "rebaseline" else None
-        if phase == "rebaseline" and version is None:
+        full_pass = phase in (INITIAL, REBASELINE)
+        version = state.get(VERSION_KEY) if phase == REBASELINE else None
+        if phase == REBASELINE and version is None:
             version = int(time.time() * 1000)
         reader.set_version(version)
         reader.checkpoint(**{PHASE_KEY: phase, VERSION_KEY: version})
@@ -439,6 +494,9 @@ class DeltaStrategy:
 
 __all__ = [
     "BOUNDARY_KEY",
+    "DELTA",
+    "INITIAL",
+    "REBASELINE",
     "DELETED_AT",
     "DELETED_AT_SCHEMA",
     "DELTA_LINK_KEY",

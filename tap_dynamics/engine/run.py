@@ -22,6 +22,8 @@ import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from singer_sdk.exceptions import InvalidStreamSortException
+
 from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.progress import ProgressReporter
 from tap_dynamics.engine.summary import FAILED, RunSummary
@@ -89,7 +91,10 @@ class RunContext:
             entry = summary.stream(stream.name)
             entry.started = time.monotonic()
             try:
-                stream.sync()
+                try:
+                    stream.sync()
+                except ROW_SHAPE_ERRORS as exc:
+                    raise table_error(stream.name, exc) from None
             except DataverseError as exc:
                 if isinstance(exc, ServiceUnavailable):
                     gave_up.append(stream.name)
@@ -152,6 +157,26 @@ class RunContext:
         reporter = ProgressReporter(self.summary, self.progress_interval)
         reporter.start()
         return reporter
+
+
+# Errors a table's rows can cause outside the checks that name them (a value of an unexpected
+# type reaching a comparison or a conversion, rows out of cursor order): they fail that table,
+# not the run.
+ROW_SHAPE_ERRORS = (InvalidStreamSortException, TypeError, ValueError, KeyError, AttributeError)
+
+
+def table_error(table: str, exc: BaseException) -> DataverseError:
+    """One line for a row-shape error of ``table``; the traceback goes to the debug log."""
+    LOGGER.debug("Table %s failed", table, exc_info=exc)
+    first = (str(exc).splitlines() or [""])[0][:200]
+    if isinstance(exc, InvalidStreamSortException):
+        msg = f"table {table}: the server returned rows out of cursor order ({first})"
+    else:
+        msg = (
+            f"table {table}: a row had an unexpected shape ({type(exc).__name__}: {first}); "
+            "if the org's data looks right, please report it (TAP_DYNAMICS_LOGLEVEL=DEBUG shows where)"
+        )
+    return DataverseError(msg, table=table)
 
 
 def run_each(streams: list, sync_one: Callable[[t.Any], None], workers: int) -> None:

@@ -98,6 +98,9 @@ class CompatStream(Stream):
       already-conformed records.
     - ``_write_schema_message``: streams synced in parallel write under the run's output lock,
       and the SDK writes SCHEMA from inside the ``@final`` ``sync``.
+    - ``_increment_stream_state``: the bookmark must not move past a commit margin (late
+      commits) nor warn per row whose cursor is null; the SDK has no hook for the value it
+      bookmarks (:meth:`bookmark_record`).
     """
 
     def fast_records(self, context: Context | None) -> t.Generator[dict, t.Any, t.Any] | None:
@@ -107,6 +110,16 @@ class CompatStream(Stream):
     def output_lock(self) -> t.ContextManager[t.Any]:
         """The lock every message of the run is written under."""
         raise NotImplementedError
+
+    def bookmark_record(self, latest_record: dict[str, t.Any]) -> dict[str, t.Any] | None:
+        """The record the bookmark advances over (None: it stays), for an emitted row."""
+        return latest_record
+
+    @override
+    def _increment_stream_state(self, latest_record: dict[str, t.Any], *, context: Context | None = None) -> None:
+        record = self.bookmark_record(latest_record)
+        if record is not None:
+            super()._increment_stream_state(record, context=context)
 
     @override
     def _sync_records(

@@ -51,6 +51,7 @@ class PagedStream(sdk_compat.CompatStream):
         self.catalog_given: t.Any = None  # the input catalog, once applied (see apply_catalog)
         self._read_state: dict[str, t.Any] = {}
         self.windowed = False  # several sequences interleave (see set_windowed)
+        self.cap_in_force: str | None = None  # the latest a date-time bookmark may be (this read)
         super().__init__(tap, schema=schema, name=name)
 
     @override
@@ -134,11 +135,18 @@ class PagedStream(sdk_compat.CompatStream):
         """Pages read, for the run summary."""
         self.run.summary.stream(self.name).pages += pages
 
-    def fetch(self, url: str, prefer: str | None, *, required: tuple[str, ...] = ()) -> Iterator[Page]:
+    def fetch(
+        self,
+        url: str,
+        prefer: str | None,
+        *,
+        required: tuple[str, ...] = (),
+        cursor: tuple[str, type] | None = None,
+    ) -> Iterator[Page]:
         """One page sequence, the next page fetched while this one is written."""
 
         def source() -> Iterator[Page]:
-            return self.client.iter_pages(url, prefer=prefer, table=self.name, required=required)
+            return self.client.iter_pages(url, prefer=prefer, table=self.name, required=required, cursor=cursor)
 
         for page in prefetch(source, self.run.page_budget, name=self.name):
             self.count_pages(1)
@@ -183,6 +191,26 @@ class PagedStream(sdk_compat.CompatStream):
         the SDK's sort check is off meanwhile (its state manager caches ``is_sorted``)."""
         self.windowed = windowed
         sdk_compat.set_sorted_check(self, self.is_sorted)
+
+    def set_bookmark_cap(self, cap: str | None) -> None:
+        """The latest value the bookmark may take while this read runs (None: no limit)."""
+        self.cap_in_force = cap
+
+    @override
+    def bookmark_record(self, latest_record: dict[str, t.Any]) -> dict[str, t.Any] | None:
+        """Advance the bookmark to the row's cursor value, but not past :attr:`cap_in_force`.
+
+        A row whose cursor is null is emitted (first-load windows read them on purpose) and
+        leaves the bookmark where it is; the SDK would warn once per such row.
+        """
+        key = self.replication_key
+        value = latest_record.get(key) if key else None
+        if key is None or value is None:
+            return None
+        cap = self.cap_in_force
+        if cap is not None and value.__class__ is str and value > cap:
+            return {key: cap}
+        return latest_record
 
     def note(self, text: str) -> None:
         """A remark for the run summary's line of this stream."""
