@@ -21,10 +21,8 @@ own (a connection check may pass a smaller one without changing the sync's).
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import threading
-import time
 import typing as t
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -35,6 +33,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from tap_dynamics.engine.pacing import RunPause, ServerClock
 from tap_dynamics.engine.pages import JSON_DECODER, Page, PageSizer, requested_page_size, where
 from tap_dynamics.engine.policy import Verdict
 from tap_dynamics.engine.retry import (
@@ -43,6 +42,7 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
+from tap_dynamics.engine.wire import read_body, short
 from tap_dynamics.errors import ConnectionProblem, DataverseError, SecurityError, ServiceUnavailable
 
 if t.TYPE_CHECKING:
@@ -124,14 +124,10 @@ class HttpTransport:
         self._slots = threading.BoundedSemaphore(max_concurrency)
         # Run-wide pause: a 429 (or a nearly spent budget) holds back every thread, because
         # the services' limits are per user, not per request.
-        self._pace_lock = threading.Lock()
-        self._resume_at = 0.0
-        self._slowing = False
+        self.pause = RunPause(policy.service_name, self.MAX_PACE)
         self._sizers: dict[str, PageSizer] = {}
-        # The server's clock (the Date header), as (server time, time.monotonic() when read):
-        # cursor values are server timestamps, and this machine's clock may be off.
-        self._server_clock: tuple[dt.datetime, float] | None = None
-        self._server_date = ""
+        # Cursor values are server timestamps, and this machine's clock may be off.
+        self.clock = ServerClock()
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -178,63 +174,8 @@ class HttpTransport:
             return sizer
 
     def server_time(self) -> dt.datetime:
-        """The server's time now: its last ``Date`` header plus the seconds since (this
-        machine's UTC clock when no response carried one)."""
-        clock = self._server_clock
-        if clock is None:
-            return dt.datetime.now(dt.timezone.utc)
-        return clock[0] + dt.timedelta(seconds=time.monotonic() - clock[1])
-
-    def _observe_date(self, response: requests.Response) -> None:
-        header = response.headers.get("Date")
-        if not header or header == self._server_date:
-            return  # whole seconds: most responses repeat the last value
-        try:
-            stamp = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError, IndexError):
-            return
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        self._server_date = header
-        self._server_clock = (stamp, time.monotonic())
-
-    # -- pacing -----------------------------------------------------------------------------------
-    def _hold(self, seconds: float) -> None:
-        """Make every request of the run wait until ``seconds`` from now."""
-        with self._pace_lock:
-            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
-
-    def _wait_for_pace(self) -> float:
-        """Sleep until the run-wide pause is over; return the seconds slept."""
-        with self._pace_lock:
-            delay = self._resume_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-            return delay
-        return 0.0
-
-    def _observe_budget(self, response: requests.Response) -> None:
-        """Slow down before the service throttles, as its policy reads the rate-limit headers.
-
-        Near an empty budget, a short pause per request spreads what is left instead of running
-        into a 429 and a long ``Retry-After``.
-        """
-        pacing = self.policy.pacing(response)
-        if pacing is None or pacing.pressure <= 0:
-            if self._slowing:
-                self._slowing = False
-                LOGGER.info("%s's service-protection budget recovered; full speed again", self.policy.service_name)
-            return
-        pause = max(0.05, self.MAX_PACE * pacing.pressure)
-        if not self._slowing:
-            self._slowing = True
-            LOGGER.warning(
-                "%s's service-protection budget is low (%s); pausing %.2f s between requests",
-                self.policy.service_name, pacing.detail, pause,
-            )
-        with self._stats_lock:
-            self.stats.paced_seconds += pause
-        self._hold(pause)
+        """The server's time now (its last ``Date`` header plus the seconds since)."""
+        return self.clock.now()
 
     # -- requests ---------------------------------------------------------------------------------
     def retry_budget(self, page_sizer: PageSizer | None = None, max_attempts: int | None = None) -> RetryBudget:
@@ -284,7 +225,7 @@ class HttpTransport:
         def attempt() -> tuple[t.Any, requests.Response]:
             if page_sizer is not None and "Prefer" in request_headers:
                 request_headers["Prefer"] = page_sizer.prefer(request_headers["Prefer"])
-            self._wait_for_pace()
+            self.pause.wait()
             return self._attempt(url, request_headers, table, budget.refreshed, decoder)
 
         def on_backoff(_details: t.Any) -> None:
@@ -305,8 +246,11 @@ class HttpTransport:
             raise self._gave_up(budget, retry, table) from None
         if page_sizer is not None:
             page_sizer.success()
-        self._observe_budget(response)
-        self._observe_date(response)
+        paced = self.pause.observe(self.policy.pacing(response))
+        if paced:
+            with self._stats_lock:
+                self.stats.paced_seconds += paced
+        self.clock.observe(response)
         return payload, response
 
     def _after_failure(self, budget: RetryBudget, table: str | None) -> None:
@@ -323,7 +267,7 @@ class HttpTransport:
                 "" if budget.had_retry_after else " (no Retry-After: default)",
             )
             self._count(table, retry=True, throttled=budget.wait)
-            self._hold(budget.wait)
+            self.pause.hold(budget.wait)
         elif kind == "shrink":
             sizer = budget.page_sizer
             assert sizer is not None
@@ -381,7 +325,7 @@ class HttpTransport:
                     stream=True,
                 )
                 # Read the body while holding the slot: the transfer is part of the request.
-                _read_body(response)
+                read_body(response)
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
@@ -391,11 +335,11 @@ class HttpTransport:
         except requests.exceptions.Timeout:
             raise RetryableError(f"no response within {self.timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise RetryableError(f"connection failed ({_short(exc)})") from None
+            raise RetryableError(f"connection failed ({short(exc)})") from None
         except urllib3.exceptions.ReadTimeoutError:
             raise RetryableError(f"the response did not arrive within {self.timeout} s", shrink=True) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise RetryableError(f"response body cut off ({_short(exc)})") from None
+            raise RetryableError(f"response body cut off ({short(exc)})") from None
 
         status = response.status_code
         policy = self.policy
@@ -448,7 +392,7 @@ class HttpTransport:
     @staticmethod
     def _decoded(response: requests.Response, decoder: msgspec.json.Decoder | None, request_id: str | None) -> t.Any:
         content_type = response.headers.get("Content-Type", "")
-        body = response.content  # already read (see _read_body)
+        body = response.content  # already read (see wire.read_body)
         if "json" not in content_type:
             raise RetryableError(
                 f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
@@ -512,27 +456,6 @@ class HttpTransport:
             # suspended long after the consumer is done with the page, and only the consumer
             # may decide how long a page lives (the page budget in prefetch.py counts on it).
             yield pending.pop()
-
-
-def _read_body(response: requests.Response) -> None:
-    """Read the whole body in one call and keep it where ``response.content`` finds it.
-
-    Why not ``response.content``: requests reads it in 10 KB chunks and joins them, which for a
-    5 MB page costs about a third more CPU and twice the memory while it is read. Errors are
-    urllib3's (a cut-off body, a read timeout); on one the connection is closed, not reused.
-    """
-    try:
-        body = response.raw.read(decode_content=True)
-    except BaseException:
-        response.close()
-        raise
-    response._content = body  # noqa: SLF001 - what requests itself does once a body is read
-    response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
 
 
 __all__ = ["Credential", "HttpTransport", "RequestStats"]
