@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import subprocess
@@ -23,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.run import PY, SCENARIOS, EmulatorProcess, Scenario, discover
+from bench.run import PY, SCENARIOS, EmulatorProcess, Scenario, discover, write_config
 
 
 def _child(out: str, argv: list[str]) -> None:
@@ -80,14 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     emu = EmulatorProcess(scenario)
     with tempfile.TemporaryDirectory(prefix="tap-dynamics-profile-") as tmp:
         workdir = Path(tmp)
-        info = emu.info
-        config = {
-            "url": info["org_url"], "tenant_id": info["tenant_id"], "client_id": info["client_id"],
-            "client_secret": info["client_secret"], "authority_host": info["authority_host"],
-            "ca_bundle": info["ca_bundle"], "entities": scenario.entities,
-        }
-        config_path = workdir / "config.json"
-        config_path.write_text(json.dumps(config))
+        config_path = write_config(emu.info, scenario.entities, workdir)
         try:
             discover(str(config_path), workdir)
             out = args.out or str(workdir / "tap.pstats")

@@ -147,6 +147,18 @@ def run_measured(emu: EmulatorProcess, argv: list[str], workdir: Path, label: st
     return Measure(wall, cpu, rss, stats["data_pages"], stats["rows_served"], in_flight)
 
 
+def write_config(info: dict, entities: list[str], workdir: Path) -> Path:
+    """The tap's config for the emulator described by ``info``, written to ``workdir``."""
+    config = {
+        "url": info["org_url"], "tenant_id": info["tenant_id"], "client_id": info["client_id"],
+        "client_secret": info["client_secret"], "authority_host": info["authority_host"],
+        "ca_bundle": info["ca_bundle"], "entities": entities,
+    }
+    path = workdir / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def discover(config_path: str, workdir: Path) -> dict:
     result = subprocess.run([*TAP, "--config", config_path, "--discover"], capture_output=True, check=True)  # noqa: S603
     catalog = json.loads(result.stdout)
@@ -206,13 +218,7 @@ def run_scenario(scenario: Scenario, runs: int | None, workdir: Path) -> dict:
     try:
         info = emu.info
         (workdir / "info.json").write_text(json.dumps(info))
-        config = {
-            "url": info["org_url"], "tenant_id": info["tenant_id"], "client_id": info["client_id"],
-            "client_secret": info["client_secret"], "authority_host": info["authority_host"],
-            "ca_bundle": info["ca_bundle"], "entities": scenario.entities,
-        }
-        config_path = workdir / "config.json"
-        config_path.write_text(json.dumps(config))
+        config_path = write_config(info, scenario.entities, workdir)
         catalog = discover(str(config_path), workdir)
         tap_argv = [*TAP, "--config", str(config_path), "--catalog", str(workdir / "catalog.json")]
         floor_argv = [PY, "-m", "bench.floor", "--info", str(workdir / "info.json"), *floor_specs(catalog, scenario.entities)]
@@ -241,7 +247,7 @@ def run_scenario(scenario: Scenario, runs: int | None, workdir: Path) -> dict:
                 measure("floor (b) + orjson lines", [*floor_argv, "--write"])
         for label, overrides, latency in scenario.variants:
             variant_config = workdir / f"config-{len(results)}.json"
-            variant_config.write_text(json.dumps({**config, **overrides}))
+            variant_config.write_text(json.dumps({**json.loads(config_path.read_text()), **overrides}))
             argv = [*TAP, "--config", str(variant_config), "--catalog", str(workdir / "catalog.json")]
             for _ in range(runs):
                 measure(label, argv, latency)
