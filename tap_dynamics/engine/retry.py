@@ -55,9 +55,9 @@ class RetryBudget:
 
     ``decide`` is the give-up predicate of the ``backoff`` loop: it classifies the failure, sets
     :attr:`kind` and :attr:`wait`, and says whether the budget is spent. ``waits`` is the loop's
-    wait generator: it sleeps only for plain retries; a throttle's wait is a run-wide pause
-    (:meth:`HttpTransport._hold`, every thread waits), and a token refresh or a smaller page
-    resends at once.
+    wait generator: a plain retry sleeps its backoff, a throttle its ``Retry-After`` (which the
+    ``on_backoff`` handler has also made a run-wide pause: every other thread waits as long),
+    and a token refresh or a smaller page resends at once.
     """
 
     max_attempts: int
@@ -112,7 +112,7 @@ class RetryBudget:
         """The ``backoff`` wait generator: the sleep :meth:`decide` chose for the failure."""
         yield 0.0  # consumed when the loop primes the generator
         while True:
-            yield self.wait if self.kind == "retry" else 0.0
+            yield self.wait if self.kind in ("retry", "throttle") else 0.0
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
