@@ -23,8 +23,8 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from tap_dynamics.dataverse.onprem import metadata_select
 from tap_dynamics.errors import ConfigError, DataverseError
-from tap_dynamics.onprem import metadata_select
 
 if t.TYPE_CHECKING:
     from tap_dynamics.dataverse.client import DataverseClient

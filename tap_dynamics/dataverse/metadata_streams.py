@@ -31,10 +31,10 @@ from tap_dynamics.dataverse.metadata import (
     column_from_attribute,
     fetch_attributes,
 )
+from tap_dynamics.dataverse.onprem import metadata_select
 from tap_dynamics.dataverse.streams import DataverseStream
 from tap_dynamics.engine import override
 from tap_dynamics.errors import DataverseError
-from tap_dynamics.onprem import metadata_select
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
