@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import typing as t
 from itertools import repeat
-from operator import methodcaller
+from operator import contains, methodcaller
 
 import msgspec
 
@@ -136,8 +136,15 @@ class ODataV4:
 
 
 def check_cursor(records: list[dict[str, t.Any]], cursor: Cursor, table: str | None, request_id: str | None) -> None:
-    """Cursor values are null or of the cursor's type: a date-time (text) or a whole number."""
+    """Cursor values are null or of the cursor's type: a date-time (text) or a whole number.
+
+    Null is a value (such rows are emitted without moving the bookmark); a row without the
+    column at all is not what was asked for (``$select`` names it), so it is malformed.
+    """
     name, kind = cursor
+    if not all(map(contains, records, repeat(name))):
+        number = next(i for i, record in enumerate(records, start=1) if name not in record)
+        raise malformed_row(table, number, f"has no {name}", request_id)
     values = [value for value in map(methodcaller("get", name), records) if value is not None]
     if kind is str:
         if set(map(type, values)) <= {str} and all(map(DATETIME_RE.match, values)):
