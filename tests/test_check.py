@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,8 @@ def test_login_errors_go_through_the_top_level_handler(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_login_is_one_line(emu, tmp_path: Path) -> None:
-    """Ctrl-C while ``login`` waits for the browser: one line and exit 130, no traceback."""
+    """README, Errors and exit codes: "130 — `tap-dynamics login` (or `check`) interrupted with
+    Ctrl-C: one line". Ctrl-C while ``login`` waits for the browser: no traceback."""
     port = free_port()
     emu.register_app(LIMITED_APP, secret="", redirect_uris=[f"http://localhost:{port}"])
     config = {"url": emu.org_url, "authority_host": emu.authority_host, "ca_bundle": emu.ca_path,
@@ -167,6 +169,28 @@ def test_ctrl_c_during_login_is_one_line(emu, tmp_path: Path) -> None:
             line = proc.stderr.readline()
             assert line, "".join(before)[-2000:]
             before.append(line)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert out == ""
+    assert error_lines(err) == ["tap-dynamics: interrupted"]
+
+
+def test_ctrl_c_during_check_is_one_line(emu, tmp_path: Path) -> None:
+    """The same README row for ``check``: interrupted while a request is on the wire."""
+    emu.set(latency_ms=20_000)  # every request hangs long enough to be interrupted
+    emu.reset_stats()
+    proc = subprocess.Popen(  # noqa: S603
+        [TAP, "check", "--config", write_json(tmp_path, "config.json", emu.tap_config())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while emu.stats()["in_flight"] < 1:  # counted on the server: the check is waiting on it
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
