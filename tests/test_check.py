@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,52 +152,54 @@ def test_login_errors_go_through_the_top_level_handler(tmp_path: Path) -> None:
         f"tap-dynamics: error: the config file {broken} is not valid JSON — fix its syntax"]
 
 
+def assert_ctrl_c_is_one_line(command: str, config: dict, tmp_path: Path,
+                              waiting: Callable[[subprocess.Popen], None]) -> None:
+    """Start ``tap-dynamics <command>``, send SIGINT once ``waiting(proc)`` returns (the
+    process is blocked on something), and expect one line, exit 130 and no traceback."""
+    proc = subprocess.Popen(  # noqa: S603
+        [TAP, command, "--config", write_json(tmp_path, "config.json", config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting(proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert out == ""
+    assert error_lines(err) == ["tap-dynamics: interrupted"]
+
+
 def test_ctrl_c_during_login_is_one_line(emu, tmp_path: Path) -> None:
     """README, Errors and exit codes: "130 — `tap-dynamics login` (or `check`) interrupted with
-    Ctrl-C: one line". Ctrl-C while ``login`` waits for the browser: no traceback."""
+    Ctrl-C: one line". Ctrl-C while ``login`` waits for the browser."""
     port = free_port()
     emu.register_app(LIMITED_APP, secret="", redirect_uris=[f"http://localhost:{port}"])
     config = {"url": emu.org_url, "authority_host": emu.authority_host, "ca_bundle": emu.ca_path,
               "auth_scheme": "AzureAD", "tenant_id": emu.tenant_id, "client_id": LIMITED_APP,
               "callback_url": f"http://localhost:{port}",
               "token_cache_path": str(tmp_path / "cache" / "tokens.json")}
-    proc = subprocess.Popen(  # noqa: S603
-        [TAP, "login", "--config", write_json(tmp_path, "config.json", config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        before = []  # up to the prompt, printed once the listener is up and waiting
+
+    def prompted(proc: subprocess.Popen) -> None:
+        before: list[str] = []  # up to the prompt, printed once the listener is up and waiting
         while not before or "open this URL in a browser" not in before[-1]:
             line = proc.stderr.readline()
             assert line, "".join(before)[-2000:]
             before.append(line)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
-    assert out == ""
-    assert error_lines(err) == ["tap-dynamics: interrupted"]
+
+    assert_ctrl_c_is_one_line("login", config, tmp_path, prompted)
 
 
 def test_ctrl_c_during_check_is_one_line(emu, tmp_path: Path) -> None:
     """The same README row for ``check``: interrupted while a request is on the wire."""
     emu.set(latency_ms=20_000)  # every request hangs long enough to be interrupted
     emu.reset_stats()
-    proc = subprocess.Popen(  # noqa: S603
-        [TAP, "check", "--config", write_json(tmp_path, "config.json", emu.tap_config())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def on_the_wire(proc: subprocess.Popen) -> None:
         while emu.stats()["in_flight"] < 1:  # counted on the server: the check is waiting on it
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
-    assert out == ""
-    assert error_lines(err) == ["tap-dynamics: interrupted"]
+
+    assert_ctrl_c_is_one_line("check", emu.tap_config(), tmp_path, on_the_wire)
