@@ -3,8 +3,10 @@
 ``check`` answers "will a sync work?" in one line, in the order in which things go wrong in
 practice: is the URL a reachable Dynamics org at all (an unauthenticated request must get
 Dataverse's ``401`` with a ``Bearer authorization_uri=…`` challenge), does Entra ID issue a token,
-and does the environment accept it (``WhoAmI``, then the organisation's name). ``login`` runs
-the interactive sign-in for ``auth_scheme`` AzureAD and stores the tokens for scheduled runs.
+does the environment accept it (``WhoAmI``; the organisation's name when the identity may read
+it), and which of the tables a sync would read can the identity read (one ``$top=1`` probe per
+table). ``login`` runs the interactive sign-in for ``auth_scheme`` AzureAD and stores the tokens
+for scheduled runs.
 
 They live outside the SDK's click command (which owns ``--config/--discover/--about``) and are
 dispatched by :func:`tap_dynamics.tap.cli` when the first argument is a subcommand name.
