@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.emulator.tables import ORGANIZATION_ID
 from tests.taprun import TAP, run_command, run_tap, write_json
@@ -211,3 +212,29 @@ def test_ctrl_c_during_check_is_one_line(emu, tmp_path: Path) -> None:
             time.sleep(0.05)
 
     assert_ctrl_c_is_one_line("check", emu.tap_config(), tmp_path, on_the_wire)
+
+
+def test_emulator_denies_read_as_dataverse_does(emu) -> None:
+    """The emulator's privilege knob answers like Dataverse (403, PrivilegeDenied 0x80040220, the
+    principal and the missing prvRead<SchemaName>), for that identity only."""
+    config = limited(emu, ["contact", "organization"])
+    app = emu.entra.apps[LIMITED_APP]
+    token = emu.issue_token(LIMITED_APP)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def get(path: str, bearer: dict[str, str]) -> requests.Response:
+        return requests.get(f"{config['url']}/api/data/v9.2/{path}", headers=bearer,
+                            verify=emu.ca_path, timeout=30)
+
+    for path, privilege, entity in (("contacts?$select=contactid&$top=1", "prvReadContact", "contact"),
+                                    ("organizations", "prvReadOrganization", "organization")):
+        answer = get(path, headers)
+        assert answer.status_code == 403
+        error = answer.json()["error"]
+        assert error["code"] == "0x80040220"
+        assert error["message"].startswith(f"Principal user (Id={app.user_id}, type=8, ")
+        assert f"is missing {privilege} privilege (Id=" in error["message"]
+        assert f"for entity '{entity}' (LocalizedName=" in error["message"]
+    assert get("accounts?$select=accountid&$top=1", headers).status_code == 200
+    other = {"Authorization": f"Bearer {emu.issue_token()}", "Accept": "application/json"}
+    assert get("contacts?$select=contactid&$top=1", other).status_code == 200
