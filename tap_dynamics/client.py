@@ -263,6 +263,7 @@ class DataverseClient:
         self.stats = RequestStats()
         self.summary = summary if summary is not None else RunSummary()
         self._stats_lock = threading.Lock()
+        self._reached = False  # set once any HTTP response came back from the org
         self._local = threading.local()
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
@@ -280,7 +281,6 @@ class DataverseClient:
         # Columns every row of a table must carry (primary key, bookmark): registered by the
         # table's stream; a row without them is a malformed response, not a row to emit.
         self.required_columns: dict[str, tuple[str, ...]] = {}
-        self._reached = False  # set once any HTTP response came back from the org
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
