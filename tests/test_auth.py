@@ -254,7 +254,7 @@ def test_login_then_scheduled_syncs_refresh_silently(emu, tmp_path: Path) -> Non
     user_id = emu.entra.apps[USER_APP].user_id
     assert check.stdout.strip() == (
         f"connection available: Contoso Emulated ({emu.org_url}) as user alex@contoso.onmicrosoft.com, "
-        f"user id {user_id}")
+        f"user id {user_id}; can read 1 of 1 table")
 
 
 @pytest.mark.parametrize(
@@ -402,7 +402,7 @@ def test_check_success_line(emulator) -> None:
     user_id = emulator.entra.apps[emulator.client_id].user_id
     assert run.stdout.strip() == (
         f"connection available: Contoso Emulated ({emulator.org_url}) as application "
-        f"{emulator.client_id}, user id {user_id}")
+        f"{emulator.client_id}, user id {user_id}; can read 4 of 4 tables")
 
 
 GOOD_APP = "88888888-8888-4888-8888-888888888888"
