@@ -224,8 +224,10 @@ def test_emulator_checks_every_assertion_claim(emu, tmp_path: Path) -> None:
 
     good = _assertion(emu, cert["key"], cert["cert"])
     assert post(good)[0] == 200
-    status, body = post(good)  # same jti again
-    assert status == 401 and "replay" in body["error_description"]
+    assert post(good)[0] == 200  # the same assertion again: MSAL reuses one for 10 minutes
+    jti = jwt.decode(good["client_assertion"], options={"verify_signature": False})["jti"]
+    status, body = post(_assertion(emu, cert["key"], cert["cert"], jti=jti, iat=int(time.time()) - 5))
+    assert status == 401 and "replay" in body["error_description"]  # another assertion, same jti
     assert post(_assertion(emu, cert["key"], cert["cert"], aud="https://elsewhere/token"))[1]["error_codes"] == [50027]
     assert post(_assertion(emu, cert["key"], cert["cert"], sub="someone-else"))[1]["error_codes"] == [700021]
     assert post(_assertion(emu, cert["key"], cert["cert"], exp=int(time.time()) - 3600))[1]["error_codes"] == [700024]
