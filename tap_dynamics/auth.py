@@ -640,8 +640,9 @@ class DelegatedTokenProvider(TokenProvider):
                 if result:
                     raise self._fail(result)
             if self._settings.refresh_token and not self._used_refresh_token:
-                self._used_refresh_token = True
                 result = app.acquire_token_by_refresh_token(self._settings.refresh_token, self._scopes())
+                # Only once it was answered: a transient failure (raised above) must be retried.
+                self._used_refresh_token = True
                 if "access_token" not in result:
                     raise self._fail(result)
                 self._remember(result)
