@@ -199,3 +199,65 @@ def test_adfs_token_endpoint_fault_is_retried(make_emulator) -> None:
     run = run_tap({**emu.tap_config(), "entities": ["account"], **PAGE})
     assert_all_accounts_once(run, emu)
     assert emu.entra.token_fault_log == ["proxy_html", "proxy_html"]
+
+
+def test_check_retries_a_busy_token_endpoint_and_says_when_it_gave_up(make_emulator, tmp_path: Path) -> None:
+    emu = make_emulator(rows=dict(ROWS))
+    config, env = scheme_run(emu, "secret", tmp_path)
+    emu.entra.fail_token_requests("503", count=1, retry_after=0)
+    check = run_command(["check"], config, env=env)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith("connection available:")
+    emu.entra.fail_token_requests("drop", count=1000)
+    check = run_command(["check"], config, env=env)
+    assert check.returncode == 4, check.stderr  # the service kept failing, not a setting to fix
+    assert "Traceback" not in check.stderr
+    line = check.stderr.strip().splitlines()[-1]
+    assert line.startswith("connection unavailable: giving up after") and "got a cut-off answer" in line, line
+
+
+# --- interactive sign-in: a person is waiting, so the sign-in itself retries ----------------------
+def test_device_code_login_survives_a_busy_token_endpoint_while_polling(make_emulator, tmp_path: Path) -> None:
+    from tests.test_auth import Interactive, free_port, user_config
+
+    emu = make_emulator(rows=dict(ROWS))
+    emu.register_app(USER_APP, secret="")
+    emu.entra.device_interval = 1
+    emu.entra.fail_token_requests("503", count=2, retry_after=1)
+    config = user_config(emu, tmp_path, free_port())
+    session = Interactive(["login", "--device-code"], config, tmp_path)
+    code = session.wait_for(r"enter the code (\w+) to authenticate").group(1)
+    emu.entra.approve_device(code)
+    run = session.finish()
+    assert run.returncode == 0, run.stderr
+    assert emu.entra.token_fault_log == ["503", "503"]
+    assert_all_accounts_once(run_tap({**config, **PAGE, "initiate_oauth": "REFRESH"}), emu)
+
+
+def test_browser_login_survives_a_dropped_code_redemption(make_emulator, tmp_path: Path) -> None:
+    from tests.test_auth import free_port, login, user_config
+
+    emu = make_emulator(rows=dict(ROWS))
+    port = free_port()
+    emu.register_app(USER_APP, secret="", redirect_uris=[f"http://localhost:{port}"])
+    emu.entra.fail_token_requests("drop", count=1)
+    config = user_config(emu, tmp_path, port)
+    login(emu, tmp_path, config)  # asserts exit 0 and "signed in as …"
+    assert emu.entra.token_fault_log == ["drop"]
+
+
+def test_login_gives_up_with_exit_4_and_one_line(make_emulator, tmp_path: Path) -> None:
+    from tests.test_auth import Interactive, free_port, user_config
+
+    emu = make_emulator(rows=dict(ROWS))
+    emu.register_app(USER_APP, secret="")
+    emu.entra.device_interval = 1
+    emu.entra.fail_token_requests("429", count=1000, retry_after=0)
+    config = user_config(emu, tmp_path, free_port())
+    session = Interactive(["login", "--device-code"], config, tmp_path)
+    session.wait_for(r"enter the code (\w+) to authenticate")
+    run = session.finish()
+    assert run.returncode == 4, run.stderr
+    line = error_line(run)
+    assert line.startswith("tap-dynamics: error: the token request to https://localhost:") and "HTTP 429" in line, line
+    assert len(emu.entra.token_fault_log) == 8
