@@ -25,7 +25,7 @@ import pytest
 
 from tests.emulator.onprem import OnPremEmulator
 from tests.taprun import normalise, run_command, run_tap
-from tests.test_auth import CERT_APP, USER_APP, make_cert
+from tests.test_auth import CERT_APP, USER_APP, Interactive, free_port, login, make_cert, user_config
 
 ROWS = {"account": 300, "contact": 1, "systemuser": 1}
 PAGE = {"page_size": 50, "max_concurrency": 2}  # seven pages of account: a refresh lands mid-table
@@ -217,46 +217,39 @@ def test_check_retries_a_busy_token_endpoint_and_says_when_it_gave_up(make_emula
 
 
 # --- interactive sign-in: a person is waiting, so the sign-in itself retries ----------------------
-def test_device_code_login_survives_a_busy_token_endpoint_while_polling(make_emulator, tmp_path: Path) -> None:
-    from tests.test_auth import Interactive, free_port, user_config
-
-    emu = make_emulator(rows=dict(ROWS))
+def device_code_login(emu, tmp_path: Path, kind: str, count: int, retry_after: float, *, approve: bool):
+    """``tap-dynamics login --device-code`` while the token endpoint fails ``count`` times."""
     emu.register_app(USER_APP, secret="")
     emu.entra.device_interval = 1
-    emu.entra.fail_token_requests("503", count=2, retry_after=1)
+    emu.entra.fail_token_requests(kind, count=count, retry_after=retry_after)
     config = user_config(emu, tmp_path, free_port())
     session = Interactive(["login", "--device-code"], config, tmp_path)
     code = session.wait_for(r"enter the code (\w+) to authenticate").group(1)
-    emu.entra.approve_device(code)
-    run = session.finish()
+    if approve:
+        emu.entra.approve_device(code)
+    return session.finish(), config
+
+
+def test_device_code_login_survives_a_busy_token_endpoint_while_polling(make_emulator, tmp_path: Path) -> None:
+    emu = make_emulator(rows=dict(ROWS))
+    run, config = device_code_login(emu, tmp_path, "503", 2, 1, approve=True)
     assert run.returncode == 0, run.stderr
     assert emu.entra.token_fault_log == ["503", "503"]
     assert_all_accounts_once(run_tap({**config, **PAGE, "initiate_oauth": "REFRESH"}), emu)
 
 
 def test_browser_login_survives_a_dropped_code_redemption(make_emulator, tmp_path: Path) -> None:
-    from tests.test_auth import free_port, login, user_config
-
     emu = make_emulator(rows=dict(ROWS))
     port = free_port()
     emu.register_app(USER_APP, secret="", redirect_uris=[f"http://localhost:{port}"])
     emu.entra.fail_token_requests("drop", count=1)
-    config = user_config(emu, tmp_path, port)
-    login(emu, tmp_path, config)  # asserts exit 0 and "signed in as …"
+    login(emu, tmp_path, user_config(emu, tmp_path, port))  # asserts exit 0 and "signed in as …"
     assert emu.entra.token_fault_log == ["drop"]
 
 
 def test_login_gives_up_with_exit_4_and_one_line(make_emulator, tmp_path: Path) -> None:
-    from tests.test_auth import Interactive, free_port, user_config
-
     emu = make_emulator(rows=dict(ROWS))
-    emu.register_app(USER_APP, secret="")
-    emu.entra.device_interval = 1
-    emu.entra.fail_token_requests("429", count=1000, retry_after=0)
-    config = user_config(emu, tmp_path, free_port())
-    session = Interactive(["login", "--device-code"], config, tmp_path)
-    session.wait_for(r"enter the code (\w+) to authenticate")
-    run = session.finish()
+    run, _config = device_code_login(emu, tmp_path, "429", 1000, 0, approve=False)
     assert run.returncode == 4, run.stderr
     line = error_line(run)
     assert line.startswith("tap-dynamics: error: the token request to https://localhost:") and "HTTP 429" in line, line

@@ -304,12 +304,12 @@ class Entra:
         if fault.kind in ("429", "503"):
             status, body = self.error(90055 if fault.kind == "429" else 90033)
             js = [("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store")]
-            return status, js + headers, orjson.dumps(body)
+            return status, [*js, *headers], orjson.dumps(body)
         if fault.kind == "proxy_html":
             return 502, [("Content-Type", "text/html")], GATEWAY_PAGE
         # "drop": a success announced in full, cut off half-way (no real token in it).
         filler = orjson.dumps({"token_type": "Bearer", "expires_in": 3599, "access_token": "x" * 1200})
-        return 200, [("Content-Type", "application/json; charset=utf-8")] + headers, cut_body(filler)
+        return 200, [("Content-Type", "application/json; charset=utf-8"), *headers], cut_body(filler)
 
     def spend(self, token: str) -> bool:
         """Count one use of an access token; False once it was revoked (``revoke_after_uses``)."""
