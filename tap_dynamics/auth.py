@@ -112,7 +112,7 @@ def _is_permanent(response: requests.Response) -> bool:
     """A 5xx that carries a known Entra ID error (App Service's managed identity endpoint
     answers a wrong resource with 500 + AADSTS500011): a setting to fix, not a busy service."""
     code = _AADSTS_IN_TEXT.search(response.text[:4000])
-    return bool(code) and code.group(1) in AADSTS_GUIDANCE
+    return code is not None and code.group(1) in AADSTS_GUIDANCE
 
 
 _AADSTS_IN_TEXT = re.compile(r"AADSTS(\d+)")
@@ -788,7 +788,7 @@ class ManagedIdentityTokenProvider(TokenProvider):
         self._lock = threading.Lock()
         self._cache = msal.TokenCache()
         # A short connect timeout: off Azure, IMDS is an address nobody answers.
-        self._http = VerifyingSession(settings.verify, (5.0, min(settings.request_timeout, 60)))  # type: ignore[arg-type]
+        self._http = VerifyingSession(settings.verify, (5.0, min(settings.request_timeout, 60)))
         identity: t.Any
         if settings.managed_identity_client_id:
             identity = msal.UserAssignedManagedIdentity(client_id=settings.managed_identity_client_id)

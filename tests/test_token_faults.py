@@ -193,6 +193,20 @@ def test_wrong_credential_after_a_transient_failure_stays_exit_2(make_emulator, 
     assert emu.entra.token_fault_log == ["503"]
 
 
+def test_a_permanent_5xx_of_the_managed_identity_endpoint_is_not_retried(make_emulator, tmp_path: Path) -> None:
+    """App Service answers a resource it has no token for with 500 + AADSTS500011: a setting to
+    fix (exit 2 at once), not a busy service to retry for minutes."""
+    emu = make_emulator(rows=dict(ROWS))
+    config, env = scheme_run(emu, "msi", tmp_path)
+    other_name = emu.org_url.replace("127.0.0.1", "localhost")  # the same server, another resource
+    run = run_tap({**config, "url": other_name}, env=env)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert error_line(run).startswith(
+        "tap-dynamics: error: the managed identity endpoint refused a token: 500, AADSTS500011: The "
+        f"resource principal named {other_name} was not found"), run.stderr[-3000:]
+    assert "retrying" not in run.stderr
+
+
 def test_adfs_token_endpoint_fault_is_retried(make_emulator) -> None:
     emu = make_emulator(rows=dict(ROWS), kind=OnPremEmulator, auth="adfs")
     emu.entra.fail_token_requests("proxy_html", count=2)
