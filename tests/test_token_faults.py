@@ -135,6 +135,29 @@ def test_transient_token_failure_is_retried_without_losing_rows(
     assert "the token request to" in run.stderr  # each retry is a warning naming what failed
 
 
+def test_msal_alone_would_answer_the_retry_from_its_cache(make_emulator) -> None:
+    """Why the tap sees transient answers before MSAL does: MSAL itself caches a 429 for its
+    Retry-After and answers the next identical request from that cache, without a request —
+    and hands the 429 back as an error dict, which reads like a refused credential."""
+    import msal
+    import requests
+
+    emu = make_emulator(rows=dict(ROWS))
+    emu.entra.fail_token_requests("429", count=1, retry_after=60)
+    session = requests.Session()
+    session.trust_env = False  # no REQUESTS_CA_BUNDLE/proxy from the caller's environment
+    session.verify = emu.ca_path
+    app = msal.ConfidentialClientApplication(
+        emu.client_id, client_credential=emu.client_secret, authority=f"{emu.authority_host}/{emu.tenant_id}",
+        instance_discovery=False, http_client=session)
+    scopes = [f"{emu.org_url}/.default"]
+    first = app.acquire_token_for_client(scopes)
+    second = app.acquire_token_for_client(scopes)
+    assert first.get("error") == "temporarily_unavailable" and second.get("error") == "temporarily_unavailable"
+    assert emu.stats()["token_requests"] == 1  # the second answer came from MSAL's cache
+    assert emu.entra.token_fault_log == ["429"]
+
+
 @pytest.mark.parametrize("form", ["seconds", "date"])
 def test_token_endpoint_retry_after_is_honoured(make_emulator, tmp_path: Path, form: str) -> None:
     emu = make_emulator(rows=dict(ROWS))
