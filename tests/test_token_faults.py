@@ -21,11 +21,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import msal
 import pytest
+import requests
 
 from tests.emulator.onprem import OnPremEmulator
 from tests.taprun import normalise, run_command, run_tap
-from tests.test_auth import CERT_APP, USER_APP, Interactive, free_port, login, make_cert, user_config
+from tests.test_auth import (
+    CERT_APP,
+    USER_APP,
+    Interactive,
+    free_port,
+    login,
+    make_cert,
+    user_config,
+)
 
 ROWS = {"account": 300, "contact": 1, "systemuser": 1}
 PAGE = {"page_size": 50, "max_concurrency": 2}  # seven pages of account: a refresh lands mid-table
@@ -139,9 +149,6 @@ def test_msal_alone_would_answer_the_retry_from_its_cache(make_emulator) -> None
     """Why the tap sees transient answers before MSAL does: MSAL itself caches a 429 for its
     Retry-After and answers the next identical request from that cache, without a request —
     and hands the 429 back as an error dict, which reads like a refused credential."""
-    import msal
-    import requests
-
     emu = make_emulator(rows=dict(ROWS))
     emu.entra.fail_token_requests("429", count=1, retry_after=60)
     session = requests.Session()
