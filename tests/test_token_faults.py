@@ -298,3 +298,23 @@ def test_login_gives_up_with_exit_4_and_one_line(make_emulator, tmp_path: Path) 
     line = error_line(run)
     assert line.startswith("tap-dynamics: error: the token request to https://localhost:") and "HTTP 429" in line, line
     assert len(emu.entra.token_fault_log) == 8
+
+
+def test_token_faults_through_the_control_api(make_emulator) -> None:
+    """Out-of-process users (``python -m tests.emulator``) inject the same faults over HTTP."""
+    emu = make_emulator(rows=dict(ROWS))
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = emu.ca_path
+    answer = session.post(f"{emu.org_url}/_emulator/token_faults",
+                          json={"kind": "503", "count": 1, "retry_after": 7, "retry_after_form": "date"}, timeout=30)
+    assert answer.status_code == 200 and answer.json() == {"pending": 1}
+    token_url = f"{emu.authority_host}/{emu.tenant_id}/oauth2/v2.0/token"
+    form = {"grant_type": "client_credentials", "client_id": emu.client_id, "client_secret": emu.client_secret,
+            "scope": f"{emu.org_url}/.default"}
+    failed = session.post(token_url, data=form, timeout=30)
+    assert failed.status_code == 503 and failed.json()["error_codes"] == [90033]
+    assert failed.headers["Retry-After"].endswith(" GMT")  # an HTTP-date
+    assert session.post(token_url, data=form, timeout=30).status_code == 200
+    bad = session.post(f"{emu.org_url}/_emulator/token_faults", json={"kind": "teapot"}, timeout=30)
+    assert bad.status_code == 400 and "unknown token fault" in bad.json()["message"]
