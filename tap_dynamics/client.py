@@ -36,6 +36,7 @@ from tap_dynamics.errors import (
     SecurityError,
     ServiceUnavailable,
     TapDynamicsError,
+    TokenServiceUnavailable,
 )
 from tap_dynamics.errors import NOT_A_MEMBER, cannot_reach, no_application_user
 
@@ -513,6 +514,10 @@ class DataverseClient:
                 )
                 # Read the body while holding the slot: the transfer is part of the request.
                 _read_body(response)
+        except TokenServiceUnavailable as exc:
+            # The token endpoint was busy (429, 5xx, a proxy page, a dropped connection):
+            # retried like this request's own failures, within the same budget.
+            raise _Retry(str(exc), exc.retry_after, request_id=exc.request_id) from None
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
