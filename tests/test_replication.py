@@ -87,7 +87,7 @@ def test_malformed_multi_select_value_fails_only_its_table(make_emulator, env: d
 @pytest.mark.parametrize("env", [pytest.param({}, id="fast-path"), pytest.param(SDK_PATH, id="sdk-path")])
 def test_non_date_cursor_value_fails_only_its_table(make_emulator, env: dict) -> None:
     emu = make_emulator(rows={"account": 5, "contact": 30, "systemuser": 12})
-    rows = [{k: v for k, v in r.items()} for r in emu.rows("contact")[:3]]
+    rows = [dict(r) for r in emu.rows("contact")[:3]]
     rows[1]["modifiedon"] = 1717171717  # a number where the date-time cursor must be
     for row in rows:
         row["@odata.etag"] = 'W/"1"'
@@ -121,7 +121,7 @@ def _apply(warehouse: dict[str, tuple[int | None, dict]], messages: list[dict]) 
 def _run_killed(config_path: str, state: dict, tmp: Path, kill_when) -> tuple[list[dict], dict]:
     """Run the tap and SIGKILL it when ``kill_when(bookmark)`` holds for a STATE it wrote."""
     argv = [TAP, "--config", config_path, "--state", write_json(tmp, "state.json", state)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # noqa: S603
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     messages: list[dict] = []
     killed_at = None
