@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -35,6 +36,11 @@ from tap_dynamics.fastpath import OUTPUT_LOCK
 from tap_dynamics.prefetch import prefetch, prefetch_pages
 from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
 from tap_dynamics.errors import ConfigError, DataverseError
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -358,6 +364,7 @@ class EntityStream(DynamicsStream):
                 self._state[key] = value
         self.state_manager.is_flushed = False
 
+    @override
     def cursor_column(self) -> tuple[str, type] | None:
         """The cursor column and the JSON type its values must have (checked on every row)."""
         method = self.method
@@ -365,6 +372,7 @@ class EntityStream(DynamicsStream):
             return None
         return (method, int) if method == VERSION_CURSOR else (method, str)
 
+    @override
     def _increment_stream_state(self, latest_record: dict[str, t.Any], *, context: Context | None = None) -> None:
         """Advance the bookmark to the row's cursor value, but not past :meth:`bookmark_cap`.
 
