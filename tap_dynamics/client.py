@@ -701,11 +701,7 @@ class DataverseClient:
                     continue
                 missing = [name for name in required if record.get(name) is None]
                 if missing:
-                    msg = (
-                        f"{_where(table)}row {number} of a page has no {', '.join(missing)} "
-                        f"(request id {request_id}); the response is malformed"
-                    )
-                    raise DataverseError(msg, table=table)
+                    raise _malformed_row(table, number, f"has no {', '.join(missing)}", request_id)
         cursor = self.cursor_columns.get(table or "")
         if cursor:
             self._check_cursor(records, cursor, table, request_id)
@@ -729,11 +725,13 @@ class DataverseClient:
                 if value.__class__ is int:
                     continue
                 expected = "a whole number"
-            msg = (
-                f"{_where(table)}row {number} of a page has {name} = {str(value)[:40]!r}, which is "
-                f"not {expected}{_rid(request_id)}; the response is malformed"
-            )
-            raise DataverseError(msg, table=table)
+            raise _malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
+
+
+def _malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> DataverseError:
+    """The one line for a row that cannot be emitted as served (it fails its table)."""
+    msg = f"{_where(table)}row {number} of a page {problem}{_rid(request_id)}; the response is malformed"
+    return DataverseError(msg, table=table)
 
 
 def _read_body(response: requests.Response) -> None:

@@ -48,7 +48,8 @@ def test_nullable_cursor_first_load_emits_every_row(make_emulator, windows: int,
     assert len(ids) == len(set(ids)) == 3000
     assert set(ids) == {r["accountid"] for r in truth}
     assert nulls <= set(ids)
-    assert "malformed" not in first.stderr and "null" not in first.stderr.lower().replace("not null", "")
+    assert "malformed" not in first.stderr
+    assert "replication value is null" not in first.stderr  # the SDK's warning, once per such row
     bookmark = first.last_state["bookmarks"]["account"]
     assert bookmark["replication_key"] == "lastusedincampaign"
     assert bookmark["replication_key_value"] == max(
