@@ -255,7 +255,7 @@ def test_late_commit_is_read_by_the_next_run(make_emulator, rows: int, prior_run
 
 
 def test_top_only_for_one_row_lookups_never_with_paging(make_emulator) -> None:
-    # README claim (Discovery and schemas, Paging): "never `$top` on a paged read. The one `$top`
+    # README claim (How it reads Dynamics, Paging): "never `$top` on a paged read. The one `$top`
     # the tap sends is `$top=1` without `Prefer: odata.maxpagesize`, when it plans a first load's
     # time windows". A windowed first load, then an incremental run, then change tracking.
     emu = make_emulator(rows={"account": 12000, "contact": 50, "systemuser": 3})
