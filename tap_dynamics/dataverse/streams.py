@@ -379,12 +379,13 @@ class EntityStream(DynamicsStream):
         A row whose cursor is null is emitted (the first-load windows read them on purpose) and
         leaves the bookmark where it is; the SDK would warn once per such row.
         """
-        value = latest_record.get(self.replication_key or "")
-        if value is None:
+        key = self.replication_key
+        value = latest_record.get(key) if key else None
+        if key is None or value is None:
             return
         cap = self._cap
         if cap is not None and value.__class__ is str and value > cap:
-            latest_record = {self.replication_key: cap}
+            latest_record = {key: cap}
         super()._increment_stream_state(latest_record, context=context)
 
     # -- date-time cursors ------------------------------------------------------------------------
@@ -607,11 +608,12 @@ class EntityStream(DynamicsStream):
         if next_link and phase == "initial":  # resume paging where a killed run stopped
             yield from self._track(next_link, "initial")
             return
-        if not (next_link or delta_link):
+        url = next_link or delta_link
+        if not url:
             yield from self._track(self._initial_url(), "initial")
             return
         try:
-            yield from self._track(next_link or delta_link, "delta")
+            yield from self._track(url, "delta")
         except DataverseError as exc:
             if not _is_expired_token(exc):
                 raise
