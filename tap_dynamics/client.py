@@ -710,13 +710,19 @@ class DataverseClient:
     def _check_cursor(
         records: list[dict[str, t.Any]], cursor: tuple[str, type], table: str | None, request_id: str | None
     ) -> None:
-        """Cursor values are null or of the cursor's type: they are compared and bookmarked."""
+        """Cursor values are null or of the cursor's type: they are compared and bookmarked.
+
+        Null is a value (the column is empty); a row without the column at all is not what was
+        asked for, as Dataverse returns every ``$select``-ed column, null or not.
+        """
         name, kind = cursor
         match = _DATETIME_RE.match
         for number, record in enumerate(records, start=1):
-            value = record.get(name)
+            value = record.get(name, _ABSENT)
             if value is None:
                 continue
+            if value is _ABSENT:
+                raise _malformed_row(table, number, f"has no {name}", request_id)
             if kind is str:
                 if value.__class__ is str and match(value):
                     continue
@@ -726,6 +732,9 @@ class DataverseClient:
                     continue
                 expected = "a whole number"
             raise _malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
+
+
+_ABSENT = object()  # a column missing from a row (not null: missing)
 
 
 def _malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> DataverseError:
