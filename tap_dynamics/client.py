@@ -10,7 +10,9 @@ is shared by discovery and every stream of a run, and is thread-safe.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
+import email.utils
 import logging
 import random
 import re
@@ -68,6 +70,10 @@ BASE_HEADERS = {
 
 # Dataverse's generic "unexpected error" code, also returned for timeouts and oversized responses.
 TOO_LARGE_CODE = "0x80040216"
+# An expired change-tracking token: final whatever the status (the stream re-baselines).
+EXPIRED_TOKEN_CODE = "0x80044352"
+# What a date-time cursor value looks like (the sort check and the bookmark compare them as text).
+_DATETIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)\Z")
 
 # Characters left as-is in query values: OData syntax reads better and Dataverse accepts them.
 _QUERY_SAFE = "$,:'()=/*@"
@@ -279,9 +285,16 @@ class DataverseClient:
         self._resume_at = 0.0
         self._slowing = False
         self._sizers: dict[str, PageSizer] = {}
-        # Columns every row of a table must carry (primary key, bookmark): registered by the
-        # table's stream; a row without them is a malformed response, not a row to emit.
+        # Columns every row of a table must carry (the primary key): registered by the table's
+        # stream; a row without them is a malformed response, not a row to emit. The cursor may
+        # be null (such rows are emitted without moving the bookmark), but when it has a value
+        # the value must be of the cursor's type: registered as (column, type).
         self.required_columns: dict[str, tuple[str, ...]] = {}
+        self.cursor_columns: dict[str, tuple[str, type] | None] = {}
+        # The server's clock (the Date header), as (server time, time.monotonic() when read):
+        # cursor values are server timestamps, and this machine's clock may be off.
+        self._server_clock: tuple[dt.datetime, float] | None = None
+        self._server_date = ""
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -319,6 +332,27 @@ class DataverseClient:
             self.stats.throttled_seconds += throttled
         if retry:
             self.summary.add(table, retries=1, throttled_seconds=throttled)
+
+    def server_time(self) -> dt.datetime:
+        """The server's time now: its last ``Date`` header plus the seconds since (this
+        machine's UTC clock when no response carried one)."""
+        clock = self._server_clock
+        if clock is None:
+            return dt.datetime.now(dt.timezone.utc)
+        return clock[0] + dt.timedelta(seconds=time.monotonic() - clock[1])
+
+    def _observe_date(self, response: requests.Response) -> None:
+        header = response.headers.get("Date")
+        if not header or header == self._server_date:
+            return  # whole seconds: most responses repeat the last value
+        try:
+            stamp = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        self._server_date = header
+        self._server_clock = (stamp, time.monotonic())
 
     # -- requests ---------------------------------------------------------------------------------
     def page_sizer(self, table: str, requested: int) -> PageSizer:
@@ -481,6 +515,7 @@ class DataverseClient:
             if page_sizer is not None:
                 page_sizer.success()
             self._observe_budget(response)
+            self._observe_date(response)
             return payload, response
 
     def _backoff(self, attempt: int) -> float:
@@ -578,9 +613,9 @@ class DataverseClient:
             if message:
                 reason += f": {message[:160]}"
             raise _Retry(reason, _retry_after(response), throttled=True, request_id=request_id)
-        if status in (500, 502, 503, 504):
+        code, message = _error_code_message(response)
+        if status in (500, 502, 503, 504) and code != EXPIRED_TOKEN_CODE:
             retry_after = _retry_after(response) if status == 503 else None
-            code, _message = _error_code_message(response)
             # 0x80040216 on a 500 is how Dataverse reports a page it could not build in time
             # (or too big a response): a smaller page is the cure.
             shrink = status == 500 and code == TOO_LARGE_CODE
@@ -590,7 +625,6 @@ class DataverseClient:
                 shrink=shrink,
                 request_id=request_id,
             )
-        code, message = _error_code_message(response)
         if status == 403 and code == NOT_A_MEMBER:
             raise no_application_user(self.tokens.identity(), self.origin)
         raise DataverseError(
@@ -684,18 +718,52 @@ class DataverseClient:
             )
             raise DataverseError(msg, table=table)
         required = self.required_columns.get(table or "")
-        if not required:
-            return
+        if required:
+            for number, record in enumerate(records, start=1):
+                if record.get("reason") == "deleted" or "@removed" in record:
+                    continue
+                missing = [name for name in required if record.get(name) is None]
+                if missing:
+                    raise _malformed_row(table, number, f"has no {', '.join(missing)}", request_id)
+        cursor = self.cursor_columns.get(table or "")
+        if cursor:
+            self._check_cursor(records, cursor, table, request_id)
+
+    @staticmethod
+    def _check_cursor(
+        records: list[dict[str, t.Any]], cursor: tuple[str, type], table: str | None, request_id: str | None
+    ) -> None:
+        """Cursor values are null or of the cursor's type: they are compared and bookmarked.
+
+        Null is a value (the column is empty); a row without the column at all is not what was
+        asked for, as Dataverse returns every ``$select``-ed column, null or not.
+        """
+        name, kind = cursor
+        match = _DATETIME_RE.match
         for number, record in enumerate(records, start=1):
-            if record.get("reason") == "deleted" or "@removed" in record:
+            value = record.get(name, _ABSENT)
+            if value is None:
                 continue
-            missing = [name for name in required if record.get(name) is None]
-            if missing:
-                msg = (
-                    f"{_where(table)}row {number} of a page has no {', '.join(missing)} "
-                    f"(request id {request_id}); the response is malformed"
-                )
-                raise DataverseError(msg, table=table)
+            if value is _ABSENT:
+                raise _malformed_row(table, number, f"has no {name}", request_id)
+            if kind is str:
+                if value.__class__ is str and match(value):
+                    continue
+                expected = "a date-time"
+            else:
+                if value.__class__ is int:
+                    continue
+                expected = "a whole number"
+            raise _malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
+
+
+_ABSENT = object()  # a column missing from a row (not null: missing)
+
+
+def _malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> DataverseError:
+    """The one line for a row that cannot be emitted as served (it fails its table)."""
+    msg = f"{_where(table)}row {number} of a page {problem}{_rid(request_id)}; the response is malformed"
+    return DataverseError(msg, table=table)
 
 
 def _read_body(response: requests.Response) -> None:
@@ -851,10 +919,17 @@ class DynamicsStream(Stream):
         """SCHEMA under the output lock: streams synced in parallel never split a message."""
         with OUTPUT_LOCK:
             super()._write_schema_message()
+    def cursor_column(self) -> tuple[str, type] | None:
+        """The cursor column and the JSON type of its values, for ``_check_rows`` (None: none)."""
+        return None
+
     def sync(self, context: t.Any = None) -> None:
-        """Register the columns every row must have, then sync (see ``_check_rows``)."""
-        required = [*(self.primary_keys or ()), self.replication_key]
-        self.client.required_columns[self.name] = tuple(c for c in required if c)
+        """Register what every row must carry, then sync (see ``_check_rows``).
+
+        Only the primary key is required: a cursor column may be null (see EntityStream).
+        """
+        self.client.required_columns[self.name] = tuple(self.primary_keys or ())
+        self.client.cursor_columns[self.name] = self.cursor_column()
         super().sync(context)
 
 

@@ -19,7 +19,7 @@ import click
 import simplejson
 from singer_sdk import Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, InvalidStreamSortException
 from singer_sdk.helpers._util import load_json
 
 from tap_dynamics.auth import build_token_provider
@@ -221,7 +221,10 @@ class TapDynamics(Tap):
             entry = summary.stream(stream.name)
             entry.started = time.monotonic()
             try:
-                stream.sync()
+                try:
+                    stream.sync()
+                except _ROW_SHAPE_ERRORS as exc:
+                    raise _table_error(stream.name, exc) from None
             except DataverseError as exc:
                 if isinstance(exc, ServiceUnavailable):
                     gave_up.append(stream.name)
@@ -296,6 +299,24 @@ class TapDynamics(Tap):
 
 
 _T = t.TypeVar("_T")
+
+# Errors a table's rows can cause outside the checks that name them (a value of an unexpected
+# type reaching a comparison or a conversion, rows out of cursor order): they fail that table,
+# not the run.
+_ROW_SHAPE_ERRORS = (InvalidStreamSortException, TypeError, ValueError, KeyError, AttributeError)
+
+
+def _table_error(table: str, exc: BaseException) -> DataverseError:
+    """One line for a row-shape error of ``table``; the traceback goes to the debug log."""
+    LOGGER.debug("Table %s failed", table, exc_info=exc)
+    if isinstance(exc, InvalidStreamSortException):
+        msg = f"table {table}: the server returned rows out of cursor order ({_first_line(exc)})"
+    else:
+        msg = (
+            f"table {table}: a row had an unexpected shape ({type(exc).__name__}: {_first_line(exc)}); "
+            "if the org's data looks right, please report it (TAP_DYNAMICS_LOGLEVEL=DEBUG shows where)"
+        )
+    return DataverseError(msg, table=table)
 
 
 def _metadata_guard(function: t.Callable[..., _T], *args: t.Any, **kwargs: t.Any) -> _T:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import collections
+import email.utils
 import threading
 import time
 import traceback
@@ -57,6 +58,8 @@ class Emulator:
         self.knobs: dict[str, Any] = {
             "latency_ms": latency_ms, "token_lifetime": token_lifetime,
             "change_tracking_expiry_seconds": change_tracking_expiry_seconds,
+            # the HTTP status of the expired-token error (observed: 400; the code is what counts)
+            "change_tracking_expiry_status": 400,
             "top_wins": top_wins,
             # "all": latency_ms delays every request; "pages": only data pages (large pages are
             # what is slow to serve; metadata and token calls stay fast)
@@ -124,11 +127,13 @@ class Emulator:
         app = self.entra.apps[(client_id or self.client_id).lower()]
         return self.entra.issue(app, lifetime, audience)
 
-    def insert(self, table: str, values: dict | None = None) -> dict:
-        return self.store.insert(table, values)
+    def insert(self, table: str, values: dict | None = None, *, commit_after: float = 0) -> dict:
+        """Insert a row; ``commit_after`` > 0: a late commit (see :meth:`Store.insert`)."""
+        return self.store.insert(table, values, commit_after=commit_after)
 
-    def update(self, table: str, row_id: str, values: dict) -> dict:
-        return self.store.update(table, row_id, values)
+    def update(self, table: str, row_id: str, values: dict, *, commit_after: float = 0) -> dict:
+        """Update a row; ``commit_after`` > 0: a late commit (see :meth:`Store.insert`)."""
+        return self.store.update(table, row_id, values, commit_after=commit_after)
 
     def delete(self, table: str, row_id: str) -> None:
         self.store.delete(table, row_id)
@@ -154,6 +159,7 @@ class Emulator:
                            "max_in_flight": 0, "errors_4xx": 0, "errors_5xx": 0,
                            "bytes_served": 0}
             self._log: collections.deque = collections.deque(maxlen=100_000)
+            self._queries: collections.deque = collections.deque(maxlen=100_000)
             self._in_flight = 0
             self._in_flight_since = time.perf_counter()
             self._in_flight_seconds = 0.0  # the integral of in-flight requests over time
@@ -186,6 +192,11 @@ class Emulator:
         """(method, decoded path, status) of the API requests since the last reset_stats()."""
         with self._lock:
             return list(self._log)
+
+    def query_log(self) -> list[tuple[str, str, str]]:
+        """(decoded path, raw query, Prefer header) of the Web API requests since reset_stats()."""
+        with self._lock:
+            return list(self._queries)
 
     def count_page(self, rows: int) -> None:
         lat = self.knobs["latency_ms"]
@@ -243,8 +254,14 @@ class Emulator:
                 traceback.print_exc()
                 status, hdrs, payload = 500, [("Content-Type", "application/json")], orjson.dumps(
                     {"error": {"code": "0x80040216", "message": "An unexpected error occurred."}})
+            if path.startswith("/api/data/"):
+                # Dataverse dates every response; here by the emulator's clock, which is the
+                # clock its rows are stamped with (a tap compares its bookmarks with it).
+                hdrs = [*hdrs, ("Date", email.utils.formatdate(self.store.clock, usegmt=True))]
             with self._lock:
                 self._log.append((method, path, status))
+                if path.startswith("/api/data/"):
+                    self._queries.append((path, query, headers.get("prefer", "")))
                 self._stats["bytes_served"] += len(payload)
                 if 400 <= status < 500:
                     self._stats["errors_4xx"] += 1
