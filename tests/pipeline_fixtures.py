@@ -41,7 +41,7 @@ def _target_postgres_installed(tmp_path_factory: pytest.TempPathFactory) -> None
     meltano("install", "--plugin-type", "loader", "target-postgres", env=env)
 
 
-def tap_env(emu) -> dict[str, str]:  # noqa: ANN001 - an Emulator
+def tap_env(emu) -> dict[str, str]:
     """TAP_DYNAMICS_* variables that point the tap at an in-process emulator."""
     config = emu.tap_config()
     return {f"TAP_DYNAMICS_{key.upper()}": value for key, value in config.items()}
@@ -53,7 +53,7 @@ def meltano_postgres(
 ) -> Callable[..., dict[str, str]]:
     """``env(emu)``: the environment of ``meltano run tap-dynamics target-postgres`` for a test."""
 
-    def env(emu, **extra: str) -> dict[str, str]:  # noqa: ANN001 - an Emulator
+    def env(emu, **extra: str) -> dict[str, str]:
         return {
             **tap_env(emu),
             **postgres.target_env(pg_database),

@@ -81,7 +81,7 @@ class PostgresServer:
         """initdb, then start on a free port (a port taken meanwhile is retried on another)."""
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
              "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
             check=True, capture_output=True, text=True, cwd=self.root, **self._run_as(),
@@ -97,7 +97,7 @@ class PostgresServer:
         log = self.logfile.open("a")
         if self.user is not None:
             os.chown(self.logfile, self.user.pw_uid, self.user.pw_gid)
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
@@ -107,7 +107,7 @@ class PostgresServer:
         log.close()
         ready = self.bindir / "pg_isready"
         while self.proc.poll() is None:
-            probe = subprocess.run(  # noqa: S603
+            probe = subprocess.run(
                 [str(ready), "-h", "127.0.0.1", "-p", str(port), "-U", self.superuser, "-t", "5"],
                 capture_output=True, check=False,
             )

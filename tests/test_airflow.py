@@ -51,9 +51,9 @@ def airflow_bin() -> Path:
     done = venv / ".complete"
     if not done.exists():
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # noqa: S603
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, "-c", str(CONSTRAINTS), _airflow_requirement()], check=True)  # noqa: S603
+        subprocess.run([*pip, "-c", str(CONSTRAINTS), _airflow_requirement()], check=True)
         done.touch()
         for old in venv.parent.iterdir():  # venvs of older constraints files
             if old != venv:
@@ -80,7 +80,7 @@ def airflow_home(airflow_bin: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def _airflow(airflow_bin: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     full = {**clean, "PATH": f"{airflow_bin}:{clean.get('PATH', '')}", **env}
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [str(airflow_bin / "airflow"), *args], env=full, cwd=ROOT, capture_output=True, text=True,
         timeout=900, check=False,
     )

@@ -28,7 +28,7 @@ def _counts(pg: PostgresServer, db: str, *, live_only: bool = False) -> dict[str
     return {t: pg.query(db, f"select count(*) from dynamics.{t}{where}")[0][0] for t in TABLES}
 
 
-def _truth(emu) -> dict[str, int]:  # noqa: ANN001
+def _truth(emu) -> dict[str, int]:
     return {t: len(emu.rows(t)) for t in TABLES}
 
 
@@ -46,7 +46,7 @@ def _accounts_in_sql(pg: PostgresServer, db: str) -> dict[str, tuple]:
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
-def _accounts_in_org(emu) -> dict[str, tuple]:  # noqa: ANN001
+def _accounts_in_org(emu) -> dict[str, tuple]:
     out = {}
     for r in emu.rows("account"):
         founded = r["new_foundedon"]
@@ -162,7 +162,7 @@ def test_deletes_soft_by_tombstone_hard_by_activate_version(
 
     # hard_delete true: the full-table table's vanished row is gone; tombstones are still soft.
     hard = {**soft, "TARGET_POSTGRES_HARD_DELETE": "true"}
-    more_accounts, more_users = delete_some(1)
+    more_accounts, _ = delete_some(1)
     _run(hard)
     assert _counts(postgres, pg_database, live_only=True) == _truth(emu)
     assert {r[0] for r in postgres.query(

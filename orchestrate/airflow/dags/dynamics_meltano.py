@@ -40,7 +40,7 @@ SKIPPED_TABLES = re.compile(r"failed and were skipped: (.+?) \(see")
 FAILED_ROW = re.compile(r"^(\S+)\s+\S+.*\s(failed|skipped)\b(.*)$")
 
 
-class ConfigProblem(ValueError):
+class DagConfigError(ValueError):
     """The DAG's YAML file is wrong; the message says where and how to fix it."""
 
 
@@ -85,41 +85,41 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise ConfigProblem(f"cannot read the DAG configuration {path}: {exc.strerror or exc}") from None
+        raise DagConfigError(f"cannot read the DAG configuration {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigProblem(f"{path} is not valid YAML: {exc}") from None
+        raise DagConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigProblem(f"{path} must hold a mapping of settings")
+        raise DagConfigError(f"{path} must hold a mapping of settings")
 
     def need(key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         value = raw.get(key, default)
         if value is ...:
-            raise ConfigProblem(f"{path}: '{key}' is required")
+            raise DagConfigError(f"{path}: '{key}' is required")
         if value is not None and not isinstance(value, kind):
-            raise ConfigProblem(f"{path}: '{key}' must be {getattr(kind, '__name__', kind)}")
+            raise DagConfigError(f"{path}: '{key}' must be {getattr(kind, '__name__', kind)}")
         return value
 
     groups = []
     for i, item in enumerate(need("groups", list)):
         where = f"{path}: groups[{i}]"
         if not isinstance(item, dict) or not GROUP_NAME.match(str(item.get("name", ""))):
-            raise ConfigProblem(f"{where} needs a 'name' of letters, digits, '_' or '-'")
+            raise DagConfigError(f"{where} needs a 'name' of letters, digits, '_' or '-'")
         streams = item.get("streams")
         if not streams or not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
-            raise ConfigProblem(f"{where} ({item['name']}) needs 'streams': a list of stream names")
+            raise DagConfigError(f"{where} ({item['name']}) needs 'streams': a list of stream names")
         env = item.get("env") or {}
         if not isinstance(env, dict):
-            raise ConfigProblem(f"{where} ({item['name']}): 'env' must map variable names to values")
+            raise DagConfigError(f"{where} ({item['name']}): 'env' must map variable names to values")
         groups.append(Group(str(item["name"]), streams, {str(k): str(v) for k, v in env.items()},
                             item.get("environment")))
     names = [g.name for g in groups]
     if not groups or len(set(names)) != len(names):
-        raise ConfigProblem(f"{path}: 'groups' must list at least one group, with unique names")
+        raise DagConfigError(f"{path}: 'groups' must list at least one group, with unique names")
     claimed: dict[str, str] = {}
     for group in groups:
         for stream in group.streams:
             if stream in claimed:
-                raise ConfigProblem(
+                raise DagConfigError(
                     f"{path}: stream {stream} is in groups {claimed[stream]} and {group.name}; "
                     "a stream belongs to one group (each group keeps its own bookmarks)"
                 )
@@ -179,7 +179,7 @@ def resolve_env(spec: Mapping[str, str], variable: Callable[[str], str]) -> dict
         if value.startswith("env:"):
             name = value[4:]
             if name not in os.environ:
-                raise ConfigProblem(f"{key} should come from ${name}, which is not set on this worker")
+                raise DagConfigError(f"{key} should come from ${name}, which is not set on this worker")
             out[key] = os.environ[name]
         elif value.startswith("var:"):
             out[key] = variable(value[4:])
@@ -264,7 +264,7 @@ def _readable(entry: dict[str, Any]) -> str:
 def run_meltano(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Callable[[str], None]) -> MeltanoResult:
     """Run one Meltano command, echo its log readably (line by line, as it comes) and read it."""
     result = MeltanoResult(exit_code=0)
-    proc = subprocess.Popen(  # noqa: S603 - a fixed command line, no shell
+    proc = subprocess.Popen(
         cmd, cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, encoding="utf-8", errors="replace",
     )

@@ -99,7 +99,7 @@ def dynamics_to_warehouse() -> None:
         ti = get_current_context()["ti"]
         reports = ti.xcom_pull(task_ids="sync_group", key="group_result", map_indexes=list(range(count)))
         failed = []
-        for group, report in zip(config.groups, reports or [None] * count):
+        for group, report in zip(config.groups, reports or [None] * count, strict=False):
             if not report:
                 log.info("group %s: did not run (upstream failed)", group.name)
                 failed.append(group.name)
