@@ -148,18 +148,18 @@ def main(argv: list[str]) -> int:
         settings = load_settings(_load_config(args.config))
     except TapDynamicsError as exc:
         prefix = "connection unavailable" if args.command == "check" else "tap-dynamics: error"
-        print(f"{prefix}: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)  # noqa: T201
         return exc.exit_code
     if args.command == "check":
         try:
             line = connection_check(settings)
         except TapDynamicsError as exc:
-            print(f"connection unavailable: {exc}", file=sys.stderr)
+            print(f"connection unavailable: {exc}", file=sys.stderr)  # noqa: T201
             return exc.exit_code
-        print(line)
+        print(line)  # noqa: T201
         return EXIT_OK
     if settings.auth_scheme != "AzureAD":
-        print(
+        print(  # noqa: T201
             f"tap-dynamics: error: login is for auth_scheme AzureAD (signing in as a user); "
             f"auth_scheme {settings.auth_scheme} needs no sign-in — run `tap-dynamics check` instead",
             file=sys.stderr,
@@ -168,9 +168,9 @@ def main(argv: list[str]) -> int:
     try:
         who = DelegatedTokenProvider(settings).login(device_code=args.device_code)
     except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
         return exc.exit_code
-    print(
+    print(  # noqa: T201
         f"tap-dynamics: signed in as {who}; tokens saved to {settings.token_cache_path} (mode 0600)",
         file=sys.stderr,
     )
