@@ -8,7 +8,7 @@ overwrite each other's bookmarks; in the pool that caps how many run at once) ->
 
 Parsing this file reads one small YAML file and never calls Meltano (the scheduler re-parses
 DAG files every few seconds and gives up after 30 s). Written for Airflow 3 (``airflow.sdk``);
-Airflow 2.7+ loads it too.
+the imports fall back to Airflow 2.9+'s (``map_index_template`` needs 2.9).
 """
 
 from __future__ import annotations
