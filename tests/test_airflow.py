@@ -32,6 +32,9 @@ DAG_ID = "tap_dynamics_test"
 # The tap gives up on a request after 8 attempts (MAX_ATTEMPTS): 8 answers of 503 with
 # Retry-After 0 make the first try of the group exit 4 at once; the retry then succeeds.
 FAILING_ATTEMPTS = 8
+# The first test also installs Airflow (minutes on a fresh machine): a longer timeout than the
+# suite's default, which counts fixture setup.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def _airflow_requirement() -> str:
