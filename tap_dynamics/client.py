@@ -36,8 +36,9 @@ from tap_dynamics.errors import (
     SecurityError,
     ServiceUnavailable,
     TapDynamicsError,
+    TokenServiceUnavailable,
 )
-from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
+from tap_dynamics.errors import NOT_A_MEMBER, cannot_reach, no_application_user
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -167,6 +168,7 @@ class _Retry(Exception):
         throttled: bool = False,
         shrink: bool = False,
         request_id: str | None = None,
+        unconnected: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -174,6 +176,7 @@ class _Retry(Exception):
         self.throttled = throttled
         self.shrink = shrink
         self.request_id = request_id
+        self.unconnected = unconnected  # no TCP/TLS connection at all (refused, DNS, no route)
 
 
 _MAXPAGESIZE_RE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)")
@@ -237,6 +240,10 @@ class DataverseClient:
     """Authenticated, retrying, origin-locked JSON client for one Dynamics org."""
 
     MAX_ATTEMPTS = 8  # transient failures (5xx, resets, bad JSON) before giving up
+    # Until the org has answered once in this run, a failure to connect at all (refused, DNS,
+    # no route) is most likely a wrong url or proxy, not an outage: give up after this many
+    # attempts with "cannot reach", rather than minutes of backoff.
+    UNREACHED_ATTEMPTS = 3
     MAX_RETRY_SECONDS = 300.0  # and at most this long in backoff sleeps for one request
     MAX_THROTTLE_WAIT = 1800.0  # total seconds we are prepared to wait on 429s for one request
     MAX_THROTTLES = 100  # and at most this many 429s (a Retry-After of 0 must not loop forever)
@@ -257,6 +264,7 @@ class DataverseClient:
         self.stats = RequestStats()
         self.summary = summary if summary is not None else RunSummary()
         self._stats_lock = threading.Lock()
+        self._reached = False  # set once any HTTP response came back from the org
         self._local = threading.local()
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
@@ -448,6 +456,10 @@ class DataverseClient:
                     )
                     self._count(table, retry=True)
                     continue
+                unreached = retry.unconnected and not self._reached
+                budget = self.UNREACHED_ATTEMPTS if unreached else self.MAX_ATTEMPTS
+                if unreached and attempt >= budget:
+                    raise cannot_reach(self.origin, f"{retry.reason}; {attempt} attempts") from None
                 wait = retry.wait if retry.wait is not None else self._backoff(attempt)
                 wait = min(wait, self.MAX_RETRY_AFTER)
                 if attempt >= self.MAX_ATTEMPTS or slept + wait > self.MAX_RETRY_SECONDS:
@@ -460,7 +472,7 @@ class DataverseClient:
                     raise ServiceUnavailable(msg, table=table, request_id=retry.request_id) from None
                 LOGGER.warning(
                     "%s%s; retrying in %.1f s (attempt %d of %d)",
-                    _where(table), retry.reason, wait, attempt + 1, self.MAX_ATTEMPTS,
+                    _where(table), retry.reason, wait, attempt + 1, budget,
                 )
                 self._count(table, retry=True)
                 slept += wait
@@ -502,15 +514,25 @@ class DataverseClient:
                 )
                 # Read the body while holding the slot: the transfer is part of the request.
                 _read_body(response)
+        except TokenServiceUnavailable as exc:
+            # The token endpoint was busy (429, 5xx, a proxy page, a dropped connection):
+            # retried like this request's own failures, within the same budget.
+            raise _Retry(str(exc), exc.retry_after, request_id=exc.request_id) from None
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
                 "ca_bundle to a PEM file with its CA certificate"
             )
             raise ConnectionProblem(msg) from None
+        except requests.exceptions.ConnectTimeout:
+            raise _Retry(
+                f"no connection within {self.settings.request_timeout} s", unconnected=True
+            ) from None
         except requests.exceptions.Timeout:
             raise _Retry(f"no response within {self.settings.request_timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if _never_connected(exc):
+                raise _Retry(_connect_failure(exc), unconnected=True) from None
             raise _Retry(f"connection failed ({_short(exc)})") from None
         except urllib3.exceptions.ReadTimeoutError:
             raise _Retry(
@@ -519,6 +541,7 @@ class DataverseClient:
         except urllib3.exceptions.HTTPError as exc:
             raise _Retry(f"response body cut off ({_short(exc)})") from None
 
+        self._reached = True
         status = response.status_code
         request_id = response.headers.get("x-ms-service-request-id") or response.headers.get("REQ_ID")
         if status == 200:
@@ -702,6 +725,34 @@ def _where(table: str | None) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def _never_connected(exc: requests.exceptions.RequestException) -> bool:
+    """Whether the request failed before any connection existed (refused, DNS, no route, proxy).
+
+    requests wraps urllib3's ``MaxRetryError`` whose ``reason`` says what happened; a reset
+    after connecting (``ProtocolError``) means the host is there, just flaky.
+    """
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", None)
+    return isinstance(
+        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+    )
+
+
+def _connect_failure(exc: requests.exceptions.RequestException) -> str:
+    """A short, stable reason for a failed connection (no object addresses, no retry text)."""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy refused or could not be reached"
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    text = str(reason or exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    return "no connection"
 
 
 def _request_id(response: requests.Response) -> str | None:

@@ -194,11 +194,12 @@ class TapDynamics(Tap):
         return streams
 
     def run_connection_test(self) -> bool:
-        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name), then
-        the SDK's one-record-per-stream sync. A failure raises the one-line error."""
+        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name, which
+        tables are readable), then the SDK's one-record-per-stream sync with the run's own
+        retry budget. A failure raises the one-line error."""
         from tap_dynamics.commands import connection_check
 
-        self.logger.info("%s", connection_check(self.settings, self.client))
+        self.logger.info("%s", connection_check(self.settings, self.client.tokens))
         return super().run_connection_test()
 
     def sync_all(self) -> None:
@@ -336,32 +337,47 @@ def _one_line(exc: ConfigValidationError) -> str:
 
 
 def cli() -> None:
-    """Console entry point: the SDK's CLI, with one-line errors and meaningful exit codes."""
+    """Console entry point: the SDK's CLI and the subcommands, with one-line errors and exit codes."""
     limit_malloc_arenas()  # before any thread starts: see memory.py
-    if len(sys.argv) > 1 and sys.argv[1] in ("check", "login"):
-        from tap_dynamics.commands import main
+    sys.exit(_guarded(_dispatch))
 
-        sys.exit(main(sys.argv[1:]))
-    command = TapDynamics.cli
+
+def _dispatch() -> int:
+    """``check``/``login`` or the SDK's click command; return the exit code."""
+    from tap_dynamics.commands import SUBCOMMANDS, main
+
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        return main(sys.argv[1:])
     try:
-        result = command.main(prog_name="tap-dynamics", standalone_mode=False)
+        result = TapDynamics.cli.main(prog_name="tap-dynamics", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         print("tap-dynamics: aborted", file=sys.stderr)  # noqa: T201
-        sys.exit(130)
-    except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
-        sys.exit(exc.exit_code)
+        return 130
     except ConfigValidationError as exc:
         print(f"tap-dynamics: error: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
-        sys.exit(EXIT_CONFIG)
+        return EXIT_CONFIG
+    if isinstance(result, int) and result:
+        return result if result != 1 else EXIT_CONFIG  # the SDK exits 1 on invalid config
+    return 0
+
+
+def _guarded(run: t.Callable[[], int]) -> int:
+    """The top-level handler of every command (sync, discovery, ``check``, ``login``).
+
+    A :class:`TapDynamicsError` is its one line and exit code; Ctrl-C is one line and 130;
+    anything else is a bug: one line with exit 1 (the traceback only at DEBUG).
+    """
+    try:
+        return run()
+    except TapDynamicsError as exc:
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
     except KeyboardInterrupt:
         print("tap-dynamics: interrupted", file=sys.stderr)  # noqa: T201
-        sys.exit(130)
-    except SystemExit:
-        raise
+        return 130
     except Exception as exc:  # noqa: BLE001 - the last resort: say it is a bug, keep it short
         LOGGER.debug("Unexpected error", exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -370,6 +386,4 @@ def cli() -> None:
             "it; rerun with TAP_DYNAMICS_LOGLEVEL=DEBUG for details",
             file=sys.stderr,
         )  # noqa: T201
-        sys.exit(EXIT_CRASH)
-    if isinstance(result, int) and result:
-        sys.exit(result if result != 1 else EXIT_CONFIG)  # the SDK exits 1 on invalid config
+        return EXIT_CRASH

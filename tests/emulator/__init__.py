@@ -299,6 +299,9 @@ class Emulator:
                 return 405, js, b'{"error":"invalid_request"}'
             with self._lock:
                 self._stats["token_requests"] += 1
+            fault = self.entra.token_fault()
+            if fault is not None:
+                return fault
             form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             status, obj = self.entra.token(parts[0], form, headers)
             if isinstance(obj, dict) and obj.get("access_token"):
@@ -328,6 +331,9 @@ class Emulator:
         if parts == ["set"] and method == "POST":
             self.set(**data)
             return 200, js, orjson.dumps(self.knobs)
+        if parts == ["token_faults"] and method == "POST":  # entra.py: fail_token_requests
+            self.entra.fail_token_requests(**data)
+            return 200, js, orjson.dumps({"pending": len(self.entra.token_faults)})
         if parts == ["apps"] and method == "POST":
             app = self.register_app(**data)
             return 200, js, orjson.dumps({"client_id": app.client_id, "tenant_id": app.tenant_id})

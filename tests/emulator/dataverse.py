@@ -189,6 +189,7 @@ class Dataverse:
         if rest.startswith("RelationshipDefinitions"):
             return self.relationship_definitions(req, base, rest[len("RelationshipDefinitions"):])
         if rest == "organizations":
+            self.check_read(req, "organization", "Organization", 1019, "Organization")
             row = {"@odata.etag": 'W/"1000"', "name": T.ORG_NAME, "organizationid": T.ORGANIZATION_ID}
             if "$select" in req.query:
                 sel = parse_select(req.query["$select"])
@@ -207,6 +208,7 @@ class Dataverse:
         if td is None:
             raise ODataError(404, "0x80060888", f"Resource not found for the segment '{set_name}'.")
         ts = self.store.t[td.logical]
+        self.check_read(req, td.logical, td.schema, td.otc, td.display[0])
         if td.read_error is not None:  # e.g. a virtual table whose provider fails
             raise ODataError(*td.read_error)
         if key is not None:
@@ -214,6 +216,24 @@ class Dataverse:
         if count:
             return self.count_only(req, ts)
         return self.collection(req, prefer, base, ts)
+
+    def check_read(self, req: Request, logical: str, schema: str, otc: int, display: str) -> None:
+        """403 PrivilegeDenied when the caller's security role lacks Read on the table.
+
+        The message is Dataverse's own (a real one, ids aside): the principal, the missing
+        privilege ``prvRead<SchemaName>``, the table's type code and names.
+        """
+        app = self.emu.entra.apps[req.headers["x-emulator-app"]]
+        if logical not in app.read_denied:
+            return
+        privilege = f"prvRead{schema}"
+        raise ODataError(403, "0x80040220", (
+            f"Principal user (Id={app.user_id}, type=8, roleCount=1, privilegeCount=412, "
+            f"accessMode='0 Read-Write', AADObjectId='{app.object_id}', "
+            f"MetadataCachePrivilegesCount=12471, businessUnitId={T.BUSINESS_UNIT_ID}), is missing "
+            f"{privilege} privilege (Id={T.stable_guid('privilege', privilege)}) on OTC={otc} for "
+            f"entity '{logical}' (LocalizedName='{display}'). context.Caller={app.user_id}. "
+            "Consider adding missed privilege to one of the principal (user/team) roles."))
 
     # ------------------------------------------------------------ functions
     def total_count(self, req, base, rest):
