@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tap_dynamics.client import DataverseClient
+from tap_dynamics.commands import CHECK_ATTEMPTS
 from tests.demo import BIN, ROOT, meltano
 from tests.pipeline_fixtures import tap_env
 from tests.postgres import PostgresServer
@@ -29,9 +31,10 @@ DAGS = AIRFLOW_DIR / "dags"
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 CONSTRAINTS = AIRFLOW_DIR / f"constraints-{PY}.txt"
 DAG_ID = "tap_dynamics_test"
-# The tap gives up on a request after 8 attempts (MAX_ATTEMPTS): 8 answers of 503 with
-# Retry-After 0 make the first try of the group exit 4 at once; the retry then succeeds.
-FAILING_ATTEMPTS = 8
+# 503 with Retry-After 0 for the systemusers rows, as many times as the `check` task's probe of
+# the table (CHECK_ATTEMPTS, then it reports the table) and a sync (MAX_ATTEMPTS, then exit 4)
+# try: the first try of the group exits 4 at once, its retry succeeds.
+FAILING_ATTEMPTS = CHECK_ATTEMPTS + DataverseClient.MAX_ATTEMPTS
 # The first test also installs Airflow (minutes on a fresh machine): a longer timeout than the
 # suite's default, which counts fixture setup.
 pytestmark = pytest.mark.timeout(1800)
