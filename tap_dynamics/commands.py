@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
+from singer_sdk.configuration._dict_config import parse_environment_config
 
 from tap_dynamics.auth import DelegatedTokenProvider, build_token_provider
 from tap_dynamics.client import DataverseClient
@@ -37,7 +38,7 @@ from tap_dynamics.errors import (
     TapDynamicsError,
     cannot_reach,
 )
-from tap_dynamics.settings import Settings, load_settings
+from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
 
 if t.TYPE_CHECKING:
     from tap_dynamics.auth import TokenProvider
@@ -45,12 +46,21 @@ if t.TYPE_CHECKING:
 LOGGER = logging.getLogger("tap-dynamics")
 
 SUBCOMMANDS = ("check", "login")
+CONFIG_HELP = "config JSON file(s), or ENV for the TAP_DYNAMICS_* variables"
 
 
 def _load_config(paths: list[str]) -> dict[str, t.Any]:
-    """Merge the ``--config`` files like the SDK does (later files win)."""
+    """Merge the ``--config`` files like the SDK does (later files win).
+
+    ``ENV``, as for the SDK's own ``--config``, reads the ``TAP_DYNAMICS_<SETTING>`` variables:
+    that is how Meltano hands settings to a plugin command (``meltano invoke tap-dynamics:check``),
+    so a scheduler can run the check without writing secrets to a file.
+    """
     config: dict[str, t.Any] = {}
     for path in paths:
+        if path == "ENV":
+            config.update(parse_environment_config(CONFIG_SCHEMA, prefix="TAP_DYNAMICS_"))
+            continue
         try:
             with open(os.path.expanduser(path), encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -249,9 +259,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tap-dynamics")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="test the connection: token, WhoAmI, organisation name")
-    check.add_argument("--config", action="append", required=True, help="config JSON file(s)")
+    check.add_argument("--config", action="append", required=True, help=CONFIG_HELP)
     login = sub.add_parser("login", help="sign in as a user (auth_scheme AzureAD) and save the tokens")
-    login.add_argument("--config", action="append", required=True, help="config JSON file(s)")
+    login.add_argument("--config", action="append", required=True, help=CONFIG_HELP)
     login.add_argument(
         "--device-code", action="store_true", help="sign in on another device (headless servers)"
     )
