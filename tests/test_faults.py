@@ -22,7 +22,7 @@ from tap_dynamics.client import DataverseClient
 from tap_dynamics.settings import load_settings
 from tests.emulator.faults import THROTTLE_MESSAGES
 from tests.fault_matrix import MAX_CONCURRENCY, SCENARIOS, Result, run_scenario, start_emulator
-from tests.taprun import run_tap
+from tests.taprun import hermetic_env, run_tap
 
 WORKERS = 3  # scenarios run three at a time (each on its own emulator); most time is waiting
 
@@ -293,7 +293,7 @@ def test_emulator_cli_fault_flags() -> None:
         [sys.executable, "-m", "tests.emulator", "--rows", "account=10", "--throttle-rate", "0.5",
          "--retry-after", "2", "--throttle-code", "0x80072326", "--page-size-limit", "100",
          "--forbidden-table", "contact", "--fault", 'page_size_limit_mode="error"'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hermetic_env(),
     )
     try:
         info = json.loads(proc.stdout.readline())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.taprun import TAP, run_tap, write_json
+from tests.taprun import TAP, hermetic_env, run_tap, write_json
 
 
 def _messages(run, kind: str, stream: str | None = None) -> list[dict]:
@@ -210,7 +210,7 @@ def _run_until(config_path: str, state: dict | None, tmp: Path, kill_after: int 
     if state is not None:
         argv += ["--state", write_json(tmp, "state.json", state)]
     # Bytes, not text: a kill can cut a line in the middle of a UTF-8 sequence.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # noqa: S603
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=hermetic_env())  # noqa: S603
     assert proc.stdout is not None
     messages, records, killed = [], 0, False
     for line in proc.stdout:

@@ -17,12 +17,10 @@ import pytest
 from jsonschema import Draft7Validator, FormatChecker
 
 from tap_dynamics.dataverse.metadata import EntityInfo, MetadataCache, column_from_attribute
-from tests.demo import ROOT, ensure_plugins
+from tests.demo import ensure_plugins, target_duckdb
 from tests.emulator import Emulator
 from tests.emulator import tables as T
-from tests.taprun import run_tap, select_streams
-
-TARGET = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"
+from tests.taprun import hermetic_env, run_tap, select_streams
 
 # column -> (Dataverse type, JSON Schema type/format, DuckDB column type). DuckDB types are what
 # target-duckdb 0.8 makes of the declared schema: number -> DOUBLE, format date -> VARCHAR
@@ -66,8 +64,8 @@ def _load(stdout: str, path: Path) -> None:
     ensure_plugins({"MELTANO_DATABASE_URI": f"sqlite:///{path.parent / 'meltano.db'}"})
     config = path.parent / "target.json"
     config.write_text(json.dumps({"path": str(path), "default_target_schema": "dynamics"}))
-    result = subprocess.run([str(TARGET), "--config", str(config)], input=stdout,  # noqa: S603
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(target_duckdb()), "--config", str(config)], input=stdout,  # noqa: S603
+                            capture_output=True, text=True, timeout=300, env=hermetic_env())
     assert result.returncode == 0, result.stderr[-3000:]
 
 
