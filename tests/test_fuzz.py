@@ -101,6 +101,20 @@ def _check_run(run, *, allow_ok: bool = True) -> None:
     assert SECRET not in run.stdout + run.stderr
 
 
+def _run_serving(emu: Emulator, path: str, answer: dict[str, t.Any], **config: t.Any):
+    """Run the tap on ``account`` while the emulator serves ``answer`` for ``path``; the run must
+    end in correct output or one error line, and every record must carry its primary key."""
+    emu.reset_stats()
+    emu.set(serve_body={path: answer})
+    try:
+        run = run_tap({**emu.tap_config(), "entities": ["account"], **config})
+    finally:
+        emu.set(serve_body={})
+    _check_run(run)
+    assert all(r.get("accountid") for r in run.records("account")), "every record carries its primary key"
+    return run
+
+
 @settings(PROCESS_FUZZ, max_examples=max(6, EXAMPLES // 4))
 @given(overrides)
 @example({"url": "http://myorg.crm.dynamics.com"})
@@ -157,13 +171,7 @@ def _served_ids(answer: dict[str, t.Any]) -> set[str] | None:
 @example({"status": 200, "content_type": "application/json", "body": '{"value":[{"accountid":"x","modifiedon":5}]}', "headers": {}, "times": 1})
 @example({"status": 200, "content_type": "application/json", "body": '{"value":[],"@odata.nextLink":"not a url"}', "headers": {}, "times": 1})
 def test_payload_fuzz(fuzz_emu, answer: dict[str, t.Any]) -> None:
-    fuzz_emu.reset_stats()
-    fuzz_emu.set(serve_body={"/api/data/v9.2/accounts": answer})
-    try:
-        run = run_tap({**fuzz_emu.tap_config(), "client_secret": fuzz_emu.client_secret, "entities": ["account"]})
-    finally:
-        fuzz_emu.set(serve_body={})
-    _check_run(run)
+    run = _run_serving(fuzz_emu, "/api/data/v9.2/accounts", answer)
     if run.returncode == 0:
         got = {r["accountid"] for r in run.records("account")}
         truth = {r["accountid"] for r in fuzz_emu.rows("account")}
@@ -200,15 +208,8 @@ metadata_bodies = st.one_of(
 @PROCESS_FUZZ
 @given(metadata_paths, metadata_bodies)
 def test_metadata_fuzz(fuzz_emu, path: str, body: str) -> None:
-    fuzz_emu.reset_stats()
-    fuzz_emu.set(serve_body={path: {"status": 200, "body": body, "times": 1}})
-    try:
-        run = run_tap({**fuzz_emu.tap_config(), "entities": ["account"]})
-    finally:
-        fuzz_emu.set(serve_body={})
-    _check_run(run)
+    run = _run_serving(fuzz_emu, path, {"status": 200, "body": body, "times": 1})
     records = run.records("account")
-    assert all(r.get("accountid") for r in records), "every record carries its primary key"
     if run.returncode == 0:
         # A named table is either read in full or the run fails: never exit 0 without its rows.
         truth = {r["accountid"] for r in fuzz_emu.rows("account")}
@@ -244,16 +245,8 @@ cursor_answers = st.fixed_dictionaries(
 @example({"status": 200, "content_type": "application/json", "body": '{"value":[{"accountid":"x","modifiedon":"yesterday"}]}', "headers": {}, "times": 1})
 @example({"status": 200, "content_type": "application/json", "body": '{"value":[{"accountid":"a","modifiedon":"2030-01-02T00:00:00Z"},{"accountid":"b","modifiedon":"2020-01-02T00:00:00Z"}]}', "headers": {}, "times": 1})
 def test_cursor_payload_fuzz(fuzz_emu, answer: dict[str, t.Any]) -> None:
-    fuzz_emu.reset_stats()
-    fuzz_emu.set(serve_body={"/api/data/v9.2/accounts": answer})
-    config = {**fuzz_emu.tap_config(), "entities": ["account"], "replication": {"account": "modifiedon"}}
-    try:
-        run = run_tap(config)
-    finally:
-        fuzz_emu.set(serve_body={})
-    _check_run(run)
+    run = _run_serving(fuzz_emu, "/api/data/v9.2/accounts", answer, replication={"account": "modifiedon"})
     records = run.records("account")
-    assert all(r.get("accountid") for r in records), "every record carries its primary key"
     if run.returncode == 0:
         got = [r["accountid"] for r in records]
         truth = sorted(r["accountid"] for r in fuzz_emu.rows("account"))
