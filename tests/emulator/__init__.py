@@ -22,7 +22,6 @@ import threading
 import time
 import traceback
 import urllib.parse
-from collections import deque
 from typing import Any
 
 import orjson
@@ -30,7 +29,7 @@ import orjson
 from .dataverse import Dataverse, Request
 from .entra import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, Entra
 from .faults import DEFAULTS as FAULT_DEFAULTS
-from .faults import Faults
+from .faults import Faults, Gate
 from .server import EmulatorServer, serve_in_thread
 from .store import Store
 from .tls import make_tls
@@ -73,7 +72,6 @@ class Emulator:
         self.issued_tokens: list[str] = []  # every access token handed out (secret-leak checks)
         self.tenant_id, self.client_id, self.client_secret = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
         self._lock = threading.Lock()
-        self._recent: deque[float] = deque()
         self.reset_stats()
         self.server: EmulatorServer | None = None
         self.store: Store | None = None
@@ -210,12 +208,12 @@ class Emulator:
                 self._first_page = self._request_started.get(threading.get_ident(), now)
             self._last_page = now
 
-    def recent_requests(self) -> int:
-        cutoff = time.monotonic() - 300
-        with self._lock:
-            while self._recent and self._recent[0] < cutoff:
-                self._recent.popleft()
-            return len(self._recent)
+    def gate(self, pattern: str, open_at: int | None = None, timeout_s: float = 120.0) -> Gate:
+        """Hold Web API requests matching ``pattern`` (a regex on the decoded path and query)
+        in flight until the gate opens (see :class:`~tests.emulator.faults.Gate`)."""
+        gate = Gate(pattern, open_at, timeout_s)
+        self.faults.gates.append(gate)
+        return gate
 
     # ------------------------------------------------------------ dispatch
     _request_started: dict[int, float] = {}
@@ -233,7 +231,6 @@ class Emulator:
             self._flight(+1)
             self._stats["requests"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._in_flight)
-            self._recent.append(time.monotonic())
         self._request_started[threading.get_ident()] = time.perf_counter()
         try:
             lat = self.knobs["latency_ms"]
@@ -280,6 +277,9 @@ class Emulator:
             return None
         m = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""))
         size = int(m.group(1)) if m else 5000
+        top = re.search(r"(?:^|[?&])(?:\$|%24)top=(\d+)", target)
+        if top:  # a $top query answers at most that many rows, whatever the page size
+            size = min(size, int(top.group(1)))
         answer = self.faults.oversized(target, size)
         if answer is not None and self.knobs["page_size_limit_mode"] == "timeout":
             with self._lock:

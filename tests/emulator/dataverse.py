@@ -24,6 +24,7 @@ from .odata import (
     ODataError, bad_request, compile_filter, decode_cookie, encode_cookie, parse_filter,
     parse_orderby, parse_select, skiptoken_param, split_expand,
 )
+from .faults import caller_of
 from .store import LIGHT, TableStore, kind_of
 
 if TYPE_CHECKING:
@@ -91,14 +92,8 @@ class Dataverse:
 
     def headers(self, ct: str | None = JSON_CT) -> list[tuple[str, str]]:
         rid = str(uuid.uuid4())
-        used = self.emu.recent_requests()
-        burst = self.emu.knobs.get("ratelimit_burst_remaining")
-        budget = self.emu.knobs.get("ratelimit_time_remaining")
+        # x-ms-ratelimit-* are the caller's own budget: added in handle(), which knows the caller
         h = [("OData-Version", "4.0"), ("REQ_ID", rid), ("x-ms-service-request-id", rid),
-             ("x-ms-ratelimit-burst-remaining-xrm-requests",
-              str(max(0, 5999 - used)) if burst is None else str(burst)),
-             ("x-ms-ratelimit-time-remaining-xrm-requests",
-              "1,199.99" if budget is None else f"{float(budget):,.2f}"),
              ("Cache-Control", "no-cache"), ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")]
         if ct:
             h.append(("Content-Type", ct))
@@ -127,14 +122,28 @@ class Dataverse:
         auth = self.authenticate(req)
         if auth is not None:
             return auth
+        # Service protection counts per caller (the token's user), not per URL or per client;
+        # only online (an on-premises server's authenticate() names no caller: no limits).
+        caller = req.headers.get("x-emulator-caller")
+        limits = self.emu.faults.protection
+        refused = None if caller is None else limits.admit(caller)
+        if refused is not None:
+            return refused
+        started = time.perf_counter()
         try:
+            for gate in list(self.emu.faults.gates):
+                gate.hold(urllib.parse.unquote(req.path + "?" + req.raw_query))
             if req.method != "GET":
                 raise ODataError(405, "0x80060888",
                                  f"The HTTP method '{req.method}' is not allowed for this resource "
                                  "in the emulator (read-only Web API).")
-            return self.route(req, prefer, version, rest)
+            status, hdrs, payload = self.route(req, prefer, version, rest)
         except ODataError as e:
-            return self.error(e, prefer)
+            status, hdrs, payload = self.error(e, prefer)
+        finally:
+            if caller is not None:
+                limits.done(caller, time.perf_counter() - started)
+        return status, hdrs + ([] if caller is None else limits.headers(caller)), payload
 
     def authenticate(self, req: Request) -> tuple[int, list, bytes] | None:
         auth = req.headers.get("authorization", "")
@@ -152,6 +161,7 @@ class Dataverse:
                 f"The user is not a member of the organization. (Application '{app.client_id}' has "
                 f"no application user in the environment; create one and assign a security role.)"))
         req.headers["x-emulator-app"] = app.client_id
+        req.headers["x-emulator-caller"] = caller_of(auth)
         return None
 
     def route(self, req: Request, prefer: Prefer, version: str, rest: str) -> tuple[int, list, bytes]:
