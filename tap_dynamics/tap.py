@@ -1,8 +1,7 @@
 """tap-dynamics: the Tap class (settings, discovery, the sync loop) and the command line.
 
-Discovery asks the org which tables exist (``EntityDefinitions``) and reads each selected table's
-columns; with ``--catalog`` the per-table column calls are skipped and the catalog's schemas are
-trusted. A table that fails during a sync is skipped with a warning and listed at the end, and the
+Discovery is the system's (tap_dynamics/dataverse/discovery.py); the sync loop is the engine's
+run context (tap_dynamics/engine/run.py). A table that fails during a sync is skipped with a warning and listed at the end, and the
 run exits with :data:`~tap_dynamics.errors.EXIT_STREAMS_FAILED`; problems a person must fix
 (config, credentials) stop the run at once with one line and :data:`~tap_dynamics.errors.EXIT_CONFIG`.
 """
@@ -22,15 +21,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
-from tap_dynamics.dataverse.metadata import (
-    DiscoveredTable,
-    discover_tables,
-    list_entities,
-    select_entities,
-)
-from tap_dynamics.dataverse.metadata_cache import MetadataCache, entities_fingerprint
-from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
-from tap_dynamics.dataverse.streams import EntityStream, choose_method
+from tap_dynamics.dataverse.discovery import discover_streams
 from tap_dynamics.engine import override
 from tap_dynamics.engine.run import RunContext
 from tap_dynamics.engine.sdk_compat import CompatTap, load_json
@@ -38,7 +29,6 @@ from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_CRASH,
     ConfigError,
-    DataverseError,
     TapDynamicsError,
 )
 from tap_dynamics.memory import limit_malloc_arenas
@@ -153,61 +143,17 @@ class TapDynamics(CompatTap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """One stream per table: from the input catalog when given, else from the org's metadata."""
-        settings = self.settings
-        entities = _metadata_guard(list_entities, self.client)
-        if self.input_catalog is not None:
-            by_name = {e.logical_name: e for e in entities}
-            tables: list[DiscoveredTable] = []
-            for entry in self.input_catalog.streams:
-                if entry.tap_stream_id in METADATA_STREAM_NAMES:
-                    continue
-                entity = by_name.get(entry.tap_stream_id)
-                if entity is None:
-                    self.logger.warning(
-                        "Catalog stream %s is not a table of this org; skipping it", entry.tap_stream_id
-                    )
-                    continue
-                tables.append(DiscoveredTable(entity, entry.schema.to_dict()))
-        else:
-            chosen = select_entities(entities, settings.entities, settings.exclude_entities)
-            cache = None
-            if settings.metadata_cache_path:
-                cache = MetadataCache(
-                    settings.metadata_cache_path,
-                    settings.api_base,
-                    settings.metadata_cache_ttl,
-                    entities_fingerprint(entities),
-                )
-            tables = _metadata_guard(
-                discover_tables, self.client, chosen, annotations=settings.annotations, cache=cache
-            )
-        streams: list[Stream] = [
-            EntityStream(
-                self,
-                client=self.client,
-                run=self.run_context,
-                entity=table.entity,
-                schema=table.schema,
-                method=choose_method(
-                    table.entity, table.schema, settings.replication_for(table.entity.logical_name)
-                ),
-            )
-            for table in tables
-        ]
-        known = [table.entity for table in tables]
-        streams += [
-            cls(self, client=self.client, run=self.run_context, tables=lambda: known) for cls in METADATA_STREAMS
-        ]
-        return streams
+        """The system's streams: Dataverse's discovery (tap_dynamics/dataverse/discovery.py)."""
+        return discover_streams(self, self.settings, self.client, self.run_context, self.input_catalog)
 
     @override
     def connection_test(self) -> None:
-        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name), then
-        the SDK's one-record-per-stream sync. A failure raises the one-line error."""
+        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name, which
+        tables are readable), then the SDK's one-record-per-stream sync with the run's own
+        retry budget. A failure raises the one-line error."""
         from tap_dynamics.commands import connection_check
 
-        self.logger.info("%s", connection_check(self.settings, self.client))
+        self.logger.info("%s", connection_check(self.settings, self.client.tokens))
 
     @override
     def sync_selected(self) -> None:
@@ -222,22 +168,6 @@ class TapDynamics(CompatTap):
                 continue
             selected.append(stream)
         self.run_context.sync_streams(selected, self.state, self.client.stats)
-
-
-_T = t.TypeVar("_T")
-
-
-def _metadata_guard(function: t.Callable[..., _T], *args: t.Any, **kwargs: t.Any) -> _T:
-    """Run a discovery step; metadata of an unexpected shape becomes one clear error, not a crash."""
-    try:
-        return function(*args, **kwargs)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        msg = (
-            f"the org's table metadata (EntityDefinitions/Attributes) has an unexpected shape "
-            f"({type(exc).__name__}: {str(exc)[:200]}) — is url a Dataverse org behind no "
-            "rewriting proxy? If so, please report this"
-        )
-        raise DataverseError(msg) from None
 
 
 def _read_catalog_file(text: str) -> t.Any:
@@ -266,32 +196,47 @@ def _one_line(exc: ConfigValidationError) -> str:
 
 
 def cli() -> None:
-    """Console entry point: the SDK's CLI, with one-line errors and meaningful exit codes."""
+    """Console entry point: the SDK's CLI and the subcommands, with one-line errors and exit codes."""
     limit_malloc_arenas()  # before any thread starts: see memory.py
-    if len(sys.argv) > 1 and sys.argv[1] in ("check", "login"):
-        from tap_dynamics.commands import main
+    sys.exit(_guarded(_dispatch))
 
-        sys.exit(main(sys.argv[1:]))
-    command = TapDynamics.cli
+
+def _dispatch() -> int:
+    """``check``/``login`` or the SDK's click command; return the exit code."""
+    from tap_dynamics.commands import SUBCOMMANDS, main
+
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        return main(sys.argv[1:])
     try:
-        result = command.main(prog_name="tap-dynamics", standalone_mode=False)
+        result = TapDynamics.cli.main(prog_name="tap-dynamics", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         print("tap-dynamics: aborted", file=sys.stderr)  # noqa: T201
-        sys.exit(130)
-    except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
-        sys.exit(exc.exit_code)
+        return 130
     except ConfigValidationError as exc:
         print(f"tap-dynamics: error: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
-        sys.exit(EXIT_CONFIG)
+        return EXIT_CONFIG
+    if isinstance(result, int) and result:
+        return result if result != 1 else EXIT_CONFIG  # the SDK exits 1 on invalid config
+    return 0
+
+
+def _guarded(run: t.Callable[[], int]) -> int:
+    """The top-level handler of every command (sync, discovery, ``check``, ``login``).
+
+    A :class:`TapDynamicsError` is its one line and exit code; Ctrl-C is one line and 130;
+    anything else is a bug: one line with exit 1 (the traceback only at DEBUG).
+    """
+    try:
+        return run()
+    except TapDynamicsError as exc:
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
     except KeyboardInterrupt:
         print("tap-dynamics: interrupted", file=sys.stderr)  # noqa: T201
-        sys.exit(130)
-    except SystemExit:
-        raise
+        return 130
     except Exception as exc:  # noqa: BLE001 - the last resort: say it is a bug, keep it short
         LOGGER.debug("Unexpected error", exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -300,6 +245,4 @@ def cli() -> None:
             "it; rerun with TAP_DYNAMICS_LOGLEVEL=DEBUG for details",
             file=sys.stderr,
         )  # noqa: T201
-        sys.exit(EXIT_CRASH)
-    if isinstance(result, int) and result:
-        sys.exit(result if result != 1 else EXIT_CONFIG)  # the SDK exits 1 on invalid config
+        return EXIT_CRASH

@@ -24,6 +24,8 @@ LOGGER = logging.getLogger("tap-dynamics.progress")
 class DataverseClient(HttpTransport):
     """Authenticated, retrying, origin-locked JSON client for one Dynamics org."""
 
+    tokens: TokenProvider
+
     def __init__(
         self,
         settings: Settings,

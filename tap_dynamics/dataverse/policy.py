@@ -58,7 +58,7 @@ class DataversePolicy(ServicePolicy):
     def classify(self, status: int, code: str | None) -> Verdict:
         if status == 500 and code == TOO_LARGE_CODE:
             return Verdict.SHRINK
-        if code == EXPIRED_TOKEN_CODE:
+        if status in (500, 502, 503, 504) and code == EXPIRED_TOKEN_CODE:
             return Verdict.FATAL  # no resend helps: the stream re-baselines
         return super().classify(status, code)
 

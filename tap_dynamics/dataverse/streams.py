@@ -222,8 +222,23 @@ class EntityStream(DataverseStream):
         return (method, int) if method == VERSION_CURSOR else (method, str)
 
     def bookmark_cap(self, start: t.Any) -> str | None:
-        """The latest value a date-time bookmark may take in a read from ``start`` (None: no limit)."""
-        return None
+        """The latest value a date-time bookmark may take in this read (None: no limit).
+
+        Why: Dataverse stamps ``modifiedon`` (and ``createdon``) when a write starts, but the row
+        becomes visible when its transaction commits; a synchronous plug-in may hold it for up
+        to 2 minutes. A row stamped before the newest visible one can therefore appear after a
+        read moved past it. The bookmark stays at least ``commit_margin_seconds`` behind the
+        server's clock when the read starts, so the next run re-reads that margin; rows it
+        already emitted unchanged are dropped by their etags (the strategy's boundary). Never
+        below ``start``, the bookmark the read starts from: a bookmark does not move backwards.
+        """
+        margin = self.settings.commit_margin_seconds
+        if not margin:
+            return None
+        cap = odata_datetime(self.client.server_time() - dt.timedelta(seconds=margin))
+        if isinstance(start, str) and start > cap:
+            return start
+        return cap
 
     def selected_columns(self) -> list[str]:
         """Columns for ``$select``: the selected properties, plus the key and the cursor."""

@@ -42,8 +42,16 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
-from tap_dynamics.engine.wire import read_body, short
-from tap_dynamics.errors import ConnectionProblem, DataverseError, SecurityError, ServiceUnavailable
+from tap_dynamics.engine.wire import connect_failure, never_connected, read_body, short
+from tap_dynamics.errors import (
+    ConnectionProblem,
+    DataverseError,
+    SecurityError,
+    ServiceUnavailable,
+    TapDynamicsError,
+    TokenServiceUnavailable,
+    cannot_reach,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -90,6 +98,10 @@ class HttpTransport:
     """Authenticated, retrying, origin-locked JSON client for one service endpoint."""
 
     MAX_ATTEMPTS = 8  # transient failures (5xx, resets, bad JSON) before giving up
+    # Until the service has answered once in this run, a failure to connect at all (refused,
+    # DNS, no route) is most likely a wrong url or proxy, not an outage: give up after this many
+    # attempts with "cannot reach", rather than minutes of backoff.
+    UNREACHED_ATTEMPTS = 3
     MAX_RETRY_SECONDS = 300.0  # and at most this long in backoff sleeps for one request
     MAX_THROTTLE_WAIT = 1800.0  # total seconds we are prepared to wait on 429s for one request
     MAX_THROTTLES = 100  # and at most this many 429s (a Retry-After of 0 must not loop forever)
@@ -117,6 +129,7 @@ class HttpTransport:
         self.verify = verify
         self.on_retry = on_retry
         self.stats = RequestStats()
+        self._reached = False  # set once any HTTP response came back from the service
         self._stats_lock = threading.Lock()
         self._local = threading.local()
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
@@ -189,6 +202,8 @@ class HttpTransport:
             max_retry_after=self.MAX_RETRY_AFTER,
             backoff_base=self.BACKOFF_BASE,
             backoff_cap=self.BACKOFF_CAP,
+            unreached_attempts=self.UNREACHED_ATTEMPTS,
+            reached=lambda: self._reached,
             page_sizer=page_sizer,
         )
 
@@ -277,13 +292,15 @@ class HttpTransport:
         else:
             LOGGER.warning(
                 "%s%s; retrying in %.1f s (attempt %d of %d)",
-                where(table), budget.reason, budget.wait, budget.attempt + 1, budget.max_attempts,
+                where(table), budget.reason, budget.wait, budget.attempt + 1, budget.limit,
             )
             self._count(table, retry=True)
             budget.slept += budget.wait
 
-    def _gave_up(self, budget: RetryBudget, retry: RetryableError, table: str | None) -> ServiceUnavailable:
+    def _gave_up(self, budget: RetryBudget, retry: RetryableError, table: str | None) -> TapDynamicsError:
         rid = f" (request id {retry.request_id})" if retry.request_id else ""
+        if budget.kind == "unreached":
+            return cannot_reach(self.origin, f"{retry.reason}; {budget.attempt} attempts")
         if budget.kind == "throttle":
             msg = (
                 f"{where(table)}{self.policy.service_name} kept throttling requests for "
@@ -326,21 +343,30 @@ class HttpTransport:
                 )
                 # Read the body while holding the slot: the transfer is part of the request.
                 read_body(response)
+        except TokenServiceUnavailable as exc:
+            # The token endpoint was busy (429, 5xx, a proxy page, a dropped connection):
+            # retried like this request's own failures, within the same budget.
+            raise RetryableError(str(exc), exc.retry_after, request_id=exc.request_id) from None
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
                 "ca_bundle to a PEM file with its CA certificate"
             )
             raise ConnectionProblem(msg) from None
+        except requests.exceptions.ConnectTimeout:
+            raise RetryableError(f"no connection within {self.timeout} s", unconnected=True) from None
         except requests.exceptions.Timeout:
             raise RetryableError(f"no response within {self.timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if never_connected(exc):
+                raise RetryableError(connect_failure(exc), unconnected=True) from None
             raise RetryableError(f"connection failed ({short(exc)})") from None
         except urllib3.exceptions.ReadTimeoutError:
             raise RetryableError(f"the response did not arrive within {self.timeout} s", shrink=True) from None
         except urllib3.exceptions.HTTPError as exc:
             raise RetryableError(f"response body cut off ({short(exc)})") from None
 
+        self._reached = True
         status = response.status_code
         policy = self.policy
         request_id = policy.request_id(response)

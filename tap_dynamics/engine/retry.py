@@ -36,6 +36,7 @@ class RetryableError(Exception):
         throttled: bool = False,
         shrink: bool = False,
         request_id: str | None = None,
+        unconnected: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -43,6 +44,7 @@ class RetryableError(Exception):
         self.throttled = throttled
         self.shrink = shrink
         self.request_id = request_id
+        self.unconnected = unconnected  # no TCP/TLS connection at all (refused, DNS, no route)
 
 
 class TokenRejectedError(Exception):
@@ -68,16 +70,19 @@ class RetryBudget:
     max_retry_after: float
     backoff_base: float
     backoff_cap: float
+    unreached_attempts: int = 3
+    reached: t.Callable[[], bool] = lambda: True  # whether the service has answered in this run
     page_sizer: PageSizer | None = None
     attempt: int = 0  # failed attempts that count (not refreshes, throttles, smaller pages)
     slept: float = 0.0  # seconds of backoff sleeps so far
     throttled: float = 0.0  # seconds waited on 429s so far
     throttles: int = 0
     refreshed: bool = False  # the token was refreshed for the attempt in flight
-    kind: str = ""  # what the last failure was: refresh, throttle, shrink or retry
+    kind: str = ""  # what the last failure was: refresh, throttle, shrink, retry or unreached
     wait: float = 0.0  # how long the last failure makes this request wait
     reason: str = ""  # what the last failure was, for the log line
     had_retry_after: bool = False  # whether the service said how long to wait
+    limit: int = 0  # the attempts the last failure is allowed (for the log line)
 
     def decide(self, exc: BaseException) -> bool:
         """Classify ``exc``; True when the budget is spent (the loop then re-raises it)."""
@@ -100,6 +105,13 @@ class RetryBudget:
             self.kind, self.wait = "shrink", 0.0  # a smaller page is a different request
             return False
         self.attempt += 1
+        # Until the service has answered once in this run, a failure to connect at all is most
+        # likely a wrong url or proxy, not an outage: a few attempts, then "cannot reach".
+        unreached = exc.unconnected and not self.reached()
+        self.limit = self.unreached_attempts if unreached else self.max_attempts
+        if unreached and self.attempt >= self.limit:
+            self.kind = "unreached"
+            return True
         wait = exc.wait if exc.wait is not None else self.jittered(self.attempt)
         self.kind, self.wait = "retry", min(wait, self.max_retry_after)
         return self.attempt >= self.max_attempts or self.slept + self.wait > self.max_retry_seconds

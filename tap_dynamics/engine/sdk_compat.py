@@ -17,6 +17,11 @@ import typing as t
 
 from singer_sdk import Stream, Tap
 
+# Why: ``check`` and ``login`` read ``--config ENV`` (the TAP_DYNAMICS_* variables) outside the
+# SDK's click command, and must read them exactly as the SDK does for a sync; the SDK's parser
+# is not exported.
+from singer_sdk.configuration._dict_config import parse_environment_config
+
 # Why: the fast record path coerces exactly the columns the SDK's ``conform_record_data_types``
 # coerces (exclusively boolean types); the SDK exposes that test only as this private helper.
 from singer_sdk.helpers._typing import _is_exclusive_boolean_type as is_exclusive_boolean_type
@@ -205,6 +210,7 @@ __all__ = [
     "increment_stream_state",
     "is_exclusive_boolean_type",
     "load_json",
+    "parse_environment_config",
     "set_sorted_check",
     "set_stream_version",
     "state_partition_context",

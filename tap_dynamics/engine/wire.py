@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import typing as t
-
-if t.TYPE_CHECKING:
-    import requests
+import requests
+import urllib3
 
 
 def read_body(response: requests.Response) -> None:
@@ -29,4 +27,32 @@ def short(exc: BaseException) -> str:
     return text[:200]
 
 
-__all__ = ["read_body", "short"]
+def never_connected(exc: requests.exceptions.RequestException) -> bool:
+    """Whether the request failed before any connection existed (refused, DNS, no route, proxy).
+
+    requests wraps urllib3's ``MaxRetryError`` whose ``reason`` says what happened; a reset
+    after connecting (``ProtocolError``) means the host is there, just flaky.
+    """
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", None)
+    return isinstance(
+        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+    )
+
+
+def connect_failure(exc: requests.exceptions.RequestException) -> str:
+    """A short, stable reason for a failed connection (no object addresses, no retry text)."""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy refused or could not be reached"
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    text = str(reason or exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    return "no connection"
+
+
+__all__ = ["connect_failure", "never_connected", "read_body", "short"]
