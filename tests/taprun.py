@@ -5,6 +5,7 @@ from __future__ import annotations
 import decimal
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -102,10 +103,11 @@ def run_tap(
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=hermetic_env(env),
+            env=hermetic_env({**SHOW_DEPRECATIONS, **(env or {})}),
         )
     run = TapRun(result.returncode, result.stdout, result.stderr)
     assert_no_secrets(run.stdout + run.stderr, config)
+    assert_no_sdk_deprecation(run.stderr)
     if "--discover" not in args and "--about" not in args:
         run.messages = parse_messages(result.stdout)
     return run
@@ -146,6 +148,19 @@ def known_secrets(config: dict[str, t.Any] | None = None) -> set[str]:
     return {s for s in found if len(s) >= 8}
 
 
+# Python hides DeprecationWarning outside ``__main__``; tap processes show them, and a Singer SDK
+# deprecation (raised in the SDK, or attributed to the tap's code calling it) fails the test, as
+# it does in-process (pyproject.toml's filterwarnings).
+SHOW_DEPRECATIONS = {"PYTHONWARNINGS": "default::DeprecationWarning"}
+SDK_DEPRECATION = re.compile(r"(?:singer_sdk|tap_dynamics)[/\\][^:\n]*:\d+: \w*DeprecationWarning|SingerSDKDeprecationWarning")
+
+
+def assert_no_sdk_deprecation(stderr: str) -> None:
+    """No Singer SDK deprecation warning in a tap process's stderr."""
+    found = SDK_DEPRECATION.search(stderr)
+    assert found is None, f"Singer SDK deprecation: {stderr[found.start():found.start() + 300]}"
+
+
 def assert_no_secrets(output: str, config: dict[str, t.Any] | None = None) -> None:
     """Fail the test when any known secret appears in a tap process's output."""
     leaked = [s for s in known_secrets(config) if s in output]
@@ -164,9 +179,10 @@ def run_command(
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=hermetic_env(env),
+            env=hermetic_env({**SHOW_DEPRECATIONS, **(env or {})}),
         )
     assert_no_secrets(result.stdout + result.stderr, config)
+    assert_no_sdk_deprecation(result.stderr)
     return TapRun(result.returncode, result.stdout, result.stderr)
 
 

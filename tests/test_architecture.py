@@ -179,3 +179,23 @@ def test_singer_sdk_deprecations_fail_the_suite() -> None:
 
     with pytest.raises(SingerSDKDeprecationWarning):
         warnings.warn("a deprecated SDK call", SingerSDKDeprecationWarning, stacklevel=1)
+
+
+def test_tap_processes_show_sdk_deprecations_and_the_tests_fail_on_them() -> None:
+    """Tap processes run with DeprecationWarnings shown; an SDK one fails ``run_tap``'s checks."""
+    import subprocess
+    import sys
+
+    from tests.taprun import SHOW_DEPRECATIONS, assert_no_sdk_deprecation, hermetic_env
+
+    probe = (
+        "import warnings\n"
+        "from singer_sdk.helpers._compat import SingerSDKDeprecationWarning\n"
+        "warnings.warn('a deprecated SDK call', SingerSDKDeprecationWarning, stacklevel=1)\n"
+    )
+    shown = subprocess.run(  # noqa: S603 - a fixed probe
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=hermetic_env(SHOW_DEPRECATIONS), check=True
+    )
+    with pytest.raises(AssertionError, match="Singer SDK deprecation"):
+        assert_no_sdk_deprecation(shown.stderr)
+    assert_no_sdk_deprecation("/venv/lib/urllib3/util.py:3: DeprecationWarning: not the SDK's\n")
