@@ -151,11 +151,12 @@ def test_private_sdk_members_and_final_overrides_only_in_sdk_compat() -> None:
                 if module_private or any(a.name.startswith("_") for a in node.names):
                     found.append(f"{name}:{node.lineno} from {node.module}")
             elif isinstance(node, ast.ClassDef):
-                for item in node.body:
-                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
-                        item.name in final or item.name in private
-                    ):
-                        found.append(f"{name}:{item.lineno} def {item.name}")
+                found.extend(
+                    f"{name}:{item.lineno} def {item.name}"
+                    for item in node.body
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and (item.name in final or item.name in private)
+                )
     assert found == []
 
 

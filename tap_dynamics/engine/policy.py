@@ -23,13 +23,14 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import msgspec
+import requests
+
 from tap_dynamics.engine.formats import ODATA_V4
 from tap_dynamics.engine.pages import JSON_DECODER
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
-
-    import requests
 
     from tap_dynamics.engine.formats import PageFormat
 
@@ -101,8 +102,8 @@ class ServicePolicy:
         """``{"error":{"code","message"}}`` (OData v4 JSON errors) if the body has it."""
         try:
             payload = JSON_DECODER.decode(response.content)
-        except Exception:  # noqa: BLE001 - not JSON (an HTML error page): no code to read
-            return None, None
+        except (msgspec.DecodeError, requests.exceptions.RequestException):
+            return None, None  # not JSON (an HTML error page): no code to read
         error = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(error, dict):
             code = error.get("code")

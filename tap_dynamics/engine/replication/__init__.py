@@ -50,15 +50,15 @@ from tap_dynamics.engine.replication.full_table import FullTableStrategy
 
 __all__ = [
     "BOUNDARY_KEY",
-    "DELTA",
-    "INITIAL",
-    "REBASELINE",
     "DELETED_AT",
     "DELETED_AT_SCHEMA",
+    "DELTA",
     "DELTA_LINK_KEY",
+    "INITIAL",
     "MAX_BOUNDARY_KEYS",
     "NEXT_LINK_KEY",
     "PHASE_KEY",
+    "REBASELINE",
     "VERSION_KEY",
     "WINDOWS_KEY",
     "Boundary",
