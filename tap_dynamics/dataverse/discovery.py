@@ -77,7 +77,16 @@ def discover_streams(
                 settings.metadata_cache_ttl,
                 entities_fingerprint(entities),
             )
-        tables = metadata_guard(discover_tables, client, chosen, annotations=settings.annotations, cache=cache)
+        tables = metadata_guard(
+            discover_tables,
+            client,
+            chosen,
+            annotations=settings.annotations,
+            cache=cache,
+            # A table whose metadata could not be read is a failed table of the run (exit 3, or
+            # 4 when the service kept failing), not a silent gap in a run that exits 0.
+            on_skip=lambda table, error: run.fail_table(table, error, "metadata could not be read: "),
+        )
     streams: list[Stream] = [
         EntityStream(
             tap,

@@ -68,10 +68,19 @@ class RunContext:
         self.strict = strict
         self.totals = totals
         self.summary = RunSummary()
+        self.gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
         # Pages alive at once (buffered, on the wire or being written), all streams together:
         # enough to keep every request slot busy plus one page being emitted; a fixed number,
         # so memory stays flat whatever the table sizes and the number of tables.
         self.page_budget = PageBudget(max_concurrency + 2)
+
+    def fail_table(self, table: str, error: DataverseError, note: str = "") -> None:
+        """Record ``table`` as failed (e.g. before its stream exists: its metadata failed)."""
+        entry = self.summary.stream(table)
+        entry.status = FAILED
+        entry.note = f"{note}{error}"[:200]
+        if isinstance(error, ServiceUnavailable):
+            self.gave_up.append(table)
 
     def on_retry(self, table: str | None, throttled_seconds: float) -> None:
         """The transport's retry callback: per-table retries and throttled seconds."""
@@ -85,7 +94,7 @@ class RunContext:
         service kept failing), at once when ``strict`` is on.
         """
         summary = self.summary
-        gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
+        gave_up = self.gave_up
 
         def sync_one(stream: Stream) -> None:
             entry = summary.stream(stream.name)
