@@ -14,8 +14,8 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from tests.emulator import Emulator
-from tests.emulator.faults import DEFAULTS as FAULT_DEFAULTS
+from emulator import Emulator
+from emulator.faults import DEFAULTS as FAULT_DEFAULTS
 from tests.taprun import TapRun, normalise, run_tap
 
 ROWS = {"account": 20000, "contact": 300, "systemuser": 20}

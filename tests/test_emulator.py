@@ -14,7 +14,7 @@ import orjson
 import pytest
 import requests
 
-from tests.emulator import Emulator
+from emulator import Emulator
 
 API = "/api/data/v9.2"
 

@@ -20,7 +20,7 @@ import pytest
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.client import DataverseClient
 from tap_dynamics.settings import load_settings
-from tests.emulator.faults import THROTTLE_MESSAGES
+from emulator.faults import THROTTLE_MESSAGES
 from tests.fault_matrix import MAX_CONCURRENCY, SCENARIOS, Result, run_scenario, start_emulator
 from tests.taprun import run_tap
 
@@ -290,7 +290,7 @@ def test_emulator_cli_fault_flags() -> None:
     import requests
 
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tests.emulator", "--rows", "account=10", "--throttle-rate", "0.5",
+        [sys.executable, "-m", "emulator", "--rows", "account=10", "--throttle-rate", "0.5",
          "--retry-after", "2", "--throttle-code", "0x80072326", "--page-size-limit", "100",
          "--forbidden-table", "contact", "--fault", 'page_size_limit_mode="error"'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

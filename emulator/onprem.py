@@ -29,7 +29,7 @@ What differs from the online emulator, as a real Active Directory deployment doe
 
     with OnPremEmulator(rows={"account": 100}, tls=False) as emu:
         config = emu.tap_config()   # auth_scheme NTLM, username, password, url with /{org}
-    python -m tests.emulator --onprem --onprem-http   # the same, out of process
+    python -m emulator --onprem --onprem-http   # the same, out of process
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One server, one port, two host names: the org URL ``https://127.0.0.1:PORT`` and
 authority host ``https://localhost:PORT`` (so tests can check that bearer tokens only go to
 the org). Routing is by path; any Host header is accepted.
 
-    from tests.emulator import Emulator
+    from emulator import Emulator
     with Emulator(rows={"account": 1000}) as emu:
         requests.get(emu.org_url + "/api/data/v9.2/WhoAmI", verify=emu.ca_path, ...)
 

@@ -4,8 +4,8 @@ Why it lives apart from the protocol code: faults are *not* how Dataverse answer
 request, they are what a flaky network, a busy tenant or a proxy does to it. Keeping them here
 keeps ``dataverse.py`` faithful and lets every fault be switched on and off with one knob.
 
-Every knob is also an :class:`~tests.emulator.Emulator` constructor keyword and an
-``emu.set(...)`` knob (and a CLI flag of ``python -m tests.emulator``):
+Every knob is also an :class:`~emulator.Emulator` constructor keyword and an
+``emu.set(...)`` knob (and a CLI flag of ``python -m emulator``):
 
 =========================  ==============================================================
 ``fault_seed``             seed of the fault decisions (same seed, same faults)
