@@ -14,8 +14,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from emulator import Emulator
-from emulator.faults import DEFAULTS as FAULT_DEFAULTS
+from emulator import FAULT_DEFAULTS, Emulator
 from tests.taprun import TapRun, normalise, run_tap
 
 ROWS = {"account": 20000, "contact": 300, "systemuser": 20}

@@ -20,7 +20,7 @@ import pytest
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.client import DataverseClient
 from tap_dynamics.settings import load_settings
-from emulator.faults import THROTTLE_MESSAGES
+from emulator.dataverse.faults import THROTTLE_MESSAGES
 from tests.fault_matrix import MAX_CONCURRENCY, SCENARIOS, Result, run_scenario, start_emulator
 from tests.taprun import run_tap
 

@@ -19,7 +19,7 @@ from jsonschema import Draft7Validator, FormatChecker
 from tap_dynamics.dataverse.metadata import EntityInfo, MetadataCache, column_from_attribute
 from tests.demo import ROOT, ensure_plugins
 from emulator import Emulator
-from emulator import tables as T
+from emulator.dataverse import tables as T
 from tests.taprun import run_tap, select_streams
 
 TARGET = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"

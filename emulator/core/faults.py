@@ -1,16 +1,22 @@
-"""Fault injection for the emulator: throttling, outages, broken bodies, expiring tokens.
+"""The host's fault pipeline: throttling, outages, broken bodies, expiring tokens — for any service.
 
-Why it lives apart from the protocol code: faults are *not* how Dataverse answers a correct
+Why it lives apart from the protocol code: faults are *not* how a service answers a correct
 request, they are what a flaky network, a busy tenant or a proxy does to it. Keeping them here
-keeps ``dataverse.py`` faithful and lets every fault be switched on and off with one knob.
+keeps the services faithful and lets every fault be switched on and off with one knob. What a
+fault looks like in one service's own words (Dataverse's ``0x80072322`` 429, Entra ID's
+``AADSTS90033`` 503) comes from that service's :class:`~emulator.core.service.FaultAdapter`.
 
-Every knob is also an :class:`~emulator.Emulator` constructor keyword and an
-``emu.set(...)`` knob (and a CLI flag of ``python -m emulator``):
+Every knob is also an :class:`~emulator.Emulator` constructor keyword and an ``emu.set(...)``
+knob (and a CLI flag of ``python -m emulator``). The generic ones are here; a service adds its
+own (Dataverse: ``throttle_codes``, ``page_size_limit``, ``forbidden_tables``, see
+``emulator/dataverse/faults.py``):
 
 =========================  ==============================================================
 ``fault_seed``             seed of the fault decisions (same seed, same faults)
-``throttle_rate``          share of Web API requests answered 429 (service protection)
-``throttle_codes``         which of the three service-protection codes to use
+``fault_targets``          names of the services the rate faults hit (None: the data
+                           services, e.g. ``["dataverse"]``; add ``"entra"`` or ``"adfs"``
+                           for the token endpoints)
+``throttle_rate``          share of requests answered 429 (service protection)
 ``retry_after``            the ``Retry-After`` seconds sent with a 429 (None: no header)
 ``error_5xx_rate``         share answered 502/503/504 (502/504 as a gateway's HTML page)
 ``drop_rate``              share whose connection is closed half-way through the body
@@ -18,15 +24,10 @@ Every knob is also an :class:`~emulator.Emulator` constructor keyword and an
 ``html_rate``              share answered by a proxy's HTML page (status ``html_status``)
 ``malformed_rate``         share whose JSON body is corrupted
 ``fault_max_per_request``  most faults in a row for one URL (keeps a sync finishable)
-``page_size_limit``        pages larger than this fail: ``page_size_limit_mode`` "timeout"
-                           (the server sleeps ``page_size_limit_delay_s``) or "error" (500)
 ``token_revoke_after_s``   bearer tokens older than this get 401 (revoked / expired early)
-``forbidden_tables``       tables (logical or entity-set names) whose rows always 403
-``ratelimit_burst_remaining`` / ``ratelimit_time_remaining``: override the
-                           ``x-ms-ratelimit-*`` headers (None: computed)
-``serve_body``             {decoded path: {"status", "content_type", "body", "headers",
-                           "times"}}: serve a given answer for a path (the first ``times``
-                           requests only, when given) — fuzzing, loops, redirects
+``serve_body``             {service-relative decoded path: {"status", "content_type", "body",
+                           "headers", "times"}}: serve a given answer for a path (the first
+                           ``times`` requests only, when given) — fuzzing, loops, redirects
 =========================  ==============================================================
 
 Decisions are deterministic: a request's fate depends only on the seed, its URL (path and
@@ -40,27 +41,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-THROTTLE_MESSAGES = {
-    "0x80072322": "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-    "0x80072321": ("Combined execution time of incoming requests exceeded limit of 1,200,000 "
-                   "milliseconds over time window of 300 seconds. Decrease number of concurrent "
-                   "requests or reduce the duration of requests and try again later."),
-    "0x80072326": "Number of concurrent requests exceeded the limit of 52.",
-}
+from .service import Response, std_headers
+
+if TYPE_CHECKING:
+    from .service import Request, Service
 
 DEFAULTS: dict[str, Any] = {
     "fault_seed": 0,
+    "fault_targets": None,
     "throttle_rate": 0.0,
-    "throttle_codes": list(THROTTLE_MESSAGES),
     "retry_after": 1,
     "error_5xx_rate": 0.0,
     "drop_rate": 0.0,
@@ -69,13 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "html_status": 200,
     "malformed_rate": 0.0,
     "fault_max_per_request": 3,
-    "page_size_limit": None,
-    "page_size_limit_mode": "timeout",
-    "page_size_limit_delay_s": 2.5,
     "token_revoke_after_s": None,
-    "forbidden_tables": [],
-    "ratelimit_burst_remaining": None,
-    "ratelimit_time_remaining": None,
     "serve_body": {},
 }
 
@@ -117,12 +107,21 @@ class FaultEvent:
     code: str | None = None
 
 
+@dataclass
+class Decision:
+    """What :meth:`Faults.before` decided for one request, carried to :meth:`Faults.after`."""
+
+    target: str
+    n: int = 0
+    allowed: bool = False
+    hit: bool = False  # the request is one the faults may touch (after-faults included)
+
+
 class Faults:
-    """Per-emulator fault state: decision counters, the fault log and request arrivals."""
+    """Per-host fault state: decision counters, the fault log and request arrivals."""
 
     def __init__(self, knobs: dict[str, Any]):
         self.knobs = knobs
-        self.entity_sets: dict[str, str] = {}  # logical name -> entity set, filled at start()
         self.issued_at: dict[str, float] = {}  # access token -> time.time() it was issued
         self._lock = threading.Lock()
         self.reset()
@@ -134,7 +133,7 @@ class Faults:
             self._served: dict[str, int] = {}
             self.events: list[FaultEvent] = []
             self.arrivals: dict[str, list[float]] = {}
-            self.timeline: list[tuple[float, str]] = []  # (arrival, target) of every API request
+            self.timeline: list[tuple[float, str]] = []  # (arrival, target) of every faultable request
 
     # ------------------------------------------------------------ decisions
     def _draw(self, target: str, n: int, kind: str) -> random.Random:
@@ -153,8 +152,8 @@ class Faults:
             allowed = self._streak.get(target, 0) < int(self.knobs["fault_max_per_request"])
         return n, allowed
 
-    def _record(self, target: str, kind: str, status: int, retry_after: float | None = None,
-                code: str | None = None) -> None:
+    def record(self, target: str, kind: str, status: int, retry_after: float | None = None,
+               code: str | None = None) -> None:
         with self._lock:
             self._streak[target] = self._streak.get(target, 0) + 1
             self.events.append(FaultEvent(time.monotonic(), target, kind, status, retry_after, code))
@@ -163,10 +162,14 @@ class Faults:
         with self._lock:
             self._streak.pop(target, None)
 
+    def targeted(self, service: Service) -> bool:
+        """Whether the rate faults hit ``service`` (the ``fault_targets`` knob)."""
+        names = self.knobs["fault_targets"]
+        return service.fault_default if names is None else service.name in names
+
     # ------------------------------------------------------------ hooks
-    def before(self, method: str, path: str, target: str, headers: dict[str, str]
-               ) -> tuple[tuple[int, list, bytes] | None, int, bool]:
-        """Faults that replace the real answer. Returns (response or None, n, may_fault)."""
+    def served(self, path: str) -> Response | None:
+        """The ``serve_body`` answer for a service-relative path, when one is configured."""
         k = self.knobs
         served = k["serve_body"].get(path) if k["serve_body"] else None
         if served is not None and "times" in served:
@@ -175,80 +178,70 @@ class Faults:
                 self._served[path] = used + 1
             if used >= int(served["times"]):
                 served = None
-        if served is not None:
-            hdrs = [("Content-Type", served.get("content_type", "application/json"))]
-            hdrs += [(a, b) for a, b in (served.get("headers") or {}).items()]
-            body = served.get("body", b"")
-            body = body.encode() if isinstance(body, str) else bytes(body)
-            return (int(served.get("status", 200)), _std_headers() + hdrs, body), 0, False
-        if not path.startswith("/api/data/"):
-            return None, 0, False
-        n, allowed = self.arrive(target)
-        revoke = k["token_revoke_after_s"]
-        if revoke is not None and self._token_age(headers.get("authorization", "")) > float(revoke):
-            self._record(target, "token_revoked", 401)
-            return (401, _std_headers() + [("WWW-Authenticate", 'Bearer error="invalid_token"')], b""), n, allowed
-        table = _table_of(path)
-        forbidden = {t.lower() for t in k["forbidden_tables"]}
-        forbidden |= {self.entity_sets.get(t, t).lower() for t in forbidden}
-        if table and table in forbidden:
-            self._record(target, "forbidden", 403, code="0x80040220")
-            return _json(403, {"error": {"code": "0x80040220", "message": (
-                f"Principal user (Id=00000000-0000-0000-0000-000000000000, type=8) is missing "
-                f"prvRead{table} privilege on OTC=1 for entity '{table}'.")}}), n, allowed
-        if not allowed:
-            return None, n, allowed
-        for kind in BEFORE_KINDS:
-            rate = float(k[f"{kind}_rate"])
-            rng = self._draw(target, n, kind)
-            if rate and rng.random() < rate:
-                if kind == "throttle":
-                    code = rng.choice(list(k["throttle_codes"]))
-                    ra = k["retry_after"]
-                    extra = [] if ra is None else [("Retry-After", _seconds(ra))]
-                    self._record(target, kind, 429, None if ra is None else float(ra), code)
-                    return _json(429, {"error": {"code": code, "message": THROTTLE_MESSAGES[code]}},
-                                 extra), n, allowed
-                if kind == "error_5xx":
-                    status = rng.choice((502, 503, 504))
-                    self._record(target, kind, status)
-                    if status == 503:
-                        return _json(503, {"error": {"code": "0x80040216", "message":
-                                                     "Service Unavailable"}}), n, allowed
-                    return (status, _std_headers() + [("Content-Type", "text/html")],
-                            GATEWAY_PAGE), n, allowed
-                status = int(k["html_status"])
-                self._record(target, kind, status)
-                return (status, [("Content-Type", "text/html; charset=utf-8")], PROXY_PAGE), n, allowed
-        return None, n, allowed
-
-    def oversized(self, target: str, page_size: int) -> tuple[int, list, bytes] | None:
-        """The page-size threshold: too big a page "times out" (sleeps) or errors."""
-        limit = self.knobs["page_size_limit"]
-        if limit is None or page_size <= int(limit):
+        if served is None:
             return None
-        if self.knobs["page_size_limit_mode"] == "timeout":
-            # The caller sleeps page_size_limit_delay_s first (outside the in-flight count:
-            # the client is expected to have given up by then).
-            self._record(target, "timeout", 0)
-            return _json(500, {"error": {"code": "0x80040216", "message": "Timeout expired."}})
-        self._record(target, "too_large", 500, code="0x80040216")
-        return _json(500, {"error": {"code": "0x80040216", "message": (
-            "The response for this request is too large to be returned within the time limit; "
-            "request fewer rows per page (odata.maxpagesize).")}})
+        hdrs = [("Content-Type", served.get("content_type", "application/json"))]
+        hdrs += list((served.get("headers") or {}).items())
+        body = served.get("body", b"")
+        body = body.encode() if isinstance(body, str) else bytes(body)
+        return int(served.get("status", 200)), std_headers() + hdrs, body
 
-    def after(self, target: str, n: int, allowed: bool,
-              response: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
+    def before(self, service: Service, req: Request) -> tuple[Response | None, Decision]:
+        """Faults that replace the real answer of a request that reached ``service``."""
+        adapter = service.faults
+        decision = Decision(req.target)
+        if not self.targeted(service) or not adapter.applies(req):
+            return None, decision
+        n, allowed = self.arrive(req.target)
+        decision.n, decision.allowed, decision.hit = n, allowed, True
+        revoke = self.knobs["token_revoke_after_s"]
+        if (adapter.bearer and revoke is not None
+                and self._token_age(req.headers.get("authorization", "")) > float(revoke)):
+            self.record(req.target, "token_revoked", 401)
+            return adapter.unauthorized(), decision
+        refused = adapter.denied(req, self)
+        if refused is not None:
+            return refused, decision
+        if not allowed:
+            return adapter.overloaded(req, self), decision
+        for kind in BEFORE_KINDS:
+            rate = float(self.knobs[f"{kind}_rate"])
+            rng = self._draw(req.target, n, kind)
+            if rate and rng.random() < rate:
+                return self._inject(adapter, req.target, kind, rng), decision
+        return adapter.overloaded(req, self), decision
+
+    def _inject(self, adapter: Any, target: str, kind: str, rng: random.Random) -> Response:
+        if kind == "throttle":
+            ra = self.knobs["retry_after"]
+            answer, code = adapter.throttled(rng, ra)
+            self.record(target, kind, 429, None if ra is None else float(ra), code)
+            return answer
+        if kind == "error_5xx":
+            status = rng.choice((502, 503, 504))
+            self.record(target, kind, status)
+            if status == 503:
+                return adapter.unavailable()
+            return status, std_headers() + [("Content-Type", "text/html")], GATEWAY_PAGE
+        status = int(self.knobs["html_status"])
+        self.record(target, kind, status)
+        return status, [("Content-Type", "text/html; charset=utf-8")], PROXY_PAGE
+
+    def after(self, decision: Decision, response: Response) -> Response:
         """Faults that damage a real 200 JSON answer on its way out (not CSDL XML or $count text)."""
+        if not decision.hit:
+            return response
+        target = decision.target
         status, hdrs, payload = response
         is_json = any(k.lower() == "content-type" and "json" in v for k, v in hdrs)
-        if status != 200 or not allowed or not is_json or len(payload) < 2:
-            self._clean(target) if status == 200 else None
+        if status != 200 or not decision.allowed or not is_json or len(payload) < 2:
+            if status == 200:
+                self._clean(target)
             return response
         for kind in AFTER_KINDS:
             rate = float(self.knobs[f"{kind}_rate"])
-            if rate and self._draw(target, n, kind).random() < rate:
-                self._record(target, kind, 200)
+            if rate and self._draw(target, decision.n, kind).random() < rate:
+                self.record(target, kind, 200)
                 if kind == "drop":
                     return status, hdrs, cut_body(payload)
                 if kind == "truncate":
@@ -282,31 +275,6 @@ class Faults:
             for e in self.events:
                 out[e.kind] = out.get(e.kind, 0) + 1
         return out
-
-
-def _seconds(value: Any) -> str:
-    number = float(value)
-    return str(int(number)) if number == int(number) else str(number)
-
-
-def _std_headers() -> list[tuple[str, str]]:
-    rid = str(uuid.uuid4())
-    return [("REQ_ID", rid), ("x-ms-service-request-id", rid)]
-
-
-def _json(status: int, obj: Any, extra: list | None = None) -> tuple[int, list, bytes]:
-    return status, _std_headers() + [("Content-Type", "application/json; odata.metadata=minimal")] + (
-        extra or []), orjson.dumps(obj)
-
-
-_TABLE_RE = re.compile(r"^/api/data/v9\.\d/([A-Za-z_]\w*)(?:\(|/|$)")
-
-
-def _table_of(path: str) -> str | None:
-    m = _TABLE_RE.match(path)
-    if not m or m.group(1) in ("EntityDefinitions", "WhoAmI", "RetrieveTotalRecordCount", "$metadata"):
-        return None
-    return m.group(1).lower()
 
 
 def _token_age(authorization: str) -> float:
