@@ -173,17 +173,11 @@ def systemuser_def() -> TableDef:
 
 # ---------------------------------------------------------------- special table kinds
 
-def _special_tail(e: str) -> list[Attr]:
-    return [dtime("createdon", "Created On", "Erstellt am"),
-            dtime("modifiedon", "Modified On", "Geändert am"),
-            bigint("versionnumber", "Version Number", "Versionsnummer")]
-
-
 def private_def() -> TableDef:
     """A private table (``IsPrivate``): internal plumbing, skipped unless named."""
     e = "new_internalqueueitem"
     attrs = [guid(f"{e}id", "Queue Item", "Warteschlangenelement", primary_id=True),
-             s("new_name", "Name", "Name", 100, primary_name=True), *_special_tail(e)]
+             s("new_name", "Name", "Name", 100, primary_name=True), *_common_tail(e)]
     td = TableDef(e, "new_InternalQueueItem", "new_internalqueueitems", "new_internalqueueitems",
                   f"{e}id", "new_name", 10010, False, "OrganizationOwned",
                   ("Internal Queue Item", "Internes Warteschlangenelement"),
@@ -204,7 +198,7 @@ def virtual_def() -> TableDef:
     e = "new_externalorder"
     attrs = [guid(f"{e}id", "External Order", "Externer Auftrag", primary_id=True),
              s("new_name", "Order Number", "Auftragsnummer", 100, primary_name=True),
-             money("new_amount", "Amount", "Betrag"), *_special_tail(e)]
+             money("new_amount", "Amount", "Betrag"), *_common_tail(e)]
     return TableDef(e, "new_ExternalOrder", "new_externalorders", "new_externalorders", f"{e}id",
                     "new_name", 10011, False, "OrganizationOwned",
                     ("External Order", "Externer Auftrag"), ("External Orders", "Externe Aufträge"),
@@ -221,7 +215,7 @@ def elastic_def() -> TableDef:
              s("new_name", "Name", "Name", 100, primary_name=True),
              s("partitionid", "Partition Id", "Partitions-ID", 100),
              integer("ttlinseconds", "Time to live (seconds)", "Gültigkeitsdauer (Sekunden)"),
-             double("new_value", "Value", "Wert", 5, -1e9, 1e9), *_special_tail(e)]
+             double("new_value", "Value", "Wert", 5, -1e9, 1e9), *_common_tail(e)]
     return TableDef(e, "new_SensorReading", "new_sensorreadings", "new_sensorreadings", f"{e}id",
                     "new_name", 10012, False, "UserOwned", ("Sensor Reading", "Sensormesswert"),
                     ("Sensor Readings", "Sensormesswerte"), "IoT readings (elastic table).", attrs,
@@ -248,7 +242,7 @@ def restricted_def() -> TableDef:
     """A standard table whose attribute metadata the app user may not read (403)."""
     e = "new_payrollentry"
     attrs = [guid(f"{e}id", "Payroll Entry", "Lohnbuchung", primary_id=True),
-             s("new_name", "Name", "Name", 100, primary_name=True), *_special_tail(e)]
+             s("new_name", "Name", "Name", 100, primary_name=True), *_common_tail(e)]
     return TableDef(e, "new_PayrollEntry", "new_payrollentries", "new_payrollentries", f"{e}id",
                     "new_name", 10014, False, "UserOwned", ("Payroll Entry", "Lohnbuchung"),
                     ("Payroll Entries", "Lohnbuchungen"), "Restricted HR table.", attrs,
@@ -306,7 +300,7 @@ def org_table_def(i: int, columns: int = ORG_COLUMNS) -> TableDef:
             attrs.append(multiselect(name, en, de, REGIONS, custom=True))
         n += 1
     attrs += [state("Status", "Status", state_opts(e)),
-              status("Status Reason", "Statusgrund", status_opts(e)), *_special_tail(e)]
+              status("Status Reason", "Statusgrund", status_opts(e)), *_common_tail(e)]
     return TableDef(e, f"new_Bulk{i:04d}", f"new_bulk{i:04d}s", f"new_bulk{i:04d}s", pk,
                     "new_name", 20000 + i, i % 2 == 0, "UserOwned", (f"Bulk {i}", f"Masse {i}"),
                     (f"Bulk {i}s", f"Massen {i}"), f"Synthetic table {i} of a big org.", attrs,

@@ -30,3 +30,24 @@ def b64url_decode(s: str) -> bytes:
 def user_object_id(principal: str) -> str:
     """The stable object id (``systemuserid`` in WhoAmI) of an app, identity or account."""
     return str(uuid.uuid5(uuid.NAMESPACE_OID, "user:" + principal))
+
+
+class Resources:
+    """The resources tokens may be issued for (Entra ID: application ID URIs of the tenant's
+    service principals; AD FS: relying party trust identifiers), compared as the services
+    compare an audience: case-insensitively, without a trailing slash."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, str] = {}
+
+    def register(self, uri: str) -> str:
+        uri = uri.rstrip("/")
+        self._by_key[uri.lower()] = uri
+        return uri
+
+    def get(self, uri: str) -> str | None:
+        """The registered resource ``uri`` names, or None."""
+        return self._by_key.get(uri.rstrip("/").lower())
+
+    def first(self) -> str:
+        return next(iter(self._by_key.values()))

@@ -17,12 +17,12 @@ import secrets
 import threading
 import time
 import urllib.parse
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
 from ..core.service import NOT_FOUND, FaultAdapter, Request, Response, Service
-from . import ISSUED_SECRETS
+from . import ISSUED_SECRETS, Resources
 
 DEFAULT_ADFS_CLIENT = "5f2b6c0e-7d1a-4c3b-9e8f-0a1b2c3d4e5f"
 DEFAULT_ADFS_SECRET = "adfs-client-secret-ZX81-onprem"
@@ -53,25 +53,23 @@ class Adfs(Service):
     name = "adfs"
     prefix = "/adfs/"
     fault_adapter_class = AdfsFaults
-    KNOBS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.clients = {DEFAULT_ADFS_CLIENT: DEFAULT_ADFS_SECRET}  # client_id -> secret
         self.tokens: dict[str, tuple[str, float, str]] = {}  # token -> (client_id, expiry, audience)
-        self.resources: dict[str, str] = {}  # relying party trust identifiers (lower-case)
+        self.resources = Resources()
         self.token_requests = 0
         self._lock = threading.Lock()
 
     def register_resource(self, uri: str) -> str:
-        uri = uri.rstrip("/")
-        self.resources[uri.lower()] = uri
-        return uri
+        """Add a relying party trust (its identifier is the audience of its tokens)."""
+        return self.resources.register(uri)
 
     def validate(self, token: str, audience: str) -> str | None:
         """The client id a good, unexpired token for ``audience`` was issued to, or None."""
         grant = self.tokens.get(token)
-        if grant is None or grant[1] < time.time() or grant[2] != audience.rstrip("/").lower():
+        if grant is None or grant[1] < time.time() or self.resources.get(audience) != grant[2]:
             return None
         return grant[0]
 
@@ -128,13 +126,14 @@ class Adfs(Service):
             for scope in form.get("scope", "").split():
                 if scope.endswith("/.default"):
                     resource = scope[: -len("/.default")]
-        if resource.rstrip("/").lower() not in self.resources:
+        audience = self.resources.get(resource)
+        if audience is None:
             return error(400, "invalid_resource", "MSIS9602: The received 'resource' parameter is not "
                          f"valid: no relying party trust has the identifier '{resource}'.")
         token = "adfs." + secrets.token_urlsafe(32)
         lifetime = int(self.knobs["token_lifetime"])
         with self._lock:
-            self.tokens[token] = (client_id, time.time() + lifetime, resource.rstrip("/").lower())
+            self.tokens[token] = (client_id, time.time() + lifetime, audience)
         ISSUED_SECRETS.add(token)
         self.host.token_issued(token)
         return 200, JSON, orjson.dumps({"access_token": token, "token_type": "bearer",

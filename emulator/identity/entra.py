@@ -24,7 +24,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from cryptography import x509
@@ -32,7 +32,7 @@ from cryptography import x509
 from ..core.service import FaultAdapter, Request, Response, Service, seconds_header
 from . import (
     DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, DEFAULT_USER, ISSUED_SECRETS, MSI_CLIENT,
-    b64url, b64url_decode, user_object_id,
+    Resources, b64url, b64url_decode, user_object_id,
 )
 from .aadsts import aadsts_error
 from .assertion import verify_assertion
@@ -91,7 +91,6 @@ class Entra(UserFlows, ManagedIdentity, Service):
     name = "entra"
     prefix = "/"
     fault_adapter_class = EntraFaults
-    KNOBS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
@@ -99,7 +98,7 @@ class Entra(UserFlows, ManagedIdentity, Service):
         self.signing_key = secrets.token_bytes(32)
         self.apps: dict[str, App] = {}
         self.tenants: set[str] = set()
-        self.resources: dict[str, str] = {}  # lower-case application ID URI -> as registered
+        self.resources = Resources()
         self.register_app(DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT)
         # User flows: one signed-in user, codes, refresh tokens, device codes.
         self.user = DEFAULT_USER
@@ -138,17 +137,15 @@ class Entra(UserFlows, ManagedIdentity, Service):
     # ---------------------------------------------------------- resources
     def register_resource(self, uri: str) -> str:
         """Register a resource (a service principal of the tenant) tokens may be issued for."""
-        uri = uri.rstrip("/")
-        self.resources[uri.lower()] = uri
-        return uri
+        return self.resources.register(uri)
 
     def resource(self, uri: str) -> str | None:
         """The registered resource ``uri`` names (case and trailing slash ignored), or None."""
-        return self.resources.get(uri.rstrip("/").lower())
+        return self.resources.get(uri)
 
     @property
     def default_audience(self) -> str:
-        return next(iter(self.resources.values()))
+        return self.resources.first()
 
     # ---------------------------------------------------------- registry
     def register_app(self, client_id: str, secret: str = DEFAULT_SECRET, tenant_id: str | None = None,
