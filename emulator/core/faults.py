@@ -222,7 +222,7 @@ class Faults:
             self.record(target, kind, status)
             if status == 503:
                 return adapter.unavailable()
-            return status, std_headers() + [("Content-Type", "text/html")], GATEWAY_PAGE
+            return status, [*std_headers(), ("Content-Type", "text/html")], GATEWAY_PAGE
         status = int(self.knobs["html_status"])
         self.record(target, kind, status)
         return status, [("Content-Type", "text/html; charset=utf-8")], PROXY_PAGE

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..odata import ODataError, bad_request
-from ..odata import v4
+from ..odata import ODataError, bad_request, v4
 from ..odata.filter import compile_filter, parse_filter
 from ..odata.query import Prefer, parse_orderby, parse_prefer, parse_select
 from .paging import decode_cookie, encode_cookie, skiptoken_param

@@ -59,7 +59,7 @@ def data_control(host: DataverseHost, method: str, parts: list[str], data: Any) 
         table = parts[1]
         if len(parts) == 3 and method == "GET":
             ts = host.store.table(table)
-            blobs = [r.blob for r in sorted(list(ts.rows.values()), key=lambda r: r.pk)]
+            blobs = [r.blob for r in sorted(ts.rows.values(), key=lambda r: r.pk)]
             return 200, JSON, b'{"value":[' + b",".join(blobs) + b"]}"
         if len(parts) == 3 and method == "POST":
             return 201, JSON, orjson.dumps(host.insert(table, data or None), default=_frag)

@@ -117,7 +117,7 @@ def generate(table: TableDef, n: int, rng: random.Random, ids: dict[str, list[st
     cols["statuscode"] = [1 if st == 0 else 2 for st in state]
     if table.logical == "account":
         a, b = rng.choices(COMPANY_A, k=n), rng.choices(COMPANY_B, k=n)
-        cols["name"] = [f"{x} {y}" if i % 7 else f"{x} {y} ({i})" for i, (x, y) in enumerate(zip(a, b))]
+        cols["name"] = [f"{x} {y}" if i % 7 else f"{x} {y} ({i})" for i, (x, y) in enumerate(zip(a, b, strict=True))]
         cols["accountnumber"] = [None if r() < 0.1 else f"AC-{ri(0, 99999999):08d}" for _ in range(n)]
         cols["telephone1"] = [None if r() < 0.15 else f"+1-425-555-{ri(0, 9999):04d}" for _ in range(n)]
         cols["emailaddress1"] = [
@@ -166,10 +166,10 @@ def generate(table: TableDef, n: int, rng: random.Random, ids: dict[str, list[st
         f, l_ = rng.choices(FIRST, k=n), rng.choices(LAST, k=n)
         cols["firstname"] = f
         cols["lastname"] = l_
-        cols["fullname"] = [f"{x} {y}" for x, y in zip(f, l_)]
+        cols["fullname"] = [f"{x} {y}" for x, y in zip(f, l_, strict=True)]
         cols["emailaddress1"] = [None if r() < 0.1 else
                                  f"{x.lower()}.{y.lower().replace(' ', '')}{i}@example.org"
-                                 for i, (x, y) in enumerate(zip(f, l_))]
+                                 for i, (x, y) in enumerate(zip(f, l_, strict=True))]
         cols["telephone1"] = [None if r() < 0.2 else f"+49-89-555-{ri(0, 9999):04d}" for _ in range(n)]
         cols["mobilephone"] = [None if r() < 0.5 else f"+44-7700-{ri(0, 999999):06d}" for _ in range(n)]
         cols["jobtitle"] = _pick(rng, JOBS, n)
@@ -199,9 +199,9 @@ def generate(table: TableDef, n: int, rng: random.Random, ids: dict[str, list[st
         f, l_ = rng.choices(FIRST, k=n), rng.choices(LAST, k=n)
         cols["firstname"] = f
         cols["lastname"] = l_
-        cols["fullname"] = [f"{x} {y}" for x, y in zip(f, l_)]
+        cols["fullname"] = [f"{x} {y}" for x, y in zip(f, l_, strict=True)]
         dom = [f"{x.lower()}.{y.lower().replace(' ', '')}{i}@contoso.onmicrosoft.com"
-               for i, (x, y) in enumerate(zip(f, l_))]
+               for i, (x, y) in enumerate(zip(f, l_, strict=True))]
         cols["domainname"] = dom
         cols["internalemailaddress"] = dom
         cols["isdisabled"] = [r() < 0.1 for _ in range(n)]

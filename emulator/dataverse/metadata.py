@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from . import schema as S
+from . import schema as S  # noqa: N812 - S.NS, S.label: the schema module
 from .tables import account_def
 
 BASE_ATTR_PROPS = [

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..odata import ODataError, bad_request
 from ..odata.filter import compile_filter, parse_filter
 from ..odata.query import parse_select, split_expand
-from . import metadata as M
+from . import metadata as M  # noqa: N812 - M.entity_json etc.: the rendering module
 from .schema import NS, TableDef
 from .tables import global_option_sets, relationships
 

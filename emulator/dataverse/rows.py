@@ -144,8 +144,8 @@ class TableStore:
         conv = {}
         for a in self.exact:
             places = 4 if a.atype == "Money" else int(a.extra.get("Precision", 2))
-            F = orjson.Fragment
-            conv[a.prop] = [None if v is None else F(f"{v:.{places}f}".encode()) for v in cols[a.prop]]
+            fragment = orjson.Fragment
+            conv[a.prop] = [None if v is None else fragment(f"{v:.{places}f}".encode()) for v in cols[a.prop]]
         etags = [f'W/"{v}"' for v in cols["versionnumber"]]
         columns = [conv.get(p) or cols.get(p) or [None] * n for p in t.served_props]
         keys = self.keys
@@ -153,10 +153,10 @@ class TableStore:
         pks, vers = cols[t.pk], cols["versionnumber"]
         cre, mod, names = cols["createdon"], cols["modifiedon"], cols[t.primary_name]
         rows = self.rows
-        for i, vals in enumerate(zip(etags, *columns)):
+        for i, vals in enumerate(zip(etags, *columns, strict=True)):
             pk = pks[i]
-            rows[pk] = Rec(pk, vers[i], cre[i], mod[i], names[i], dumps(dict(zip(keys, vals))))
-        self.vlog.extend(sorted(zip(vers, pks)))
+            rows[pk] = Rec(pk, vers[i], cre[i], mod[i], names[i], dumps(dict(zip(keys, vals, strict=True))))
+        self.vlog.extend(sorted(zip(vers, pks, strict=True)))
 
     def decode(self, rec: Rec, exact: bool = True) -> dict:
         """Row dict as served; Money/Decimal as ``Decimal`` when ``exact``."""
@@ -179,7 +179,7 @@ class TableStore:
         d = self.decode(rec)
         out: dict[str, Any] = {"@odata.etag": d["@odata.etag"]}
         annotate = fmt or lln or nav
-        FV = "@OData.Community.Display.V1.FormattedValue"
+        formatted = "@OData.Community.Display.V1.FormattedValue"
         for p, a, mode, labels in (self.plan_default if props is None else self.plan):
             if props is not None and p not in props:
                 continue
@@ -195,7 +195,7 @@ class TableStore:
                     else:
                         f = format_value(a, v)
                     if f is not None:
-                        out[p + FV] = f
+                        out[p + formatted] = f
             out[p] = _fmt_exact(a, v) if a.atype in ("Money", "Decimal") else v
         blob = compact_dumps(out)
         if cache is None:
@@ -243,7 +243,7 @@ class TableStore:
                 def g(d, p=p):
                     v = d.get(p)
                     return (0,) if v is None else (1, v)
-            getters.append(((lambda d, g=g: _Desc(g(d))) if desc else g))
+            getters.append((lambda d, g=g: _Desc(g(d))) if desc else g)
 
         def key(rec: Rec) -> tuple:
             d = rec.light(pkp) if light else orjson.loads(rec.blob)
@@ -266,7 +266,7 @@ class TableStore:
         """Rebuild an index key from the string values carried in a paging cookie."""
         _, getters = self.order_key_fn(order)
         d = {}
-        for (a, _desc), raw in zip(order, values):
+        for (a, _desc), raw in zip(order, values, strict=False):
             k = kind_of(a)
             if raw is None:
                 d[a.prop] = None

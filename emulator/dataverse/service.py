@@ -21,7 +21,7 @@ import orjson
 from ..core.service import Request, Response, Service
 from ..odata import ODataError, bad_request, v4
 from ..odata.query import Prefer, parse_prefer, parse_select
-from . import metadata as M
+from . import metadata as M  # noqa: N812 - M.csdl: the rendering module
 from .data import DataApi
 from .deployment import data_control
 from .faults import DataverseFaults

@@ -12,10 +12,11 @@ import gc
 import random
 import threading
 
-from . import generate as G
+from . import generate as G  # noqa: N812 - the module's functions read as G.generate
 from .rows import Rec, TableStore
 from .schema import BASE_EPOCH, CURRENCY_NAME, ORG_NAME, Attr
 from .tables import all_tables
+
 
 class Store:
     """All tables of the emulated org plus the org-wide clock and version counter."""
@@ -162,5 +163,5 @@ class Store:
 
     def rows(self, table: str) -> list[dict]:
         ts = self.table(table)
-        recs = sorted(list(ts.rows.values()), key=lambda r: r.pk)
+        recs = sorted(ts.rows.values(), key=lambda r: r.pk)
         return [self.public_row(ts, r) for r in recs]

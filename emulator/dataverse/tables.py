@@ -5,9 +5,33 @@ mode, with their relationships and global choices."""
 from __future__ import annotations
 
 from .schema import (
-    NS, Attr, OptionSetDef, TableDef, bigint, boolean, companion, decimal, double, dtime,
-    entityname, file, guid, image, integer, lookup, memo, money, multiselect, opts, picklist, s,
-    stable_guid, state, state_opts, status, status_opts,
+    NS,
+    Attr,
+    OptionSetDef,
+    TableDef,
+    bigint,
+    boolean,
+    companion,
+    decimal,
+    double,
+    dtime,
+    entityname,
+    file,
+    guid,
+    image,
+    integer,
+    lookup,
+    memo,
+    money,
+    multiselect,
+    opts,
+    picklist,
+    s,
+    stable_guid,
+    state,
+    state_opts,
+    status,
+    status_opts,
 )
 
 INDUSTRY = opts("account_industrycode", "Picklist", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from typing import TYPE_CHECKING
@@ -37,15 +38,12 @@ def verify_assertion(self: Entra, app: App, tenant: str, form: dict[str, str]) -
     shown = thumb_s256 or thumb_sha1 or ""
     cert = None
     for candidate in app.certificates:
-        if thumb_s256 and b64url(candidate.fingerprint(hashes.SHA256())) == thumb_s256:
-            cert = candidate
-        elif thumb_sha1 and b64url(candidate.fingerprint(hashes.SHA1())) == thumb_sha1:  # noqa: S303
+        if ((thumb_s256 and b64url(candidate.fingerprint(hashes.SHA256())) == thumb_s256)
+                or (thumb_sha1 and b64url(candidate.fingerprint(hashes.SHA1())) == thumb_sha1)):
             cert = candidate
     if shown and len(shown) < 60:  # show it the way Azure shows thumbprints: upper hex
-        try:
+        with contextlib.suppress(Exception):
             shown = b64url_decode(shown).hex().upper()
-        except Exception:
-            pass
     if cert is None:
         return self.error(700027, reason="The key was not found.", thumbprint=shown, client_id=cid)
     now = time.time()

@@ -31,8 +31,16 @@ from cryptography import x509
 
 from ..core.service import FaultAdapter, Request, Response, Service, seconds_header
 from . import (
-    DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, DEFAULT_USER, ISSUED_SECRETS, MSI_CLIENT,
-    Resources, b64url, b64url_decode, user_object_id,
+    DEFAULT_CLIENT,
+    DEFAULT_SECRET,
+    DEFAULT_TENANT,
+    DEFAULT_USER,
+    ISSUED_SECRETS,
+    MSI_CLIENT,
+    Resources,
+    b64url,
+    b64url_decode,
+    user_object_id,
 )
 from .aadsts import aadsts_error
 from .assertion import verify_assertion

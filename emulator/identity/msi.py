@@ -51,7 +51,7 @@ class ManagedIdentity:
         resource = query.get("resource", "").rstrip("/")
         audience = self.resource(resource)
         if audience is None:
-            status, body = self.error(500011, resource=resource, tenant=identity.tenant_id)
+            _status, body = self.error(500011, resource=resource, tenant=identity.tenant_id)
             if app_service:
                 return 500, {"statusCode": 500, "message": body["error_description"].splitlines()[0],
                              "correlationId": body["correlation_id"]}

@@ -115,7 +115,7 @@ class WindowsSignIn:
                 self.failed_logons += 1
             return 401, plain + CHALLENGES, UNAUTHORIZED
         if "user" not in state:  # CHALLENGE leg
-            return 401, plain + [("WWW-Authenticate", f"{scheme} {base64.b64encode(out or b'').decode()}")], b""
+            return 401, [*plain, ("WWW-Authenticate", f"{scheme} {base64.b64encode(out or b'').decode()}")], b""
         with self._lock:
             self.windows_logons.append(state["user"])
         req.user_id = user_object_id(state["user"])
