@@ -2,6 +2,6 @@
 counts them, runs the fault pipeline and answers the control API (see host.py)."""
 
 from .host import Host
-from .service import NOT_FOUND, FaultAdapter, Request, Response, Service, json_response
+from .service import NOT_FOUND, FaultAdapter, Request, Response, Service
 
-__all__ = ["NOT_FOUND", "FaultAdapter", "Host", "Request", "Response", "Service", "json_response"]
+__all__ = ["NOT_FOUND", "FaultAdapter", "Host", "Request", "Response", "Service"]

@@ -30,7 +30,7 @@ from .control import control
 from .faults import DEFAULTS as FAULT_DEFAULTS
 from .faults import Faults
 from .server import EmulatorServer, serve_in_thread
-from .service import NOT_FOUND, Request, Response, Service
+from .service import INTERNAL_ERROR, NOT_FOUND, Request, Response, Service
 from .stats import Stats
 from .tls import make_tls
 
@@ -175,6 +175,7 @@ class Host:
             del headers[name]
         self.statistics.begin()
         status, log_path, payload = 500, target.partition("?")[0], b""
+        service: Service | None = None
         try:
             lat = self.knobs["latency_ms"]
             if lat and self.knobs["latency_scope"] != "pages":
@@ -187,11 +188,11 @@ class Host:
             mount_len = len(req.path) - len(rest)
             req = Request.parse(method, target[mount_len:], headers, body, mount=req.path[:mount_len])
             log_path = req.path
-            try:
-                status, hdrs, payload = self._serve(service, req)
-            except Exception:
-                traceback.print_exc()
-                status, hdrs, payload = service.internal_error()
+            status, hdrs, payload = self._serve(service, req)
+            return status, hdrs, payload
+        except Exception:
+            traceback.print_exc()
+            status, hdrs, payload = service.internal_error() if service is not None else INTERNAL_ERROR
             return status, hdrs, payload
         finally:
             self.statistics.end(method, log_path, status, len(payload))

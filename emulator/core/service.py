@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 Response = tuple[int, list[tuple[str, str]], bytes]
 
 NOT_FOUND: Response = (404, [("Content-Type", "text/html")], b"<h2>404 - File or directory not found.</h2>")
+INTERNAL_ERROR: Response = (500, [("Content-Type", "application/json")],
+                            b'{"error":{"code":"InternalServerError","message":"An unexpected error occurred."}}')
 
 
 @dataclass
@@ -55,10 +57,6 @@ class Request:
     def form(self) -> dict[str, str]:
         """The body as an ``application/x-www-form-urlencoded`` form (token endpoints)."""
         return dict(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
-def json_response(status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    return status, [("Content-Type", "application/json; charset=utf-8"), *(headers or [])], orjson.dumps(obj)
 
 
 class Service:
@@ -112,8 +110,7 @@ class Service:
 
     def internal_error(self) -> Response:
         """The answer when the emulator itself failed (the traceback goes to stderr)."""
-        return json_response(500, {"error": {"code": "InternalServerError",
-                                             "message": "An unexpected error occurred."}})
+        return INTERNAL_ERROR
 
     def control(self, method: str, parts: list[str], data: Any) -> Response | None:
         """The service's part of the ``/_emulator/`` control API (None: not its endpoint)."""

@@ -24,6 +24,7 @@ from ..core.service import FaultAdapter, Response, seconds_header, std_headers
 if TYPE_CHECKING:
     from ..core.faults import Faults
     from ..core.service import Request
+    from .service import DataverseService
 
 THROTTLE_MESSAGES = {
     "0x80072322": "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
@@ -44,6 +45,8 @@ def _json(status: int, obj: Any, extra: list | None = None) -> Response:
 
 
 class DataverseFaults(FaultAdapter):
+    service: DataverseService
+
     KNOBS: ClassVar[dict[str, Any]] = {
         "throttle_codes": list(THROTTLE_MESSAGES),
         "page_size_limit": None,
@@ -66,7 +69,7 @@ class DataverseFaults(FaultAdapter):
         table = _table_of(req.path)
         if not table:
             return None
-        sets = {td.logical: td.entity_set for td in self.service.store.tables.values()}  # type: ignore[attr-defined]
+        sets = {td.logical: td.entity_set for td in self.service.store.tables.values()}
         forbidden = {t.lower() for t in self.knobs["forbidden_tables"]}
         forbidden |= {sets.get(t, t).lower() for t in forbidden}
         if table not in forbidden:

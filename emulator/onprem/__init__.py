@@ -44,7 +44,7 @@ from ..core.service import Service
 from ..dataverse.deployment import DataverseHost
 from ..identity.adfs import DEFAULT_ADFS_CLIENT, DEFAULT_ADFS_SECRET, Adfs
 from ..identity.ntlm import WindowsSignIn
-from .service import ON_PREMISES_VERSIONS, IisSite, OnPremDataverse
+from .service import ON_PREMISES_VERSIONS, IisSite, OnPremDataverse, drop_online_only_tables
 
 DEFAULT_ORG = "contoso"
 DEFAULT_USERNAME = "CONTOSO\\svc-tap"
@@ -77,6 +77,7 @@ class OnPremEmulator(DataverseHost):
 
     def build(self) -> None:
         store = self.make_store()
+        drop_online_only_tables(store, self.server_version, self._rows_cfg)
         self.windows = WindowsSignIn(*self._account)
         self.org_url = f"{self.server_url}/{self.org}"
         self.base_url = self.org_url
