@@ -476,7 +476,7 @@ def test_each_service_accepts_only_tokens_for_its_own_audience(make_emulator):
 
 def test_rate_faults_hit_the_data_service_by_default_and_the_token_endpoint_when_targeted(make_emulator):
     emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1}, throttle_rate=1.0,
-                        retry_after=2, fault_max_per_request=100)
+                        retry_after=2, error_5xx_retry_after=2, fault_max_per_request=100)
     assert token(emu).status_code == 200  # identity is not a target by default
     r = get(emu, API + "/accounts")
     assert r.status_code == 429 and r.json()["error"]["code"].startswith("0x8007232")
@@ -496,3 +496,44 @@ def test_rate_faults_hit_the_data_service_by_default_and_the_token_endpoint_when
             assert r.json()["error_codes"] == [90033] and r.headers["Retry-After"] == "2"
         else:
             assert r.headers["Content-Type"].startswith("text/html")
+
+
+def test_scripted_token_faults_and_revocation_by_use(make_emulator):
+    emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1})
+    emu.entra.fail_token_requests("503", count=1, after=1, retry_after=3)
+    assert token(emu).status_code == 200  # "after": the first one is answered
+    r = token(emu)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+    assert r.json()["error_codes"] == [90033]
+    assert token(emu).status_code == 200 and emu.entra.token_fault_log == ["503"]
+    assert not emu.entra.token_faults
+    emu.entra.fail_token_requests("drop")
+    with pytest.raises(requests.exceptions.RequestException):
+        token(emu)
+    emu.entra.revoke_after_uses = 2
+    tok = token(emu).json()["access_token"]
+    assert [get(emu, API + "/WhoAmI", tok=tok).status_code for _ in range(3)] == [200, 200, 401]
+    assert emu.entra.revoked_uses == 1
+
+
+def test_scripted_token_faults_reach_ad_fs_on_premises(make_emulator):
+    from emulator import OnPremEmulator
+
+    emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1}, kind=OnPremEmulator, auth="adfs")
+    cfg = emu.tap_config()
+    form = {"grant_type": "client_credentials", "client_id": cfg["client_id"],
+            "client_secret": cfg["client_secret"], "resource": emu.server_url}
+    url = f"{emu.authority_host}/adfs/oauth2/token/"
+    emu.entra.fail_token_requests("429", retry_after=5)
+    r = requests.post(url, data=form, verify=emu.ca_path, timeout=10)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "5"
+    r = requests.post(url, data=form, verify=emu.ca_path, timeout=10)
+    assert r.status_code == 200 and emu.adfs_token_requests == 2
+    # AD FS tokens are for the server (the relying party), and only there.
+    tok = r.json()["access_token"]
+    ok = requests.get(f"{emu.org_url}/api/data/v9.1/WhoAmI", headers={"Authorization": f"Bearer {tok}"},
+                      verify=emu.ca_path, timeout=10)
+    assert ok.status_code == 200
+    r = requests.post(url, data={**form, "resource": "https://elsewhere.contoso.com"}, verify=emu.ca_path,
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_resource"

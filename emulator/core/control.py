@@ -8,6 +8,8 @@ The host answers the endpoints every deployment has; each service adds its own t
     POST /_emulator/stats/reset      reset the counters and the fault log
     GET  /_emulator/config           the tap's config for this deployment
     POST /_emulator/set              {knob: value, ...}
+    POST /_emulator/token_faults     {"kind", "count", "after", "retry_after", "retry_after_form"}
+                                     scripted faults of every token endpoint (faults.py)
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def control(host: Host, req: Request) -> Response:
     if parts == ["set"] and method == "POST":
         host.set(**data)
         return 200, JSON, orjson.dumps(host.knobs)
+    if parts == ["token_faults"] and method == "POST":
+        host.faults.script(**data, group="token")
+        return 200, JSON, orjson.dumps({"pending": len(host.faults.pending("token"))})
     for service in host.routes:
         answer = service.control(method, parts, data)
         if answer is not None:

@@ -19,6 +19,8 @@ own (Dataverse: ``throttle_codes``, ``page_size_limit``, ``forbidden_tables``, s
 ``throttle_rate``          share of requests answered 429 (service protection)
 ``retry_after``            the ``Retry-After`` seconds sent with a 429 (None: no header)
 ``error_5xx_rate``         share answered 502/503/504 (502/504 as a gateway's HTML page)
+``error_5xx_statuses``     which of 502/503/504 ``error_5xx_rate`` answers with
+``error_5xx_retry_after``  the ``Retry-After`` seconds sent with an injected 503 (None: none)
 ``drop_rate``              share whose connection is closed half-way through the body
 ``truncate_rate``          share whose body is cut in half (with a matching Content-Length)
 ``html_rate``              share answered by a proxy's HTML page (status ``html_status``)
@@ -30,6 +32,12 @@ own (Dataverse: ``throttle_codes``, ``page_size_limit``, ``forbidden_tables``, s
                            ``times`` requests only, when given) — fuzzing, loops, redirects
 =========================  ==============================================================
 
+Scripted faults are exact rather than drawn: :meth:`Faults.script` makes the next ``count``
+requests of a group of endpoints fail with one kind after ``after`` answered ones — the token
+endpoints of every identity provider on the host are the group ``"token"`` (tests call it as
+``emu.entra.fail_token_requests``). :meth:`Faults.spend` revokes a bearer token after a number
+of uses (``revoke_after_uses``), so a refresh in the middle of a run is exercised by count.
+
 Decisions are deterministic: a request's fate depends only on the seed, its URL (path and
 query) and how many times that URL was requested before — not on timing or thread order — so
 a failing test reproduces exactly. The fault log records what was injected and when (server
@@ -39,6 +47,7 @@ side), which is how tests check that the tap honoured ``Retry-After``.
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import random
 import threading
@@ -48,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .service import Response, std_headers
+from .service import Response, seconds_header, std_headers
 
 if TYPE_CHECKING:
     from .service import Request, Service
@@ -59,6 +68,8 @@ DEFAULTS: dict[str, Any] = {
     "throttle_rate": 0.0,
     "retry_after": 1,
     "error_5xx_rate": 0.0,
+    "error_5xx_statuses": [502, 503, 504],
+    "error_5xx_retry_after": None,
     "drop_rate": 0.0,
     "truncate_rate": 0.0,
     "html_rate": 0.0,
@@ -95,6 +106,41 @@ def cut_body(payload: bytes) -> CutBody:
     return body
 
 
+SCRIPTED_KINDS = ("429", "503", "proxy_html", "drop")
+
+
+@dataclass
+class ScriptedFault:
+    """``count`` requests of a group that fail with ``kind``, after ``after`` answered ones.
+
+    kinds: "429" (throttled, Retry-After), "503" (the service's transient error, Retry-After),
+    "proxy_html" (a proxy's 502 HTML page), "drop" (the connection closes half-way through the
+    answer). ``retry_after`` is sent as seconds, or as an HTTP-date that many seconds ahead when
+    ``retry_after_form`` is "date".
+    """
+
+    kind: str
+    count: int = 1
+    after: int = 0
+    retry_after: float | None = 1
+    retry_after_form: str = "seconds"
+    group: str = "token"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCRIPTED_KINDS:
+            raise ValueError(f"unknown token fault {self.kind!r}; known: {SCRIPTED_KINDS}")
+        if self.retry_after_form not in ("seconds", "date"):
+            raise ValueError("retry_after_form must be 'seconds' or 'date'")
+
+    def retry_after_header(self) -> str | None:
+        if self.retry_after is None:
+            return None
+        if self.retry_after_form == "date":
+            # HTTP-date has whole seconds: round up so the client never waits too little.
+            return email.utils.formatdate(time.time() + float(self.retry_after) + 1, usegmt=True)
+        return seconds_header(self.retry_after)
+
+
 @dataclass
 class FaultEvent:
     """One injected fault, timestamped on the server (time.monotonic())."""
@@ -124,6 +170,11 @@ class Faults:
         self.knobs = knobs
         self.issued_at: dict[str, float] = {}  # access token -> time.time() it was issued
         self._lock = threading.Lock()
+        self.scripts: list[ScriptedFault] = []  # pending scripted faults, in order
+        self.script_log: list[str] = []  # the kind of every scripted fault injected, in order
+        self.revoke_after_uses: int | None = None
+        self.revoked_uses = 0  # requests refused because their token was revoked by use count
+        self._token_uses: dict[str, int] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -186,11 +237,68 @@ class Faults:
         body = body.encode() if isinstance(body, str) else bytes(body)
         return int(served.get("status", 200)), std_headers() + hdrs, body
 
+    # ------------------------------------------------------------ scripted faults, revocation
+    def script(self, kind: str, count: int = 1, after: int = 0, retry_after: float | None = 1,
+               retry_after_form: str = "seconds", group: str = "token") -> None:
+        """Make the next ``count`` requests of ``group`` fail with ``kind`` after ``after``
+        answered ones (``after=1``: the run's first token works, a refresh fails)."""
+        fault = ScriptedFault(kind, int(count), int(after), retry_after, retry_after_form, group)
+        with self._lock:
+            self.scripts.append(fault)
+
+    def pending(self, group: str = "token") -> list[ScriptedFault]:
+        with self._lock:
+            return [f for f in self.scripts if f.group == group]
+
+    def _scripted(self, adapter: Any) -> Response | None:
+        group = adapter.script_group
+        with self._lock:
+            fault = next((f for f in self.scripts if f.group == group), None)
+            if fault is None:
+                return None
+            if fault.after > 0:
+                fault.after -= 1
+                return None
+            fault.count -= 1
+            if fault.count <= 0:
+                self.scripts.remove(fault)
+            self.script_log.append(fault.kind)
+        header = fault.retry_after_header()
+        if fault.kind == "429":
+            return adapter.throttled(random.Random(0), header)[0]
+        if fault.kind == "503":
+            return adapter.unavailable(header)
+        if fault.kind == "proxy_html":
+            return 502, [("Content-Type", "text/html")], GATEWAY_PAGE
+        # "drop": a success announced in full, cut off half-way (no real token in it).
+        status, hdrs, filler = adapter.success_filler()
+        return status, hdrs, cut_body(filler)
+
+    def spend(self, token: str) -> bool:
+        """Count one use of an access token; False once it was revoked (``revoke_after_uses``)."""
+        limit = self.revoke_after_uses
+        if limit is None:
+            return True
+        with self._lock:
+            used = self._token_uses.get(token, 0) + 1
+            self._token_uses[token] = used
+            if used > int(limit):
+                self.revoked_uses += 1
+                return False
+        return True
+
+    # ------------------------------------------------------------ the pipeline
     def before(self, service: Service, req: Request) -> tuple[Response | None, Decision]:
         """Faults that replace the real answer of a request that reached ``service``."""
         adapter = service.faults
         decision = Decision(req.target)
-        if not self.targeted(service) or not adapter.applies(req):
+        if not adapter.applies(req):
+            return None, decision
+        if adapter.script_group is not None:
+            scripted = self._scripted(adapter)
+            if scripted is not None:
+                return scripted, decision
+        if not self.targeted(service):
             return None, decision
         n, allowed = self.arrive(req.target)
         decision.n, decision.allowed, decision.hit = n, allowed, True
@@ -214,14 +322,15 @@ class Faults:
     def _inject(self, adapter: Any, target: str, kind: str, rng: random.Random) -> Response:
         if kind == "throttle":
             ra = self.knobs["retry_after"]
-            answer, code = adapter.throttled(rng, ra)
+            answer, code = adapter.throttled(rng, None if ra is None else seconds_header(ra))
             self.record(target, kind, 429, None if ra is None else float(ra), code)
             return answer
         if kind == "error_5xx":
-            status = rng.choice((502, 503, 504))
+            status = int(rng.choice(list(self.knobs["error_5xx_statuses"])))
             self.record(target, kind, status)
             if status == 503:
-                return adapter.unavailable()
+                ra = self.knobs["error_5xx_retry_after"]
+                return adapter.unavailable(None if ra is None else seconds_header(ra))
             return status, [*std_headers(), ("Content-Type", "text/html")], GATEWAY_PAGE
         status = int(self.knobs["html_status"])
         self.record(target, kind, status)

@@ -186,7 +186,8 @@ class Host:
                 status, hdrs, payload = self.faults.served(req.path) or NOT_FOUND
                 return status, hdrs, payload
             mount_len = len(req.path) - len(rest)
-            req = Request.parse(method, target[mount_len:], headers, body, mount=req.path[:mount_len])
+            if mount_len:  # the service sees paths relative to its mount
+                req = Request.parse(method, target[mount_len:], headers, body, mount=req.path[:mount_len])
             log_path = req.path
             status, hdrs, payload = self._serve(service, req)
             return status, hdrs, payload

@@ -129,6 +129,7 @@ class FaultAdapter:
 
     KNOBS: ClassVar[dict[str, Any]] = {}
     bearer: ClassVar[bool] = False  # requests carry bearer tokens (token_revoke_after_s applies)
+    script_group: ClassVar[str | None] = None  # the group its scripted faults are given for
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -149,13 +150,18 @@ class FaultAdapter:
         """Service-specific failures of too large a request (after the rate faults)."""
         return None
 
-    def throttled(self, rng: random.Random, retry_after: Any) -> tuple[Response, str | None]:
-        """The 429 answer and the error code it carries."""
+    def throttled(self, rng: random.Random, retry_after: str | None) -> tuple[Response, str | None]:
+        """The 429 answer (``retry_after``: the header's value, None: no header) and the error
+        code it carries."""
         return _generic(429, "TooManyRequests", "Too many requests.", _retry_after(retry_after)), None
 
-    def unavailable(self) -> Response:
+    def unavailable(self, retry_after: str | None) -> Response:
         """The service's own 503 (502/504 come from the gateway in front of it)."""
-        return _generic(503, "ServiceUnavailable", "Service Unavailable")
+        return _generic(503, "ServiceUnavailable", "Service Unavailable", _retry_after(retry_after))
+
+    def success_filler(self) -> Response:
+        """A plausible 200 answer, for the "drop" fault to cut half-way."""
+        return 200, [("Content-Type", "application/json")], orjson.dumps({"value": ["x" * 1200]})
 
     def unauthorized(self) -> Response:
         """A bearer token refused before its expiry (revoked)."""
@@ -175,8 +181,8 @@ def seconds_header(value: Any) -> str:
     return str(int(number)) if number == int(number) else str(number)
 
 
-def _retry_after(value: Any) -> list[tuple[str, str]]:
-    return [] if value is None else [("Retry-After", seconds_header(value))]
+def _retry_after(value: str | None) -> list[tuple[str, str]]:
+    return [] if value is None else [("Retry-After", value)]
 
 
 def _generic(status: int, code: str, message: str, extra: list | None = None) -> Response:

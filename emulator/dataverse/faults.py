@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from ..core.service import FaultAdapter, Response, seconds_header, std_headers
+from ..core.service import FaultAdapter, Response, std_headers
 
 if TYPE_CHECKING:
     from ..core.faults import Faults
@@ -56,13 +56,14 @@ class DataverseFaults(FaultAdapter):
     }
     bearer = True
 
-    def throttled(self, rng: random.Random, retry_after: Any) -> tuple[Response, str | None]:
+    def throttled(self, rng: random.Random, retry_after: str | None) -> tuple[Response, str | None]:
         code = rng.choice(list(self.knobs["throttle_codes"]))
-        extra = [] if retry_after is None else [("Retry-After", seconds_header(retry_after))]
+        extra = [] if retry_after is None else [("Retry-After", retry_after)]
         return _json(429, {"error": {"code": code, "message": THROTTLE_MESSAGES[code]}}, extra), code
 
-    def unavailable(self) -> Response:
-        return _json(503, {"error": {"code": "0x80040216", "message": "Service Unavailable"}})
+    def unavailable(self, retry_after: str | None) -> Response:
+        extra = [] if retry_after is None else [("Retry-After", retry_after)]
+        return _json(503, {"error": {"code": "0x80040216", "message": "Service Unavailable"}}, extra)
 
     def denied(self, req: Request, faults: Faults) -> Response | None:
         """A table the identity may not read: 403 on every row request."""

@@ -32,18 +32,24 @@ JSON = [("Content-Type", "application/json;charset=UTF-8"), ("Cache-Control", "n
 class AdfsFaults(FaultAdapter):
     """Faults of the token endpoint (an OAuth error body; AD FS's exact texts are unverified)."""
 
-    def applies(self, req: Request) -> bool:
-        return req.path.rstrip("/") == "/adfs/oauth2/token"
+    script_group = "token"
 
-    def throttled(self, rng: Any, retry_after: Any) -> tuple[Response, str | None]:
+    def applies(self, req: Request) -> bool:
+        return req.method == "POST" and req.path.rstrip("/") == "/adfs/oauth2/token"
+
+    def throttled(self, rng: Any, retry_after: str | None) -> tuple[Response, str | None]:
         return self._error(429, retry_after), None
 
-    def unavailable(self) -> Response:
-        return self._error(503, self.knobs["retry_after"])
+    def unavailable(self, retry_after: str | None) -> Response:
+        return self._error(503, retry_after)
+
+    def success_filler(self) -> Response:
+        return 200, JSON, orjson.dumps({"access_token": "adfs." + "x" * 1200, "token_type": "bearer",
+                                        "expires_in": 3600})
 
     @staticmethod
-    def _error(status: int, retry_after: Any) -> Response:
-        extra = [] if retry_after is None else [("Retry-After", str(retry_after))]
+    def _error(status: int, retry_after: str | None) -> Response:
+        extra = [] if retry_after is None else [("Retry-After", retry_after)]
         return status, [*JSON, *extra], orjson.dumps({
             "error": "temporarily_unavailable",
             "error_description": "MSIS9000: The authorization server is temporarily unavailable."})
@@ -71,7 +77,7 @@ class Adfs(Service):
         grant = self.tokens.get(token)
         if grant is None or grant[1] < time.time() or self.resources.get(audience) != grant[2]:
             return None
-        return grant[0]
+        return grant[0] if self.host.faults.spend(token) else None
 
     def match(self, path: str) -> str | None:
         return path if path.lower().startswith("/adfs/") else None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cryptography import x509
 
-from ..core.service import FaultAdapter, Request, Response, Service, seconds_header
+from ..core.service import FaultAdapter, Request, Response, Service
 from . import (
     DEFAULT_CLIENT,
     DEFAULT_SECRET,
@@ -44,6 +44,7 @@ from . import (
 )
 from .aadsts import aadsts_error
 from .assertion import verify_assertion
+from .controls import TokenFaultControls
 from .msi import ManagedIdentity
 from .userflows import UserFlows
 
@@ -69,7 +70,7 @@ class App:
 
 
 JSON = [("Content-Type", "application/json; charset=utf-8")]
-TOKEN_SUFFIXES = (["oauth2", "v2.0", "token"], ["oauth2", "v2.0", "devicecode"])
+TOKEN_ENDPOINT = ["oauth2", "v2.0", "token"]
 MSI_PATHS = ("/msi/token", "/metadata/identity/oauth2/token")
 TENANT_SUFFIXES = (["v2.0", ".well-known", "openid-configuration"], ["discovery", "v2.0", "keys"],
                    ["oauth2", "v2.0", "token"], ["oauth2", "v2.0", "authorize"],
@@ -77,25 +78,38 @@ TENANT_SUFFIXES = (["v2.0", ".well-known", "openid-configuration"], ["discovery"
 
 
 class EntraFaults(FaultAdapter):
-    """Faults of the token endpoints, in Entra ID's words (AADSTS90055 / AADSTS90033)."""
+    """Faults of the token endpoints (the OAuth token endpoint and managed identity's), in
+    Entra ID's words: AADSTS90055 (throttled) and AADSTS90033 (transient error)."""
+
+    script_group = "token"
 
     def applies(self, req: Request) -> bool:
+        if req.path in MSI_PATHS:
+            return req.method == "GET"
         parts = req.path.strip("/").split("/")
-        return req.path in MSI_PATHS or (len(parts) == 4 and parts[1:] in TOKEN_SUFFIXES)
+        return req.method == "POST" and len(parts) == 4 and parts[1:] == TOKEN_ENDPOINT
 
-    def throttled(self, rng: random.Random, retry_after: Any) -> tuple[Response, str | None]:
+    def throttled(self, rng: random.Random, retry_after: str | None) -> tuple[Response, str | None]:
         return self._error(90055, retry_after), "AADSTS90055"
 
-    def unavailable(self) -> Response:
-        return self._error(90033, self.knobs["retry_after"])
+    def unavailable(self, retry_after: str | None) -> Response:
+        return self._error(90033, retry_after)
 
-    def _error(self, code: int, retry_after: Any) -> Response:
-        _status, body = aadsts_error(self.service.host.authority_host, code)
-        extra = [] if retry_after is None else [("Retry-After", seconds_header(retry_after))]
-        return _status, [*JSON, ("Cache-Control", "no-store"), *extra], orjson.dumps(body)
+    def success_filler(self) -> Response:
+        filler = orjson.dumps({"token_type": "Bearer", "expires_in": 3599, "access_token": "x" * 1200})
+        return 200, [*JSON, *_ests()], filler
+
+    def _error(self, code: int, retry_after: str | None) -> Response:
+        status, body = aadsts_error(self.service.host.authority_host, code)
+        extra = [] if retry_after is None else [("Retry-After", retry_after)]
+        return status, [*JSON, ("Cache-Control", "no-store"), *_ests(), *extra], orjson.dumps(body)
 
 
-class Entra(UserFlows, ManagedIdentity, Service):
+def _ests() -> list[tuple[str, str]]:
+    return [("x-ms-request-id", str(uuid.uuid4())), ("x-ms-ests-server", "2.1.emulated")]
+
+
+class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
     name = "entra"
     prefix = "/"
     fault_adapter_class = EntraFaults
@@ -329,6 +343,8 @@ class Entra(UserFlows, ManagedIdentity, Service):
         app = self.apps.get(str(payload.get("appid", "")).lower())
         if app is None:
             return None, "unknown app"
+        if not self.host.faults.spend(token):
+            return None, "revoked"
         if payload.get("idtyp") == "user":
             # A user is a member of the org: the application-user requirement is the app's.
             return replace(app, application_user=True), ""

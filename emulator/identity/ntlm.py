@@ -42,6 +42,9 @@ class WindowsSignIn:
         self._connections: dict[str, dict[str, Any]] = {}
         self.windows_logons: list[str] = []  # accounts signed in, one entry per connection
         self.failed_logons = 0
+        # A connection's sign-in is forgotten after this many requests (None: never), as when
+        # IIS recycles its worker process: the next request gets 401 and a new challenge.
+        self.max_requests: int | None = None
         self._store_dir = tempfile.mkdtemp(prefix="onprem-ntlm-")
         self.user_file = os.path.join(self._store_dir, "ntlm-users")
         self._write_user_file()
@@ -97,8 +100,11 @@ class WindowsSignIn:
         plain = [("Content-Type", "text/html")]
         if scheme.lower() not in ("ntlm", "negotiate") or not value.strip():
             if state.get("user"):
-                req.user_id = user_object_id(state["user"])
-                return None
+                state["requests"] = state.get("requests", 0) + 1
+                if self.max_requests is None or state["requests"] <= self.max_requests:
+                    req.user_id = user_object_id(state["user"])
+                    return None
+                state.clear()  # signed out: the 401 below starts a new handshake
             return 401, plain + CHALLENGES, UNAUTHORIZED
         try:
             token = base64.b64decode(value.strip(), validate=True)

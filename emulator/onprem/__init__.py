@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 from ..core.service import Service
 from ..dataverse.deployment import DataverseHost
 from ..identity.adfs import DEFAULT_ADFS_CLIENT, DEFAULT_ADFS_SECRET, Adfs
+from ..identity.controls import IdentityControls
 from ..identity.ntlm import WindowsSignIn
 from .service import ON_PREMISES_VERSIONS, IisSite, OnPremDataverse, drop_online_only_tables
 
@@ -74,11 +75,16 @@ class OnPremEmulator(DataverseHost):
         self._account = (username, password)
         self.windows: WindowsSignIn | None = None
         self.adfs: Adfs | None = None
+        # No Entra ID on-premises; the token-endpoint fault controls (they act on AD FS) keep
+        # the name they have online.
+        self.entra = IdentityControls(self)
+        self._signin_max_requests: int | None = None
 
     def build(self) -> None:
         store = self.make_store()
         drop_online_only_tables(store, self.server_version, self._rows_cfg)
         self.windows = WindowsSignIn(*self._account)
+        self.windows.max_requests = self._signin_max_requests
         self.org_url = f"{self.server_url}/{self.org}"
         self.base_url = self.org_url
         signin = self.windows if self.auth == "ntlm" else None
@@ -112,6 +118,17 @@ class OnPremEmulator(DataverseHost):
         self._account = (self._account[0], password)
         if self.windows is not None:
             self.windows.set_password(password)
+
+    @property
+    def signin_max_requests(self) -> int | None:
+        """A connection's Windows sign-in is forgotten after this many requests (None: never)."""
+        return self._signin_max_requests
+
+    @signin_max_requests.setter
+    def signin_max_requests(self, requests: int | None) -> None:
+        self._signin_max_requests = requests
+        if self.windows is not None:
+            self.windows.max_requests = requests
 
     @property
     def user_file(self) -> str | None:
