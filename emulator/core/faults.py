@@ -46,7 +46,6 @@ side), which is how tests check that the tap honoured ``Retry-After``.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import hashlib
 import random
@@ -55,9 +54,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from .service import Response, seconds_header, std_headers
+from .gates import Gate
+from .limits import DEFAULTS as LIMIT_DEFAULTS
+from .limits import ServiceProtection
+from .service import Response, bearer_claims, seconds_header, std_headers
 
 if TYPE_CHECKING:
     from .service import Request, Service
@@ -78,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "fault_max_per_request": 3,
     "token_revoke_after_s": None,
     "serve_body": {},
+    **LIMIT_DEFAULTS,
 }
 
 # The order in which rates are drawn; one fault at most per request.
@@ -161,6 +162,7 @@ class Decision:
     n: int = 0
     allowed: bool = False
     hit: bool = False  # the request is one the faults may touch (after-faults included)
+    targeted: bool = True  # the service's own targeting (Dataverse: fault_tables) takes it
 
 
 class Faults:
@@ -175,6 +177,8 @@ class Faults:
         self.revoke_after_uses: int | None = None
         self.revoked_uses = 0  # requests refused because their token was revoked by use count
         self._token_uses: dict[str, int] = {}
+        self.protection = ServiceProtection(knobs)  # not a fault: the services' real limits
+        self.gates: list[Gate] = []
         self.reset()
 
     def reset(self) -> None:
@@ -185,6 +189,7 @@ class Faults:
             self.events: list[FaultEvent] = []
             self.arrivals: dict[str, list[float]] = {}
             self.timeline: list[tuple[float, str]] = []  # (arrival, target) of every faultable request
+        self.protection.reset()
 
     # ------------------------------------------------------------ decisions
     def _draw(self, target: str, n: int, kind: str) -> random.Random:
@@ -310,7 +315,8 @@ class Faults:
         refused = adapter.denied(req, self)
         if refused is not None:
             return refused, decision
-        if not allowed:
+        decision.targeted = adapter.targeted(req)
+        if not allowed or not decision.targeted:
             return adapter.overloaded(req, self), decision
         for kind in BEFORE_KINDS:
             rate = float(self.knobs[f"{kind}_rate"])
@@ -343,7 +349,7 @@ class Faults:
         target = decision.target
         status, hdrs, payload = response
         is_json = any(k.lower() == "content-type" and "json" in v for k, v in hdrs)
-        if status != 200 or not decision.allowed or not is_json or len(payload) < 2:
+        if status != 200 or not decision.allowed or not is_json or len(payload) < 2 or not decision.targeted:
             if status == 200:
                 self._clean(target)
             return response
@@ -388,12 +394,7 @@ class Faults:
 
 def _token_age(authorization: str) -> float:
     """Seconds since the bearer token was issued (0 when it cannot be read)."""
-    parts = authorization[7:].strip().split(".") if authorization.lower().startswith("bearer ") else []
-    if len(parts) != 3:
-        return 0.0
     try:
-        padded = parts[1] + "=" * (-len(parts[1]) % 4)
-        payload = orjson.loads(base64.urlsafe_b64decode(padded))
-        return time.time() - float(payload.get("iat", time.time()))
-    except Exception:
+        return time.time() - float(bearer_claims(authorization).get("iat", time.time()))
+    except (TypeError, ValueError):
         return 0.0

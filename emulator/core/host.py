@@ -29,6 +29,7 @@ import orjson
 from .control import control
 from .faults import DEFAULTS as FAULT_DEFAULTS
 from .faults import Faults
+from .gates import Gate
 from .server import EmulatorServer, serve_in_thread
 from .service import INTERNAL_ERROR, NOT_FOUND, Request, Response, Service
 from .stats import Stats
@@ -136,8 +137,21 @@ class Host:
         """(method, path as its service saw it, status) of the requests since reset_stats()."""
         return self.statistics.log()
 
-    def recent_requests(self) -> int:
-        return self.statistics.recent()
+    def query_log(self) -> list[tuple[str, str, str]]:
+        """(decoded path, raw query, Prefer header) of the data requests since reset_stats()."""
+        return self.statistics.queries()
+
+    def gate(self, pattern: str, open_at: int | None = None, timeout_s: float = 120.0) -> Gate:
+        """Hold admitted requests matching ``pattern`` (a regex on the decoded path and query)
+        in flight until the gate opens (see :class:`~emulator.core.gates.Gate`)."""
+        gate = Gate(pattern, open_at, timeout_s)
+        self.faults.gates.append(gate)
+        return gate
+
+    def hold(self, target: str) -> None:
+        """Called by a service for each request it admitted (the gates may keep it waiting)."""
+        for gate in list(self.faults.gates):
+            gate.hold(target)
 
     def count_page(self, rows: int) -> None:
         lat = self.knobs["latency_ms"]
@@ -199,14 +213,12 @@ class Host:
             self.statistics.end(method, log_path, status, len(payload))
 
     def _serve(self, service: Service, req: Request) -> Response:
-        service.received(req)
         denied = service.gate(req)
         if denied is not None:
             return denied
-        served = self.faults.served(req.path)
-        if served is not None:
-            return served
-        injected, decision = self.faults.before(service, req)
-        if injected is not None:
-            return injected
-        return self.faults.after(decision, service.handle(req))
+        service.received(req)
+        answer = self.faults.served(req.path)
+        if answer is None:
+            injected, decision = self.faults.before(service, req)
+            answer = injected if injected is not None else self.faults.after(decision, service.handle(req))
+        return service.respond(req, answer)

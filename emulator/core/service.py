@@ -14,6 +14,7 @@ throttled, unavailable or refuses a token — Dataverse's ``0x80072322`` JSON, E
 
 from __future__ import annotations
 
+import base64
 import random
 import urllib.parse
 import uuid
@@ -45,7 +46,9 @@ class Request:
     body: bytes
     query: dict[str, str] = field(default_factory=dict)
     mount: str = ""
-    user_id: str | None = None  # the signed-in principal, set by the service's authentication
+    user_id: str | None = None  # the signed-in principal's user id, set by the authentication
+    principal: Any = None  # what the service knows of the caller (an Entra ID app), if anything
+    caller: str | None = None  # the identity the service's limits count against (token oid)
 
     @classmethod
     def parse(cls, method: str, target: str, headers: dict[str, str], body: bytes,
@@ -97,13 +100,18 @@ class Service:
             path = path[len(self.mount):]
         return path if path.startswith(self.prefix) else None
 
-    def received(self, req: Request) -> None:
-        """A request reached the service (counted here even when a fault answers it)."""
-
     def gate(self, req: Request) -> Response | None:
         """The web server in front of the service (Windows sign-in, served versions): None lets
         the request through; an answer here is sent before faults and the service itself."""
         return None
+
+    def received(self, req: Request) -> None:
+        """A request passed the gate (counted here even when a fault answers it)."""
+
+    def respond(self, req: Request, response: Response) -> Response:
+        """Every answer to a request that passed the gate, faults included, on its way out
+        (headers every answer of the service carries)."""
+        return response
 
     def handle(self, req: Request) -> Response:
         raise NotImplementedError
@@ -142,6 +150,18 @@ class FaultAdapter:
         """Whether this request of the service is subject to injected faults at all."""
         return True
 
+    # The codes of the service-protection measures (core/limits.py) in the service's words.
+    limit_codes: ClassVar[dict[str, str]] = {"requests": "TooManyRequests", "execution": "TooManyRequests",
+                                             "concurrency": "TooManyRequests"}
+
+    def limited(self, code: str, retry_after: int) -> Response:
+        """The 429 of a service-protection limit (``code`` from ``limit_codes``)."""
+        return _generic(429, code, "Too many requests.", [("Retry-After", str(retry_after))])
+
+    def targeted(self, req: Request) -> bool:
+        """Whether the rate faults may hit this request (a service may narrow them down)."""
+        return True
+
     def denied(self, req: Request, faults: Faults) -> Response | None:
         """Service-specific refusals decided per request (before the rate faults)."""
         return None
@@ -174,6 +194,18 @@ Service.fault_adapter_class = FaultAdapter
 def std_headers() -> list[tuple[str, str]]:
     rid = str(uuid.uuid4())
     return [("REQ_ID", rid), ("x-ms-service-request-id", rid)]
+
+
+def bearer_claims(authorization: str) -> dict[str, Any]:
+    """The payload of a bearer JWT ({} when it cannot be read; the signature is not checked)."""
+    parts = authorization[7:].strip().split(".") if authorization.lower().startswith("bearer ") else []
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except Exception:
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def seconds_header(value: Any) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections import deque
 from typing import Any
 
 COUNTERS = ("requests", "data_pages", "rows_served", "token_requests", "max_in_flight",
@@ -19,7 +18,6 @@ COUNTERS = ("requests", "data_pages", "rows_served", "token_requests", "max_in_f
 class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recent: deque[float] = deque()
         self._started = threading.local()  # when the current thread's request arrived
         self.reset()
 
@@ -27,6 +25,7 @@ class Stats:
         with self._lock:
             self._counts = dict.fromkeys(COUNTERS, 0)
             self._log: collections.deque = collections.deque(maxlen=100_000)
+            self._queries: collections.deque = collections.deque(maxlen=100_000)
             self._in_flight = 0
             self._in_flight_since = time.perf_counter()
             self._in_flight_seconds = 0.0  # the integral of in-flight requests over time
@@ -49,7 +48,6 @@ class Stats:
             self._flight(+1)
             self._counts["requests"] += 1
             self._counts["max_in_flight"] = max(self._counts["max_in_flight"], self._in_flight)
-            self._recent.append(time.monotonic())
 
     def end(self, method: str, path: str, status: int, size: int) -> None:
         """The request was answered (``path``: as the service saw it, relative to its mount)."""
@@ -61,6 +59,11 @@ class Stats:
             elif status >= 500:
                 self._counts["errors_5xx"] += 1
             self._flight(-1)
+
+    def query(self, path: str, query: str, prefer: str) -> None:
+        """A data request's query (what a test checks the client asked for)."""
+        with self._lock:
+            self._queries.append((path, query, prefer))
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -103,10 +106,6 @@ class Stats:
         with self._lock:
             return list(self._log)
 
-    def recent(self, window: float = 300) -> int:
-        """Requests in the last ``window`` seconds (Dataverse's rate-limit headers)."""
-        cutoff = time.monotonic() - window
+    def queries(self) -> list[tuple[str, str, str]]:
         with self._lock:
-            while self._recent and self._recent[0] < cutoff:
-                self._recent.popleft()
-            return len(self._recent)
+            return list(self._queries)

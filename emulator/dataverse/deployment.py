@@ -33,11 +33,13 @@ class DataverseHost(Host):
         return self.store
 
     # ------------------------------------------------------------ data API
-    def insert(self, table: str, values: dict | None = None) -> dict:
-        return self.store.insert(table, values)
+    def insert(self, table: str, values: dict | None = None, *, commit_after: float = 0) -> dict:
+        """Insert a row; ``commit_after`` > 0: a late commit (see :meth:`Store.insert`)."""
+        return self.store.insert(table, values, commit_after=commit_after)
 
-    def update(self, table: str, row_id: str, values: dict) -> dict:
-        return self.store.update(table, row_id, values)
+    def update(self, table: str, row_id: str, values: dict, *, commit_after: float = 0) -> dict:
+        """Update a row; ``commit_after`` > 0: a late commit (see :meth:`Store.insert`)."""
+        return self.store.update(table, row_id, values, commit_after=commit_after)
 
     def delete(self, table: str, row_id: str) -> None:
         self.store.delete(table, row_id)

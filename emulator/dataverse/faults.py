@@ -8,7 +8,12 @@ Knobs (constructor keywords and ``emu.set(...)``, beside the generic ones of
 ``page_size_limit``        pages larger than this fail: ``page_size_limit_mode`` "timeout"
                            (the server sleeps ``page_size_limit_delay_s``) or "error" (500)
 ``forbidden_tables``       tables (logical or entity-set names) whose rows always 403
+``fault_tables``           the rate faults hit only these tables' requests (empty: every
+                           request)
 =========================  ==============================================================
+
+Service protection (``emulator/core/limits.py``) answers in Dataverse's words here too:
+``0x80072322`` (requests), ``0x80072321`` (execution time), ``0x80072326`` (concurrency).
 """
 
 from __future__ import annotations
@@ -53,8 +58,29 @@ class DataverseFaults(FaultAdapter):
         "page_size_limit_mode": "timeout",
         "page_size_limit_delay_s": 2.5,
         "forbidden_tables": [],
+        "fault_tables": [],
     }
     bearer = True
+    limit_codes: ClassVar[dict[str, str]] = {"requests": "0x80072322", "execution": "0x80072321",
+                                             "concurrency": "0x80072326"}
+
+    def limited(self, code: str, retry_after: int) -> Response:
+        return _json(429, {"error": {"code": code, "message": THROTTLE_MESSAGES[code]}},
+                     [("Retry-After", str(retry_after))])
+
+    def _tables(self, names: list[str]) -> set[str]:
+        """Table names as they appear in paths (entity sets), lower-case, from logical or
+        entity-set names."""
+        sets = {td.logical: td.entity_set for td in self.service.store.tables.values()}
+        lowered = {t.lower() for t in names}
+        return lowered | {sets.get(t, t).lower() for t in lowered}
+
+    def targeted(self, req: Request) -> bool:
+        only = self.knobs["fault_tables"]
+        if not only:
+            return True
+        table = _table_of(req.path)
+        return table is not None and table in self._tables(only)
 
     def throttled(self, rng: random.Random, retry_after: str | None) -> tuple[Response, str | None]:
         code = rng.choice(list(self.knobs["throttle_codes"]))
@@ -68,12 +94,7 @@ class DataverseFaults(FaultAdapter):
     def denied(self, req: Request, faults: Faults) -> Response | None:
         """A table the identity may not read: 403 on every row request."""
         table = _table_of(req.path)
-        if not table:
-            return None
-        sets = {td.logical: td.entity_set for td in self.service.store.tables.values()}
-        forbidden = {t.lower() for t in self.knobs["forbidden_tables"]}
-        forbidden |= {sets.get(t, t).lower() for t in forbidden}
-        if table not in forbidden:
+        if not table or table not in self._tables(self.knobs["forbidden_tables"]):
             return None
         faults.record(req.target, "forbidden", 403, code="0x80040220")
         return _json(403, {"error": {"code": "0x80040220", "message": (
@@ -88,7 +109,11 @@ class DataverseFaults(FaultAdapter):
         if limit is None or not _COLLECTION_RE.match(req.path):
             return None
         m = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", req.headers.get("prefer", ""))
-        if (int(m.group(1)) if m else 5000) <= int(limit):
+        size = int(m.group(1)) if m else 5000
+        top = re.search(r"(?:^|[?&])(?:\$|%24)top=(\d+)", req.target)
+        if top:  # a $top query answers at most that many rows, whatever the page size
+            size = min(size, int(top.group(1)))
+        if size <= int(limit):
             return None
         if self.knobs["page_size_limit_mode"] == "timeout":
             faults.record(req.target, "timeout", 0)

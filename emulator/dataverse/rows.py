@@ -335,7 +335,10 @@ class TableStore:
                   values.get(self.t.primary_name), self._blob(values, version))
         with self.lock:
             self.rows[pk] = rec
-            self.vlog.append((version, pk))
+            if self.vlog and self.vlog[-1][0] > version:
+                bisect.insort(self.vlog, (version, pk))  # a late commit (Store.insert)
+            else:
+                self.vlog.append((version, pk))
             self.indexes.clear()
         return rec
 

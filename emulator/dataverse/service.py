@@ -12,13 +12,16 @@ identity provider it was given; the on-premises variant (``emulator/onprem``) su
 
 from __future__ import annotations
 
+import email.utils
 import re
+import time
+import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from ..core.service import Request, Response, Service
+from ..core.service import Request, Response, Service, bearer_claims
 from ..odata import ODataError, bad_request, v4
 from ..odata.query import Prefer, parse_prefer, parse_select
 from . import metadata as M  # noqa: N812 - M.csdl: the rendering module
@@ -26,7 +29,7 @@ from .data import DataApi
 from .deployment import data_control
 from .faults import DataverseFaults
 from .metadata_api import MetadataApi
-from .schema import BUSINESS_UNIT_ID, NS, ORG_NAME, ORGANIZATION_ID
+from .schema import BUSINESS_UNIT_ID, NS, ORG_NAME, ORGANIZATION_ID, stable_guid
 
 if TYPE_CHECKING:
     from ..core.host import Host
@@ -46,6 +49,8 @@ class DataverseService(MetadataApi, DataApi, Service):
     fault_adapter_class = DataverseFaults
     KNOBS: ClassVar[dict[str, Any]] = {
         "change_tracking_expiry_seconds": 7 * 86400,
+        # the HTTP status of the expired-token error (observed: 400; the code is what counts)
+        "change_tracking_expiry_status": 400,
         # $top with odata.maxpagesize: True = $top wins (one page), False = paging wins
         "top_wins": True,
         # override the x-ms-ratelimit-* headers (None: computed from recent requests)
@@ -64,20 +69,23 @@ class DataverseService(MetadataApi, DataApi, Service):
         """The resource its bearer tokens must be issued for (``aud``): the org URL."""
         return self.base_url
 
+    def received(self, req: Request) -> None:
+        self.host.statistics.query(req.path, req.raw_query, req.headers.get("prefer", ""))
+
+    def respond(self, req: Request, response: Response) -> Response:
+        """Dataverse dates every response; here by the emulator's clock, which is the clock its
+        rows are stamped with (a client compares its bookmarks with it)."""
+        status, hdrs, payload = response
+        return status, [*hdrs, ("Date", email.utils.formatdate(self.store.clock, usegmt=True))], payload
+
     def control(self, method: str, parts: list[str], data: Any) -> Response | None:
         return data_control(self.host, method, parts, data)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ helpers
     def headers(self, ct: str | None = v4.CONTENT_TYPE) -> list[tuple[str, str]]:
         rid = str(uuid.uuid4())
-        used = self.host.recent_requests()
-        burst = self.knobs.get("ratelimit_burst_remaining")
-        budget = self.knobs.get("ratelimit_time_remaining")
+        # x-ms-ratelimit-* are the caller's own budget: added in handle(), which knows the caller
         h = [("OData-Version", "4.0"), ("REQ_ID", rid), ("x-ms-service-request-id", rid),
-             ("x-ms-ratelimit-burst-remaining-xrm-requests",
-              str(max(0, 5999 - used)) if burst is None else str(burst)),
-             ("x-ms-ratelimit-time-remaining-xrm-requests",
-              "1,199.99" if budget is None else f"{float(budget):,.2f}"),
              ("Cache-Control", "no-cache"), ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")]
         if ct:
             h.append(("Content-Type", ct))
@@ -109,14 +117,37 @@ class DataverseService(MetadataApi, DataApi, Service):
         auth = self.authenticate(req)
         if auth is not None:
             return auth
+        # Service protection counts per caller (the token's user), not per URL or per client;
+        # only online (an on-premises server's authenticate() names no caller: no limits).
+        caller = req.caller
+        limits = self.host.faults.protection
+        refused = None if caller is None else limits.admit(caller, self.faults)
+        if refused is not None:
+            return refused
+        started = time.perf_counter()
         try:
+            self.host.hold(urllib.parse.unquote(req.path + "?" + req.raw_query))
             if req.method != "GET":
                 raise ODataError(405, "0x80060888",
                                  f"The HTTP method '{req.method}' is not allowed for this resource "
                                  "in the emulator (read-only Web API).")
-            return self.route(req, prefer, version, rest)
+            status, hdrs, payload = self.route(req, prefer, version, rest)
         except ODataError as e:
-            return self.error(e, prefer)
+            status, hdrs, payload = self.error(e, prefer)
+        finally:
+            if caller is not None:
+                limits.done(caller, time.perf_counter() - started)
+        return status, hdrs + ([] if caller is None else self.budget_headers(caller)), payload
+
+    def budget_headers(self, caller: str) -> list[tuple[str, str]]:
+        """``x-ms-ratelimit-*``: the caller's remaining requests and execution seconds."""
+        burst, left = self.host.faults.protection.remaining(caller)
+        if self.knobs["ratelimit_burst_remaining"] is not None:
+            burst = self.knobs["ratelimit_burst_remaining"]
+        if self.knobs["ratelimit_time_remaining"] is not None:
+            left = self.knobs["ratelimit_time_remaining"]
+        return [("x-ms-ratelimit-burst-remaining-xrm-requests", str(max(0, int(burst)))),
+                ("x-ms-ratelimit-time-remaining-xrm-requests", f"{max(0.0, float(left)):,.2f}")]
 
     def authenticate(self, req: Request) -> Response | None:
         """None when the bearer token is good for this org (``req.user_id`` set); else the
@@ -137,7 +168,10 @@ class DataverseService(MetadataApi, DataApi, Service):
                 403, "0x80072560",
                 f"The user is not a member of the organization. (Application '{app.client_id}' has "
                 f"no application user in the environment; create one and assign a security role.)"))
-        req.user_id = app.user_id
+        req.user_id, req.principal = app.user_id, app
+        # who the token speaks for: the application user of an app-only token, the signed-in
+        # user of a delegated one
+        req.caller = str(bearer_claims(auth).get("oid") or app.client_id)
         return None
 
     def route(self, req: Request, prefer: Prefer, version: str, rest: str) -> Response:
@@ -174,6 +208,7 @@ class DataverseService(MetadataApi, DataApi, Service):
         if rest.startswith("RelationshipDefinitions"):
             return self.relationship_definitions(req, base, rest[len("RelationshipDefinitions"):])
         if rest == "organizations":
+            self.check_read(req, "organization", "Organization", 1019, "Organization")
             row = {"@odata.etag": 'W/"1000"', "name": ORG_NAME, "organizationid": ORGANIZATION_ID}
             if "$select" in req.query:
                 sel = parse_select(req.query["$select"])
@@ -192,6 +227,7 @@ class DataverseService(MetadataApi, DataApi, Service):
         if td is None:
             raise ODataError(404, "0x80060888", f"Resource not found for the segment '{set_name}'.")
         ts = self.store.t[td.logical]
+        self.check_read(req, td.logical, td.schema, td.otc, td.display[0])
         if td.read_error is not None:  # e.g. a virtual table whose provider fails
             raise ODataError(*td.read_error)
         if key is not None:
@@ -199,6 +235,24 @@ class DataverseService(MetadataApi, DataApi, Service):
         if count:
             return self.count_only(req, ts)
         return self.collection(req, prefer, base, ts)
+
+    def check_read(self, req: Request, logical: str, schema: str, otc: int, display: str) -> None:
+        """403 PrivilegeDenied when the caller's security role lacks Read on the table.
+
+        The message is Dataverse's own (a real one, ids aside): the principal, the missing
+        privilege ``prvRead<SchemaName>``, the table's type code and names.
+        """
+        app = req.principal
+        if app is None or logical not in app.read_denied:
+            return
+        privilege = f"prvRead{schema}"
+        raise ODataError(403, "0x80040220", (
+            f"Principal user (Id={app.user_id}, type=8, roleCount=1, privilegeCount=412, "
+            f"accessMode='0 Read-Write', AADObjectId='{app.object_id}', "
+            f"MetadataCachePrivilegesCount=12471, businessUnitId={BUSINESS_UNIT_ID}), is missing "
+            f"{privilege} privilege (Id={stable_guid('privilege', privilege)}) on OTC={otc} for "
+            f"entity '{logical}' (LocalizedName='{display}'). context.Caller={app.user_id}. "
+            "Consider adding missed privilege to one of the principal (user/team) roles."))
 
     # ------------------------------------------------------------ functions
     def total_count(self, req: Request, base: str, rest: str) -> Response:

@@ -67,6 +67,9 @@ class App:
     certificates: list = field(default_factory=list)  # x509.Certificate objects uploaded
     redirect_uris: list = field(default_factory=list)
     public_client: bool = True  # "Allow public client flows"
+    # Tables (logical names; "organization" too) that the security role of the app's user has
+    # no Read privilege on: Dataverse answers 403 PrivilegeDenied (dataverse/service.py).
+    read_denied: frozenset = frozenset()
 
 
 JSON = [("Content-Type", "application/json; charset=utf-8")]
@@ -174,9 +177,10 @@ class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
                      secret_expired: bool = False, consent: bool = True,
                      application_user: bool = True, certificate: Any = None,
                      redirect_uris: list[str] | None = None, public_client: bool = True,
-                     managed_identity: bool = False) -> App:
+                     managed_identity: bool = False, read_denied: list[str] | None = None) -> App:
         """Register an app. ``certificate``: PEM bytes/str or x509 objects (one or a list)
-        uploaded under Certificates & secrets. ``managed_identity``: a user-assigned identity."""
+        uploaded under Certificates & secrets. ``managed_identity``: a user-assigned identity.
+        ``read_denied``: tables its application user's role cannot read."""
         tenant = tenant_id or DEFAULT_TENANT
         app = App(client_id.lower(), secret, tenant.lower(), secret_expired, consent,
                   application_user, str(uuid.uuid5(uuid.NAMESPACE_OID, "oid:" + client_id)),
@@ -190,6 +194,7 @@ class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
             app.certificates.append(cert)
         app.redirect_uris = list(redirect_uris or ["http://localhost:33333"])
         app.public_client = public_client
+        app.read_denied = frozenset(name.lower() for name in read_denied or ())
         if secret:
             ISSUED_SECRETS.add(secret)
         self.apps[app.client_id] = app
