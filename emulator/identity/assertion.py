@@ -32,6 +32,7 @@ def verify_assertion(self: Entra, app: App, tenant: str, form: dict[str, str]) -
         signature = b64url_decode(parts[2])
     except Exception:
         return self.error(50027, reason="The assertion is not a JWT.")
+    self.assertion_headers.append(dict(header))
     # RFC 7515 says unpadded base64url; MSAL sends it padded. Entra ID accepts both.
     thumb_s256 = str(header.get("x5t#S256") or "").rstrip("=") or None
     thumb_sha1 = str(header.get("x5t") or "").rstrip("=") or None
@@ -77,8 +78,13 @@ def verify_assertion(self: Entra, app: App, tenant: str, form: dict[str, str]) -
     if not isinstance(exp, (int, float)) or exp < now - 300 or (nbf or 0) > now + 300:
         fmt = lambda v: dt.datetime.fromtimestamp(v or 0, dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")  # noqa: E731
         return self.error(700024, now=fmt(now), nbf=fmt(nbf), exp=fmt(exp if isinstance(exp, (int, float)) else 0))
+    # MSAL reuses one assertion for its whole lifetime (create_regenerative_assertion, up to
+    # 10 min), so the same assertion again is fine, as Entra ID accepts it; a different
+    # assertion with a jti seen before is a replay. Emulator choice: the exact rule is not
+    # documented.
     jti = claims.get("jti")
-    if not jti or jti in self.used_jti:
+    assertion = form.get("client_assertion", "")
+    if not jti or self.used_jti.get(jti, assertion) != assertion:
         return self.error(50027, reason="The assertion's jti was already used (replay).")
-    self.used_jti.add(jti)
+    self.used_jti[jti] = assertion
     return None

@@ -131,7 +131,8 @@ class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
         self.codes: dict[str, dict] = {}
         self.refresh_tokens: dict[str, dict] = {}
         self.device_codes: dict[str, dict] = {}
-        self.used_jti: set[str] = set()
+        self.used_jti: dict[str, str] = {}  # jti -> the assertion that carried it
+        self.assertion_headers: list[dict] = []  # the JOSE header of every client assertion seen
         # Knobs: what happens to the next refresh-token redemption ("expired" → AADSTS700082,
         # "revoked" → AADSTS50173, "mfa" → AADSTS50076), whether redeeming a refresh token
         # invalidates it (Entra ID does not; some tenants' policies and other IdPs do), the

@@ -137,7 +137,8 @@ class UserFlows:
                 return self.error(70000)
             if entry["used"]:
                 return self.error(54005)
-            if form.get("redirect_uri") != entry["redirect_uri"]:
+            if form.get("redirect_uri") != entry["redirect_uri"] or entry["redirect_uri"] not in app.redirect_uris:
+                # Also checked against the registration now: removed since the sign-in started.
                 return self.error(50011, redirect_uri=form.get("redirect_uri", ""), client_id=app.client_id)
             verifier = form.get("code_verifier", "")
             if entry["challenge"]:
