@@ -54,6 +54,7 @@ class Refusal:
 class _Caller:
     arrivals: deque = field(default_factory=deque)  # admitted requests in the window
     executions: deque = field(default_factory=deque)  # (finished at, seconds) in the window
+    executed: float = 0.0  # the sum of the seconds in ``executions`` (kept, not summed per request)
     in_flight: int = 0
     blocked_until: float = 0.0
 
@@ -75,7 +76,7 @@ class ServiceProtection:
         while c.arrivals and c.arrivals[0] <= cutoff:
             c.arrivals.popleft()
         while c.executions and c.executions[0][0] <= cutoff:
-            c.executions.popleft()
+            c.executed -= c.executions.popleft()[1]
 
     def admit(self, caller: str, adapter: FaultAdapter) -> Response | None:
         """Count a request of ``caller`` in, or return the 429 (``adapter``'s words) refusing it."""
@@ -92,7 +93,7 @@ class ServiceProtection:
                 measure, wait = "concurrency", 1.0
             elif len(c.arrivals) >= int(k["limit_requests"]):
                 measure, wait = "requests", c.arrivals[0] + window - now
-            elif sum(seconds for _at, seconds in c.executions) >= float(k["limit_execution_s"]):
+            elif c.executed >= float(k["limit_execution_s"]):
                 measure, wait = "execution", c.executions[0][0] + window - now
             if measure is None:
                 c.arrivals.append(now)
@@ -112,6 +113,7 @@ class ServiceProtection:
             c = self._callers[caller]
             c.in_flight -= 1
             c.executions.append((now, seconds))
+            c.executed += seconds
 
     def remaining(self, caller: str) -> tuple[int, float]:
         """The caller's remaining requests and execution seconds in the window."""
@@ -119,5 +121,4 @@ class ServiceProtection:
         with self._lock:
             c = self._callers.get(caller) or _Caller()
             self._prune(c, time.monotonic())
-            used = sum(seconds for _at, seconds in c.executions)
-            return int(k["limit_requests"]) - len(c.arrivals), float(k["limit_execution_s"]) - used
+            return int(k["limit_requests"]) - len(c.arrivals), float(k["limit_execution_s"]) - c.executed
