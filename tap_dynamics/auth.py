@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import hashlib
 import http.server
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -26,12 +28,15 @@ from urllib.parse import urlsplit
 
 import msal
 import requests
+import urllib3
 
 from tap_dynamics.errors import (
+    AADSTS_GUIDANCE,
     AuthError,
     ConfigError,
     ConnectionProblem,
     TapDynamicsError,
+    TokenServiceUnavailable,
     auth_error_from_response,
 )
 
@@ -57,14 +62,72 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
 )
 
 
+class TokenEndpointBusy(requests.exceptions.RequestException):
+    """A transient failure of a token endpoint, raised inside MSAL's HTTP client.
+
+    Raised from :class:`VerifyingSession` rather than letting MSAL see the answer, because MSAL
+    turns a 5xx into a bare ``MsalServiceError``, a 429 with a JSON body into an ``error`` dict
+    that looks like a wrong credential, and an HTML page into a ``ValueError`` — and it caches
+    429/5xx answers for their ``Retry-After``, so a retry would be answered from that cache. An
+    exception is never cached, and being a ``RequestException`` lets MSAL fall back to a still
+    valid cached token during a proactive refresh. Providers turn it into
+    :class:`TokenServiceUnavailable`, which the client retries like any other request.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None, request_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP-date (RFC 9110 allows both)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when no connection was made (DNS, refused, connect timeout): the host is wrong or
+    unreachable, a setting to fix. False when it dropped after the request was sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def _is_permanent(response: requests.Response) -> bool:
+    """A 5xx that carries a known Entra ID error (App Service's managed identity endpoint
+    answers a wrong resource with 500 + AADSTS500011): a setting to fix, not a busy service."""
+    code = _AADSTS_IN_TEXT.search(response.text[:4000])
+    return code is not None and code.group(1) in AADSTS_GUIDANCE
+
+
+_AADSTS_IN_TEXT = re.compile(r"AADSTS(\d+)")
+
+
 class VerifyingSession(requests.Session):
-    """A session that always sends its own ``verify`` and timeout.
+    """MSAL's HTTP client: always sends its own ``verify`` and timeout; raises on a busy service.
 
     requests merges ``REQUESTS_CA_BUNDLE`` into every call that does not pass ``verify`` itself,
     overriding ``Session.verify``; MSAL never passes it. Passing it here makes the setting win.
+    Transient answers (429, 5xx, a proxy's HTML page, a connection dropped mid-answer) raise
+    :class:`TokenEndpointBusy` here, before MSAL misreads or caches them.
     """
 
-    def __init__(self, verify: str | bool, timeout: float) -> None:
+    def __init__(self, verify: str | bool, timeout: float | tuple[float, float]) -> None:
         super().__init__()
         self._verify = verify
         self._timeout = timeout
@@ -73,7 +136,61 @@ class VerifyingSession(requests.Session):
         """Send with the configured CA bundle and a timeout, whatever the caller passed."""
         kwargs["verify"] = self._verify
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
+        parts = urlsplit(url)
+        where = f"the token request to {parts.scheme}://{parts.netloc}"
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.exceptions.SSLError:
+            raise
+        except requests.exceptions.ConnectionError as exc:
+            if _never_connected(exc):
+                raise
+            raise TokenEndpointBusy(f"{where} lost its connection ({type(exc).__name__})") from None
+        except requests.exceptions.Timeout:
+            raise TokenEndpointBusy(f"{where} got no answer within the request timeout") from None
+        except requests.exceptions.RequestException as exc:  # body cut off, bad encoding
+            raise TokenEndpointBusy(f"{where} got a cut-off answer ({type(exc).__name__})") from None
+        status = response.status_code
+        request_id = response.headers.get("x-ms-request-id") or response.headers.get("client-request-id")
+        content_type = response.headers.get("Content-Type", "")
+        if status == 429 or (status >= 500 and not _is_permanent(response)):
+            detail = _first_error_line(response) if "json" in content_type else ""
+            if not detail:
+                detail = f"{content_type.split(';')[0] or 'no content type'} page, probably from a proxy"
+            raise TokenEndpointBusy(
+                f"{where} got HTTP {status} ({detail})",
+                retry_after_seconds(response.headers.get("Retry-After")),
+                request_id,
+            )
+        if status == 200 and "json" not in content_type:
+            raise TokenEndpointBusy(
+                f"{where} got a {content_type.split(';')[0] or 'no content type'} page instead of "
+                "JSON (a proxy or gateway usually sends those)",
+                request_id=request_id,
+            )
+        return response
+
+
+def _first_error_line(response: requests.Response) -> str:
+    """The first line of an OAuth error body's description (no trace ids), for messages."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    text = str(payload.get("error_description") or payload.get("message") or payload.get("error") or "")
+    return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
+def evict_access_tokens(cache: msal.TokenCache) -> None:
+    """Remove every access token from an MSAL cache (after a 401), keeping refresh tokens.
+
+    ``list()`` first: ``search`` is a generator over the cache's live dict, and removing from
+    it while iterating raises ``RuntimeError: dictionary changed size during iteration``.
+    """
+    for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+        cache.remove_at(item)
 
 
 class TokenProvider:
@@ -118,7 +235,7 @@ class TokenProvider:
 class ServicePrincipalTokenProvider(TokenProvider):
     """Client-credentials flow (AuthScheme=AzureServicePrincipal) with a client secret or certificate."""
 
-    RETRIES = 4  # for 5xx/connection failures of the token endpoint only; 4xx are final
+    RETRIES = 4  # for a token endpoint that cannot be reached at all; transient answers go to the client
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -152,7 +269,7 @@ class ServicePrincipalTokenProvider(TokenProvider):
             url=self._settings.url,
         )
 
-    def _network_error(self, exc: Exception) -> ConnectionProblem:
+    def _network_error(self, exc: Exception) -> TapDynamicsError:
         return _network_error(self._settings, exc)
 
     def _acquire(self) -> dict[str, t.Any]:
@@ -168,8 +285,8 @@ class ServicePrincipalTokenProvider(TokenProvider):
                 # MSAL raises ValueError when tenant (OIDC) discovery gets a 4xx; the body is
                 # Entra's JSON error (e.g. AADSTS90002 for an unknown tenant).
                 raise self._fail(_discovery_failure(self._http, self.authority, str(exc))) from None
-            except requests.exceptions.SSLError as exc:
-                raise self._network_error(exc) from None
+            except (requests.exceptions.SSLError, TokenEndpointBusy) as exc:
+                raise self._network_error(exc) from None  # busy: the client retries it
             except (requests.exceptions.RequestException, OSError) as exc:
                 if attempt == self.RETRIES:
                     raise self._network_error(exc) from None
@@ -195,10 +312,10 @@ class ServicePrincipalTokenProvider(TokenProvider):
         with self._lock:
             if self._app is None:
                 return
-            cache = self._app.token_cache
-            # list(): removing while iterating the cache's live dict fails with 2+ tokens cached.
-            for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
-                cache.remove_at(item)
+            # A new cache rather than evict_access_tokens: it holds only this app's tokens, and
+            # MSAL's search() skips tokens whose request had extra body fields (ext_cache_key:
+            # AD FS's `resource`), so an eviction would leave the rejected AD FS token in place.
+            self._app.token_cache = msal.TokenCache()
 
 
 def _discovery_failure(http: requests.Session, authority: str, text: str) -> dict[str, t.Any]:
@@ -523,8 +640,9 @@ class DelegatedTokenProvider(TokenProvider):
                 if result:
                     raise self._fail(result)
             if self._settings.refresh_token and not self._used_refresh_token:
-                self._used_refresh_token = True
                 result = app.acquire_token_by_refresh_token(self._settings.refresh_token, self._scopes())
+                # Only once it was answered: a transient failure (raised above) must be retried.
+                self._used_refresh_token = True
                 if "access_token" not in result:
                     raise self._fail(result)
                 self._remember(result)
@@ -535,8 +653,7 @@ class DelegatedTokenProvider(TokenProvider):
 
     def invalidate(self) -> None:
         with self._lock:
-            for item in self._cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
-                self._cache.remove_at(item)
+            evict_access_tokens(self._cache)
 
     # -- interactive ---------------------------------------------------------------------------
     def login(self, *, device_code: bool = False) -> str:
@@ -571,7 +688,8 @@ class DelegatedTokenProvider(TokenProvider):
         if "user_code" not in flow:
             raise self._fail(flow, interactive=True)
         print(f"tap-dynamics: {flow.get('message')}", file=sys.stderr, flush=True)  # noqa: T201
-        result = app.acquire_token_by_device_flow(flow)
+        # The person may still be typing the code: a busy token endpoint must not end the login.
+        result = _retry_busy(lambda: app.acquire_token_by_device_flow(flow))
         if result.get("error") == "expired_token":
             msg = (
                 "the device code expired before the sign-in was finished — run `tap-dynamics login "
@@ -624,10 +742,34 @@ class DelegatedTokenProvider(TokenProvider):
         if "error" in params:
             return dict(params)
         try:
-            return app.acquire_token_by_auth_code_flow(flow, params)
+            return _retry_busy(lambda: app.acquire_token_by_auth_code_flow(flow, params))
         except ValueError:
             msg = "the sign-in redirect did not match this login (state mismatch) — run `tap-dynamics login` again"
             raise AuthError(msg) from None
+
+
+T = t.TypeVar("T")
+INTERACTIVE_ATTEMPTS = 8  # token requests of an interactive sign-in, as many as the client's
+
+
+def _retry_busy(call: t.Callable[[], T]) -> T:
+    """Run one step of an interactive sign-in, retrying a busy token endpoint.
+
+    A sync retries through the client (:class:`TokenServiceUnavailable`); a sign-in has no
+    client around it, and a person on the other end, so its token requests are retried here:
+    ``Retry-After`` when given, else 1, 2, 4 … 30 s. The last failure is raised as it is.
+    """
+    for attempt in range(1, INTERACTIVE_ATTEMPTS + 1):
+        try:
+            return call()
+        except TokenEndpointBusy as exc:
+            if attempt == INTERACTIVE_ATTEMPTS:
+                raise
+            wait = exc.retry_after if exc.retry_after is not None else min(30.0, 2.0 ** (attempt - 1))
+            LOGGER.warning("%s; retrying in %.1f s (attempt %d of %d)", exc.reason, wait, attempt + 1,
+                           INTERACTIVE_ATTEMPTS)
+            time.sleep(min(wait, 900.0))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --- managed identity (AzureMSI) -----------------------------------------------------------------
@@ -646,7 +788,7 @@ class ManagedIdentityTokenProvider(TokenProvider):
         self._lock = threading.Lock()
         self._cache = msal.TokenCache()
         # A short connect timeout: off Azure, IMDS is an address nobody answers.
-        self._http = VerifyingSession(settings.verify, (5.0, min(settings.request_timeout, 60)))  # type: ignore[arg-type]
+        self._http = VerifyingSession(settings.verify, (5.0, min(settings.request_timeout, 60)))
         identity: t.Any
         if settings.managed_identity_client_id:
             identity = msal.UserAssignedManagedIdentity(client_id=settings.managed_identity_client_id)
@@ -663,6 +805,8 @@ class ManagedIdentityTokenProvider(TokenProvider):
         with self._lock:
             try:
                 result = self._client.acquire_token_for_client(resource=self._settings.url)
+            except TokenEndpointBusy as exc:
+                raise _busy(exc) from None
             except (requests.exceptions.RequestException, OSError, ValueError) as exc:
                 msg = (
                     f"cannot reach the managed identity endpoint ({type(exc).__name__}) — "
@@ -683,8 +827,7 @@ class ManagedIdentityTokenProvider(TokenProvider):
 
     def invalidate(self) -> None:
         with self._lock:
-            for item in self._cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
-                self._cache.remove_at(item)
+            evict_access_tokens(self._cache)
 
 
 def _unverified_claim(token: str, name: str) -> str | None:
@@ -698,7 +841,13 @@ def _unverified_claim(token: str, name: str) -> str | None:
     return str(value) if value else None
 
 
-def _network_error(settings: Settings, exc: Exception) -> ConnectionProblem:
+def _busy(exc: TokenEndpointBusy) -> TokenServiceUnavailable:
+    return TokenServiceUnavailable(exc.reason, retry_after=exc.retry_after, request_id=exc.request_id)
+
+
+def _network_error(settings: Settings, exc: Exception) -> TapDynamicsError:
+    if isinstance(exc, TokenEndpointBusy):
+        return _busy(exc)
     host = settings.authority_host
     if isinstance(exc, requests.exceptions.SSLError):
         return ConnectionProblem(

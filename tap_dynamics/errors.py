@@ -51,6 +51,14 @@ class ConnectionProblem(TapDynamicsError):
     exit_code = EXIT_CONFIG
 
 
+def cannot_reach(url: str, detail: str) -> ConnectionProblem:
+    """The one line for an org URL that no connection can be made to (``check`` and a sync)."""
+    return ConnectionProblem(
+        f"cannot reach {url} ({detail}) — check url (the org URL as the browser shows it, e.g. "
+        "https://myorg.crm.dynamics.com) and the network/proxy"
+    )
+
+
 class SecurityError(TapDynamicsError):
     """The tap refused to do something unsafe (e.g. send the token to another host)."""
 
@@ -86,6 +94,22 @@ class ServiceUnavailable(DataverseError):
     """
 
     exit_code = EXIT_SERVICE
+
+
+class TokenServiceUnavailable(TapDynamicsError):
+    """A token endpoint failed transiently (429, 5xx, a proxy's page, a dropped connection).
+
+    The client retries it like any other request (``retry_after`` honoured) within its retry
+    budget; only when that is spent, or outside a request (``login``), does it end the run,
+    with the exit code of a service that kept failing — not the one of a wrong credential.
+    """
+
+    exit_code = EXIT_SERVICE
+
+    def __init__(self, message: str, *, retry_after: float | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.request_id = request_id
 
 
 class StreamsFailed(TapDynamicsError):

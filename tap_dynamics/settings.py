@@ -38,6 +38,10 @@ API_VERSIONS = ("9.0", "9.1", "9.2")
 ON_PREMISES_API_VERSIONS = ("8.0", "8.1", "8.2", "9.0", "9.1")
 DEFAULT_ON_PREMISES_API_VERSION = "9.1"
 MAX_PAGE_SIZE = 5000
+# Date-time bookmarks stay this far behind the server's clock: Dataverse stamps modifiedon when a
+# write starts and allows a synchronous plug-in 2 minutes, so a row may become visible that late.
+DEFAULT_COMMIT_MARGIN = 300
+MAX_COMMIT_MARGIN = 86400
 
 CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
@@ -159,6 +163,18 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description=(
             "Re-read this many seconds before the bookmark of date-time cursors, to catch rows "
             "committed late (duplicates are possible, losses are not)"
+        ),
+    ),
+    th.Property(
+        "commit_margin_seconds",
+        th.IntegerType(minimum=0, maximum=MAX_COMMIT_MARGIN),
+        default=DEFAULT_COMMIT_MARGIN,
+        title="Commit margin seconds",
+        description=(
+            "Date-time cursors never move past the server's time at the start of a read minus "
+            "this many seconds, so the next run re-reads that margin and gets rows committed "
+            "late (a long transaction, a synchronous plug-in: up to 2 minutes in Dataverse). "
+            "Rows already emitted unchanged are not emitted again. 0 turns it off"
         ),
     ),
     th.Property(
@@ -416,6 +432,7 @@ class Settings:
     max_concurrency: int = 8
     replication: tuple[tuple[str, str], ...] = ()
     lookback_seconds: int = 0
+    commit_margin_seconds: int = DEFAULT_COMMIT_MARGIN
     first_load_windows: int = 4
 
     exclude_entities: tuple[str, ...] = ()
@@ -640,6 +657,9 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         max_concurrency=_int_setting(config, "max_concurrency", 8, 1, 32),
         replication=_replication(config.get("replication")),
         lookback_seconds=_int_setting(config, "lookback_seconds", 0, 0, 7 * 24 * 3600),
+        commit_margin_seconds=_int_setting(
+            config, "commit_margin_seconds", DEFAULT_COMMIT_MARGIN, 0, MAX_COMMIT_MARGIN
+        ),
         first_load_windows=_int_setting(config, "first_load_windows", 4, 1, 32),
         **_schema_settings(config),
         crm_version=crm_version,

@@ -208,6 +208,13 @@ def bearer_claims(authorization: str) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
+def caller_of(authorization: str) -> str:
+    """Who a (validated) bearer token speaks for: its ``oid`` — the application user of an
+    app-only token, the signed-in user of a delegated one. Service protection counts per caller."""
+    claims = bearer_claims(authorization)
+    return str(claims.get("oid") or claims.get("appid") or "anonymous")
+
+
 def seconds_header(value: Any) -> str:
     number = float(value)
     return str(int(number)) if number == int(number) else str(number)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from ..core.service import Request, Response, Service, bearer_claims
+from ..core.service import Request, Response, Service, caller_of
 from ..odata import ODataError, bad_request, v4
 from ..odata.query import Prefer, parse_prefer, parse_select
 from . import metadata as M  # noqa: N812 - M.csdl: the rendering module
@@ -169,9 +169,7 @@ class DataverseService(MetadataApi, DataApi, Service):
                 f"The user is not a member of the organization. (Application '{app.client_id}' has "
                 f"no application user in the environment; create one and assign a security role.)"))
         req.user_id, req.principal = app.user_id, app
-        # who the token speaks for: the application user of an app-only token, the signed-in
-        # user of a delegated one
-        req.caller = str(bearer_claims(auth).get("oid") or app.client_id)
+        req.caller = caller_of(auth)
         return None
 
     def route(self, req: Request, prefer: Prefer, version: str, rest: str) -> Response:
