@@ -2,7 +2,7 @@
 
     python -m bench.run [--scenario NAME ...] [--runs N]        (make bench)
 
-Each scenario starts the emulator in its own process (``python -m tests.emulator``), discovers
+Each scenario starts the emulator in its own process (``python -m emulator``), discovers
 the tables once, then for each of ``--runs`` rounds runs, as separate processes:
 
 * the tap, full sync to /dev/null (``tap-dynamics --config … --catalog …``);
@@ -92,10 +92,10 @@ class Measure:
 
 
 class EmulatorProcess:
-    """``python -m tests.emulator`` in its own process, with its control API."""
+    """``python -m emulator`` in its own process, with its control API."""
 
     def __init__(self, scenario: Scenario) -> None:
-        argv = [PY, "-m", "tests.emulator", "--latency-ms", str(scenario.latency_ms),
+        argv = [PY, "-m", "emulator", "--latency-ms", str(scenario.latency_ms),
                 "--latency-scope", "pages"]
         rows = {"contact": 0, "systemuser": 10, **scenario.rows}
         for table, n in rows.items():

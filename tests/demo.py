@@ -26,10 +26,10 @@ if os.environ.get("DEMO_ROWS"):  # e.g. DEMO_ROWS=account=2000,contact=500,syste
 
 
 class EmulatorProcess:
-    """The emulator as a child process (the CLI of :mod:`tests.emulator`)."""
+    """The emulator as a child process (the CLI of :mod:`emulator`)."""
 
     def __init__(self, rows: dict[str, int], extra_args: tuple[str, ...] = ()) -> None:
-        args = [sys.executable, "-m", "tests.emulator", "--port", "0"]
+        args = [sys.executable, "-m", "emulator", "--port", "0"]
         for table, count in rows.items():
             args += ["--rows", f"{table}={count}"]
         log_dir = ROOT / "output"

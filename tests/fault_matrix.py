@@ -22,8 +22,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from tap_dynamics.dataverse.client import DataverseClient
-from tests.emulator import Emulator
-from tests.emulator.faults import DEFAULTS as FAULT_DEFAULTS
+from emulator import FAULT_DEFAULTS, Emulator
 from tests.taprun import TapRun, normalise, run_tap
 
 ROWS = {"account": 20000, "contact": 300, "systemuser": 20}

@@ -132,7 +132,7 @@ CHECKED_RUNS: list[int] = []  # one entry per tap process whose output was check
 def known_secrets(config: dict[str, t.Any] | None = None) -> set[str]:
     """Every secret a tap run must never print: the config's secret settings, every credential
     the emulator issued (tokens, refresh tokens, codes, app secrets) and test-registered ones."""
-    from tests.emulator.entra import ISSUED_SECRETS
+    from emulator.identity import ISSUED_SECRETS
 
     found = set(ISSUED_SECRETS) | EXTRA_SECRETS
     for name in SECRET_SETTINGS:

@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from tap_dynamics.errors import ConfigError
 from tap_dynamics.settings import load_settings
-from tests.emulator.entra import MSI_CLIENT
+from emulator.identity import MSI_CLIENT
 from tests.taprun import EXTRA_SECRETS, TAP, assert_no_secrets, run_command, run_tap, write_json
 
 CERT_APP = "44444444-4444-4444-8444-444444444444"

@@ -47,7 +47,7 @@ def test_write_catalog_is_the_sdks_dump_json_byte_for_byte(entries: list) -> Non
 @pytest.fixture(scope="module")
 def big_org():
     """The default tables plus a few synthetic ~150-column tables (every column type)."""
-    from tests.emulator import Emulator
+    from emulator import Emulator
 
     emu = Emulator(rows={"account": 30, "contact": 20, "systemuser": 5}, org_tables=6).start()
     yield emu

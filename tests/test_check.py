@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator.tables import ORGANIZATION_ID
+from emulator.dataverse.schema import ORGANIZATION_ID
 from tests.taprun import TAP, run_command, run_tap, write_json
 
 LIMITED_APP = "77777777-7777-4777-8777-777777777777"

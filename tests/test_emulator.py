@@ -14,7 +14,7 @@ import orjson
 import pytest
 import requests
 
-from tests.emulator import Emulator
+from emulator import Emulator
 
 API = "/api/data/v9.2"
 
@@ -451,3 +451,89 @@ def test_stats_integrate_requests_in_flight_over_time(make_emulator):
     # Four requests each served for at least 200 ms: at least 0.8 request-seconds in flight.
     assert stats["in_flight_seconds"] >= 0.8
     assert stats["in_flight"] == 0
+
+
+# ---------------------------------------------------------------- the host: services, audiences, faults
+
+def test_each_service_accepts_only_tokens_for_its_own_audience(make_emulator):
+    """Entra ID issues tokens for any registered resource; Dataverse takes only its own."""
+    emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1})
+    graph = emu.entra.register_resource("https://graph.microsoft.com/")
+    r = token(emu, scope=f"{graph}/.default")
+    assert r.status_code == 200, r.text
+    other = r.json()["access_token"]
+    payload = other.split(".")[1]
+    import base64
+    assert orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["aud"] == graph
+    denied = get(emu, API + "/WhoAmI", tok=other)
+    assert denied.status_code == 401 and "Bearer authorization_uri=" in denied.headers["WWW-Authenticate"]
+    own = token(emu).json()["access_token"]
+    assert get(emu, API + "/WhoAmI", tok=own).status_code == 200
+    # An unregistered resource is refused by Entra ID itself.
+    r = token(emu, scope="https://contoso.operations.dynamics.com/.default")
+    assert r.status_code == 400 and r.json()["error_codes"] == [500011]
+
+
+def test_rate_faults_hit_the_data_service_by_default_and_the_token_endpoint_when_targeted(make_emulator):
+    emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1}, throttle_rate=1.0,
+                        retry_after=2, error_5xx_retry_after=2, fault_max_per_request=100)
+    assert token(emu).status_code == 200  # identity is not a target by default
+    r = get(emu, API + "/accounts")
+    assert r.status_code == 429 and r.json()["error"]["code"].startswith("0x8007232")
+    emu.set(fault_targets=["entra"])
+    assert get(emu, API + "/accounts").status_code == 200
+    r = token(emu)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "2"
+    body = r.json()
+    assert body["error_codes"] == [90055] and body["error_description"].startswith("AADSTS90055: ")
+    assert emu.faults.counts()["throttle"] == 2
+    assert emu.stats()["token_requests"] == 2  # a throttled token request still counts as one
+    emu.set(throttle_rate=0.0, error_5xx_rate=1.0)
+    answers = [token(emu) for _ in range(12)]  # seeded: the same statuses on every run
+    assert {r.status_code for r in answers} == {502, 503, 504}
+    for r in answers:  # a 503 is Entra ID's own transient error; 502/504 a gateway's page
+        if r.status_code == 503:
+            assert r.json()["error_codes"] == [90033] and r.headers["Retry-After"] == "2"
+        else:
+            assert r.headers["Content-Type"].startswith("text/html")
+
+
+def test_scripted_token_faults_and_revocation_by_use(make_emulator):
+    emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1})
+    emu.entra.fail_token_requests("503", count=1, after=1, retry_after=3)
+    assert token(emu).status_code == 200  # "after": the first one is answered
+    r = token(emu)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+    assert r.json()["error_codes"] == [90033]
+    assert token(emu).status_code == 200 and emu.entra.token_fault_log == ["503"]
+    assert not emu.entra.token_faults
+    emu.entra.fail_token_requests("drop")
+    with pytest.raises(requests.exceptions.RequestException):
+        token(emu)
+    emu.entra.revoke_after_uses = 2
+    tok = token(emu).json()["access_token"]
+    assert [get(emu, API + "/WhoAmI", tok=tok).status_code for _ in range(3)] == [200, 200, 401]
+    assert emu.entra.revoked_uses == 1
+
+
+def test_scripted_token_faults_reach_ad_fs_on_premises(make_emulator):
+    from emulator import OnPremEmulator
+
+    emu = make_emulator(rows={"account": 3, "contact": 1, "systemuser": 1}, kind=OnPremEmulator, auth="adfs")
+    cfg = emu.tap_config()
+    form = {"grant_type": "client_credentials", "client_id": cfg["client_id"],
+            "client_secret": cfg["client_secret"], "resource": emu.server_url}
+    url = f"{emu.authority_host}/adfs/oauth2/token/"
+    emu.entra.fail_token_requests("429", retry_after=5)
+    r = requests.post(url, data=form, verify=emu.ca_path, timeout=10)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "5"
+    r = requests.post(url, data=form, verify=emu.ca_path, timeout=10)
+    assert r.status_code == 200 and emu.adfs_token_requests == 2
+    # AD FS tokens are for the server (the relying party), and only there.
+    tok = r.json()["access_token"]
+    ok = requests.get(f"{emu.org_url}/api/data/v9.1/WhoAmI", headers={"Authorization": f"Bearer {tok}"},
+                      verify=emu.ca_path, timeout=10)
+    assert ok.status_code == 200
+    r = requests.post(url, data={**form, "resource": "https://elsewhere.contoso.com"}, verify=emu.ca_path,
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_resource"

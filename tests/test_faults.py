@@ -21,7 +21,7 @@ import pytest
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.settings import load_settings
-from tests.emulator.faults import THROTTLE_MESSAGES
+from emulator.dataverse.faults import THROTTLE_MESSAGES
 from tests.fault_matrix import GIVE_UP, MAX_CONCURRENCY, SCENARIOS, Result, run_scenario, start_emulator
 from tests.taprun import hermetic_env, run_tap
 
@@ -357,7 +357,7 @@ def test_emulator_cli_fault_flags() -> None:
     import requests
 
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tests.emulator", "--rows", "account=10", "--throttle-rate", "0.5",
+        [sys.executable, "-m", "emulator", "--rows", "account=10", "--throttle-rate", "0.5",
          "--retry-after", "2", "--throttle-code", "0x80072326", "--page-size-limit", "100",
          "--forbidden-table", "contact", "--fault", 'page_size_limit_mode="error"'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hermetic_env(),
@@ -426,7 +426,7 @@ def test_service_protection_counts_requests_per_caller_over_a_sliding_window(mak
 
 
 def _caller_of_token(emu, token: str) -> str:
-    from tests.emulator.faults import caller_of
+    from emulator.core.service import caller_of
 
     return caller_of(f"Bearer {token}")
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from tap_dynamics.errors import ConfigError
 from tap_dynamics.settings import CONFIG_SCHEMA, load_settings
-from tests.emulator import Emulator
+from emulator import Emulator
 from tests.taprun import run_tap
 
 SECRET = "fuzz-s3cr3t-value"

@@ -11,7 +11,7 @@ import pytest
 
 from tap_dynamics.errors import ConfigError
 from tap_dynamics.settings import load_settings
-from tests.emulator.onprem import OnPremEmulator
+from emulator.onprem import OnPremEmulator
 from tests.taprun import normalise, run_command, run_tap
 
 SMALL = {"account": 1234, "contact": 40, "systemuser": 3}

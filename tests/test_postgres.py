@@ -13,7 +13,7 @@ import json
 from decimal import Decimal
 
 from tests.demo import meltano
-from tests.emulator.tables import INDUSTRY
+from emulator.dataverse.tables import INDUSTRY
 from tests.postgres import PostgresServer
 
 TABLES = ("account", "contact", "systemuser")

@@ -19,8 +19,8 @@ from jsonschema import Draft7Validator, FormatChecker
 from tap_dynamics.dataverse.metadata import EntityInfo, column_from_attribute
 from tap_dynamics.dataverse.metadata_cache import MetadataCache
 from tests.demo import ensure_plugins, target_duckdb
-from tests.emulator import Emulator
-from tests.emulator import tables as T
+from emulator import Emulator
+from emulator.dataverse import tables as T
 from tests.taprun import hermetic_env, run_tap, select_streams
 
 # column -> (Dataverse type, JSON Schema type/format, DuckDB column type). DuckDB types are what

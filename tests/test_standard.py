@@ -7,7 +7,7 @@ import atexit
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from tap_dynamics.tap import TapDynamics
-from tests.emulator import Emulator
+from emulator import Emulator
 
 # get_tap_test_class needs the config when the module is collected, so this module owns an
 # emulator of its own (stopped when the interpreter exits).

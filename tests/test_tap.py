@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 
-from tests.emulator.tls import make_tls
+from emulator.core.tls import make_tls
 from tests.taprun import TAP, hermetic_env, normalise, run_tap, select_streams, write_json
 
 

@@ -25,7 +25,7 @@ import msal
 import pytest
 import requests
 
-from tests.emulator.onprem import OnPremEmulator
+from emulator.onprem import OnPremEmulator
 from tests.taprun import normalise, run_command, run_tap
 from tests.test_auth import (
     CERT_APP,
@@ -301,7 +301,7 @@ def test_login_gives_up_with_exit_4_and_one_line(make_emulator, tmp_path: Path) 
 
 
 def test_token_faults_through_the_control_api(make_emulator) -> None:
-    """Out-of-process users (``python -m tests.emulator``) inject the same faults over HTTP."""
+    """Out-of-process users (``python -m emulator``) inject the same faults over HTTP."""
     emu = make_emulator(rows=dict(ROWS))
     session = requests.Session()
     session.trust_env = False

@@ -1,34 +1,19 @@
-"""OData query pieces used by the Dataverse emulator: ``$filter`` parsing and compilation,
-``$orderby`` parsing, ``$select`` lists and the XML paging cookie in ``$skiptoken``.
+"""``$filter`` parsing and compilation.
 
 Why a real parser: the tap builds filters such as
 ``modifiedon ge 2024-01-01T00:00:00Z and statecode eq 0`` and metadata filters with enum
-literals; the emulator must evaluate them with Dataverse semantics (case-insensitive strings,
-unquoted GUIDs and datetimes) rather than accept anything.
+literals; the emulator must evaluate them with the service's semantics (Dataverse:
+case-insensitive strings, unquoted GUIDs and datetimes) rather than accept anything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-import urllib.parse
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-
-class ODataError(Exception):
-    """A Dataverse-style error: HTTP status, hex code and message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def bad_request(message: str, code: str = "0x80060888") -> ODataError:
-    return ODataError(400, code, message)
-
+from . import bad_request
 
 # ---------------------------------------------------------------- tokenizer
 
@@ -333,109 +318,3 @@ def compile_filter(ast, resolve: Resolver) -> tuple[Callable[[dict], bool], set[
         raise bad_request("Unsupported $filter expression.")
 
     return c(ast), used
-
-
-# ---------------------------------------------------------------- $orderby / $select
-
-def parse_orderby(text: str) -> list[tuple[str, bool]]:
-    """``"modifiedon asc,accountid desc"`` -> ``[("modifiedon", False), ("accountid", True)]``."""
-    out = []
-    for part in text.split(","):
-        bits = part.strip().split()
-        if not bits or len(bits) > 2 or (len(bits) == 2 and bits[1].lower() not in ("asc", "desc")):
-            raise bad_request(f"Syntax error in $orderby '{text}'.")
-        out.append((bits[0], len(bits) == 2 and bits[1].lower() == "desc"))
-    return out
-
-
-def parse_select(text: str) -> list[str]:
-    cols = [c.strip() for c in text.split(",")]
-    if any(not c for c in cols):
-        raise bad_request(f"Syntax error in $select '{text}'.")
-    return cols
-
-
-def split_expand(text: str) -> list[tuple[str, dict[str, str]]]:
-    """``OptionSet($select=Options),GlobalOptionSet`` -> [(name, {"$select": ...}), ...]."""
-    out, depth, cur = [], 0, ""
-    for ch in text + ",":
-        if ch == "," and depth == 0:
-            cur = cur.strip()
-            if cur:
-                if "(" in cur:
-                    name, inner = cur.split("(", 1)
-                    inner = inner[:-1] if inner.endswith(")") else inner
-                    opts = {}
-                    d2, piece = 0, ""
-                    for c2 in inner + ";":
-                        if c2 == ";" and d2 == 0:
-                            if piece.strip():
-                                k, _, v = piece.strip().partition("=")
-                                opts[k] = v
-                            piece = ""
-                            continue
-                        d2 += c2 == "("
-                        d2 -= c2 == ")"
-                        piece += c2
-                    out.append((name.strip(), opts))
-                else:
-                    out.append((cur, {}))
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    return out
-
-
-# ---------------------------------------------------------------- paging cookie
-
-def _lower_pct(s: str) -> str:
-    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), s)
-
-
-def encode_cookie(page: int, columns: list[tuple[str, str | None, str | None]],
-                  tracking: bool = False, extra: dict[str, str] | None = None) -> str:
-    """Build the decoded ``$skiptoken`` value.
-
-    ``columns`` = [(name, last, first)]; order columns first, primary key last (GUIDs as
-    ``{UPPER}``). The inner cookie is URL-encoded twice (lower-case hex, as Dataverse does)."""
-    attrs = "".join(f" {k}={quoteattr(v)}" for k, v in (extra or {}).items())
-    inner = f'<cookie page="{page - 1}"{attrs}>'
-    for name, last, first in columns:
-        if last is None:
-            inner += f'<{name} lastnull="1" first={quoteattr(first or "")} />'
-        else:
-            inner += f"<{name} last={quoteattr(last)} first={quoteattr(first or '')} />"
-    inner += "</cookie>"
-    once = _lower_pct(urllib.parse.quote(inner, safe="-_.!~*()'"))
-    twice = _lower_pct(urllib.parse.quote(once, safe="-_.!~*()'"))
-    return (f'<cookie pagenumber="{page}" pagingcookie="{twice}" '
-            f'istracking="{"True" if tracking else "False"}" />')
-
-
-def skiptoken_param(cookie: str) -> str:
-    """URL-encode the cookie for ``$skiptoken=`` (so a verbatim nextLink decodes to it)."""
-    return urllib.parse.quote(cookie, safe="=")
-
-
-_OUTER = re.compile(r'^<cookie pagenumber="(\d+)" pagingcookie="([^"]*)"(?: istracking="(True|False)")? ?/>$')
-
-
-def decode_cookie(token: str) -> tuple[int, dict[str, str], list[tuple[str, str | None]], bool]:
-    """Parse a decoded ``$skiptoken`` -> (pagenumber, inner attrs, [(col, last)], istracking)."""
-    m = _OUTER.match(token.strip())
-    if not m:
-        raise bad_request("The $skiptoken value is not a valid paging cookie. Follow "
-                          "@odata.nextLink verbatim; it is already URL-encoded.",
-                          code="0x80040203")
-    page, pc, tracking = int(m.group(1)), m.group(2), m.group(3) == "True"
-    inner = urllib.parse.unquote(urllib.parse.unquote(pc))
-    try:
-        root = ET.fromstring(inner)
-    except ET.ParseError:
-        raise bad_request("The paging cookie in $skiptoken is malformed.", code="0x80040203") from None
-    if root.tag != "cookie":
-        raise bad_request("The paging cookie in $skiptoken is malformed.", code="0x80040203")
-    cols = [(el.tag, None if el.get("lastnull") == "1" else el.get("last")) for el in root]
-    return page, dict(root.attrib), cols, tracking

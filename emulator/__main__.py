@@ -1,8 +1,8 @@
 """CLI: run the emulator out of process (demo, benchmarks).
 
-    python -m tests.emulator --port 0 --rows account=200000 --rows contact=1000 \
+    python -m emulator --port 0 --rows account=200000 --rows contact=1000 \
         --latency-ms 300 --seed 42
-    python -m tests.emulator --onprem --onprem-http      # on-premises server, NTLM, plain http
+    python -m emulator --onprem --onprem-http      # on-premises server, NTLM, plain http
 
 Prints one JSON line with the connection details to stdout, serves until SIGTERM/SIGINT and
 prints request/page statistics to stderr on exit.
@@ -16,11 +16,11 @@ import signal
 import sys
 import threading
 
-from . import DEFAULT_ROWS, Emulator
+from . import DEFAULT_ROWS, Emulator, OnPremEmulator
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.emulator", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m emulator", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--rows", action="append", default=[], metavar="TABLE=N",
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-lifetime", type=int, default=3600)
     ap.add_argument("--tables", type=int, default=0, metavar="N",
                     help="add N synthetic ~150-column tables (org-size mode, e.g. --tables 1000)")
-    faults = ap.add_argument_group("fault injection (see tests/emulator/faults.py)")
+    faults = ap.add_argument_group("fault injection (see emulator/core/faults.py and emulator/dataverse/faults.py)")
     faults.add_argument("--fault-seed", type=int, default=0)
     for name in ("throttle", "error-5xx", "drop", "truncate", "html", "malformed"):
         faults.add_argument(f"--{name}-rate", type=float, default=0.0, metavar="P",
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a table whose rows always answer 403 (repeatable)")
     faults.add_argument("--fault", action="append", default=[], metavar="KNOB=JSON",
                         help="any other fault knob, value as JSON (repeatable)")
-    onprem = ap.add_argument_group("on-premises server (see tests/emulator/onprem.py)")
+    onprem = ap.add_argument_group("on-premises server (see emulator/onprem/)")
     onprem.add_argument("--onprem", action="store_true",
                         help="serve an on-premises server: NTLM sign-in, /{org}/api/data/v8.0-v9.1")
     onprem.add_argument("--onprem-http", action="store_true", help="on-premises over plain http://")
@@ -77,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         table, _, n = spec.partition("=")
         clones[table.strip()] = int(n)
     if args.onprem:
-        from .onprem import OnPremEmulator
-
         emu = OnPremEmulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms, port=args.port,
                              org_tables=args.tables, clones=clones, latency_scope=args.latency_scope,
                              tls=not args.onprem_http, server_version=args.onprem_version, **knobs).start()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from . import tables as T
+from . import schema as S  # noqa: N812 - S.NS, S.label: the schema module
+from .tables import account_def
 
 BASE_ATTR_PROPS = [
     "MetadataId", "HasChanged", "AttributeOf", "AttributeType", "AttributeTypeName",
@@ -68,7 +69,7 @@ def schema_name(logical: str) -> str:
         logical[:1].upper() + logical[1:]
 
 
-def entity_json(td: T.TableDef) -> dict:
+def entity_json(td: S.TableDef) -> dict:
     return {
         "MetadataId": td.metadata_id, "HasChanged": None,
         "LogicalName": td.logical, "SchemaName": td.schema, "EntitySetName": td.entity_set,
@@ -91,19 +92,19 @@ def entity_json(td: T.TableDef) -> dict:
         "OwnershipType": td.ownership, "TableType": td.table_type, "DataProviderId": td.data_provider,
         "DataSourceId": None, "ExternalName": None, "ExternalCollectionName": None,
         "EntityColor": "#0078D4", "IntroducedVersion": "5.0.0.0", "UsesBusinessDataLabelTable": False,
-        "DisplayName": T.label(*td.display, key=td.logical),
-        "DisplayCollectionName": T.label(*td.collection_display, key=td.logical + "s"),
-        "Description": T.label(td.description, None, key=td.logical + "desc"),
+        "DisplayName": S.label(*td.display, key=td.logical),
+        "DisplayCollectionName": S.label(*td.collection_display, key=td.logical + "s"),
+        "Description": S.label(td.description, None, key=td.logical + "desc"),
     }
 
 
-ENTITY_PROPS = list(entity_json(T.account_def()).keys())
+ENTITY_PROPS = list(entity_json(account_def()).keys())
 
 
 _ATTR_JSON: dict[tuple[str, str, int], dict] = {}
 
 
-def attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
+def attr_json(td: S.TableDef, a: S.Attr, col: int) -> dict:
     """An attribute's metadata as served (memoised: metadata is static, and the org-size mode
     serves 150,000 attributes; callers get a shallow copy they may extend)."""
     key = (td.logical, a.logical, col)
@@ -113,10 +114,10 @@ def attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
     return dict(cached)
 
 
-def _attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
+def _attr_json(td: S.TableDef, a: S.Attr, col: int) -> dict:
     d = {
-        "@odata.type": f"#{T.NS}.{a.md_type}",
-        "MetadataId": T.stable_guid("attr", td.logical, a.logical), "HasChanged": None,
+        "@odata.type": f"#{S.NS}.{a.md_type}",
+        "MetadataId": S.stable_guid("attr", td.logical, a.logical), "HasChanged": None,
         "AttributeOf": a.attribute_of, "AttributeType": a.atype,
         "AttributeTypeName": {"Value": a.type_name}, "ColumnNumber": col,
         "DeprecatedVersion": None, "IntroducedVersion": "5.0.0.0",
@@ -132,10 +133,10 @@ def _attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
         "IsRequiredForForm": a.primary_name, "IsSortableEnabled": _managed(a.odata, "canmodifyissortablesettings"),
         "LogicalName": a.logical, "SchemaName": schema_name(a.logical), "ExternalName": None,
         "SourceType": 0, "AutoNumberFormat": "", "IsDataSourceSecret": False, "Settings": [],
-        "Description": T.label(f"{a.display[0]} of the {td.logical}.", None,
-                               key=f"{td.logical}.{a.logical}.d") if a.display[0] else T.EMPTY_LABEL,
-        "DisplayName": T.label(*a.display, key=f"{td.logical}.{a.logical}")
-        if a.display[0] and not a.attribute_of else T.EMPTY_LABEL,
+        "Description": S.label(f"{a.display[0]} of the {td.logical}.", None,
+                               key=f"{td.logical}.{a.logical}.d") if a.display[0] else S.EMPTY_LABEL,
+        "DisplayName": S.label(*a.display, key=f"{td.logical}.{a.logical}")
+        if a.display[0] and not a.attribute_of else S.EMPTY_LABEL,
         "RequiredLevel": _managed("ApplicationRequired" if a.primary_name else "None",
                                   "canmodifyrequirementlevelsettings"),
         "IsAuditEnabled": _managed(True, "canmodifyauditsettings"),
@@ -152,30 +153,30 @@ def _attr_json(td: T.TableDef, a: T.Attr, col: int) -> dict:
     return d
 
 
-def option_json(o: T.Option, kind: str, key: str) -> dict:
+def option_json(o: S.Option, kind: str, key: str) -> dict:
     d = {"Value": o.value, "Color": None, "IsManaged": True, "ExternalValue": "",
          "ParentValues": [], "Tag": None, "IsHidden": False, "MetadataId": None,
-         "HasChanged": None, "Label": T.label(o.en, o.de, key=f"{key}.{o.value}"),
-         "Description": T.EMPTY_LABEL}
+         "HasChanged": None, "Label": S.label(o.en, o.de, key=f"{key}.{o.value}"),
+         "Description": S.EMPTY_LABEL}
     if kind == "State":
-        d["@odata.type"] = f"#{T.NS}.StateOptionMetadata"
+        d["@odata.type"] = f"#{S.NS}.StateOptionMetadata"
         d["DefaultStatus"] = o.default_status
         d["InvariantName"] = o.invariant
     elif kind == "Status":
-        d["@odata.type"] = f"#{T.NS}.StatusOptionMetadata"
+        d["@odata.type"] = f"#{S.NS}.StatusOptionMetadata"
         d["State"] = o.state
         d["TransitionData"] = None
     return d
 
 
-def optionset_json(os_: T.OptionSetDef) -> dict:
-    base = {"MetadataId": T.stable_guid("optionset", os_.name), "HasChanged": None,
+def optionset_json(os_: S.OptionSetDef) -> dict:
+    base = {"MetadataId": S.stable_guid("optionset", os_.name), "HasChanged": None,
             "IsCustomOptionSet": os_.is_global, "IsGlobal": os_.is_global, "IsManaged": True,
             "Name": os_.name, "ExternalTypeName": None,
             "OptionSetType": "Picklist" if os_.kind == "MultiSelectPicklist" else os_.kind,
             "IntroducedVersion": "5.0.0.0", "ParentOptionSetName": None,
-            "Description": T.EMPTY_LABEL,
-            "DisplayName": T.label(os_.name, None, key="os." + os_.name),
+            "Description": S.EMPTY_LABEL,
+            "DisplayName": S.label(os_.name, None, key="os." + os_.name),
             "IsCustomizable": _managed(True, "iscustomizable")}
     if os_.kind == "Boolean":
         f, t = os_.options
@@ -219,7 +220,7 @@ def select_props(d: dict, select: list[str] | None, allowed: list[str], type_nam
         return d
     bad = [x for x in select if x not in allowed]
     if bad:
-        raise ValueError(f"Could not find a property named '{bad[0]}' on type '{T.NS}.{type_name}'.")
+        raise ValueError(f"Could not find a property named '{bad[0]}' on type '{S.NS}.{type_name}'.")
     out = {k: d[k] for k in ("@odata.type",) if k in d}
     out.update({x: d.get(x) for x in select})
     out["MetadataId"] = d["MetadataId"]
@@ -231,7 +232,7 @@ def select_props(d: dict, select: list[str] | None, allowed: list[str], type_nam
 _EDM_EXTRA = {"Edm.Decimal": ' Scale="Variable"', "Edm.String": ' Unicode="false"'}
 
 
-def csdl(tables: dict[str, T.TableDef], annotations: bool) -> bytes:
+def csdl(tables: dict[str, S.TableDef], annotations: bool) -> bytes:
     out = ['<?xml version="1.0" encoding="utf-8"?>',
            '<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx">',
            '<edmx:Reference Uri="http://vocabularies.odata.org/OData.Community.Keys.V1.xml">'
@@ -241,7 +242,7 @@ def csdl(tables: dict[str, T.TableDef], annotations: bool) -> bytes:
            '<edmx:Include Namespace="OData.Community.Display.V1" Alias="Display"/>'
            '<edmx:IncludeAnnotations TermNamespace="OData.Community.Display.V1"/></edmx:Reference>',
            '<edmx:DataServices>',
-           f'<Schema Namespace="{T.NS}" Alias="mscrm" xmlns="http://docs.oasis-open.org/odata/ns/edm">',
+           f'<Schema Namespace="{S.NS}" Alias="mscrm" xmlns="http://docs.oasis-open.org/odata/ns/edm">',
            '<EntityType Name="crmbaseentity" Abstract="true"/>',
            '<EntityType Name="principal" BaseType="mscrm.crmbaseentity" Abstract="true">'
            '<Key><PropertyRef Name="ownerid"/></Key><Property Name="ownerid" Type="Edm.Guid"/>'
@@ -289,11 +290,11 @@ def csdl(tables: dict[str, T.TableDef], annotations: bool) -> bytes:
         if annotations and td.change_tracking:
             body = ('<Annotation Term="Org.OData.Capabilities.V1.ChangeTracking"><Record>'
                     '<PropertyValue Property="Supported" Bool="true"/></Record></Annotation>')
-        out.append(f'<EntitySet Name="{td.entity_set}" EntityType="{T.NS}.{td.logical}">{body}</EntitySet>')
-    out.append(f'<EntitySet Name="organizations" EntityType="{T.NS}.organization"/>')
-    out.append(f'<FunctionImport Name="WhoAmI" Function="{T.NS}.WhoAmI"/>')
+        out.append(f'<EntitySet Name="{td.entity_set}" EntityType="{S.NS}.{td.logical}">{body}</EntitySet>')
+    out.append(f'<EntitySet Name="organizations" EntityType="{S.NS}.organization"/>')
+    out.append(f'<FunctionImport Name="WhoAmI" Function="{S.NS}.WhoAmI"/>')
     out.append("</EntityContainer>")
-    out.append(f'<Function Name="WhoAmI"><ReturnType Type="{T.NS}.WhoAmIResponse" Nullable="false"/></Function>')
+    out.append(f'<Function Name="WhoAmI"><ReturnType Type="{S.NS}.WhoAmIResponse" Nullable="false"/></Function>')
     out.append('<ComplexType Name="WhoAmIResponse"><Property Name="BusinessUnitId" Type="Edm.Guid" '
                'Nullable="false"/><Property Name="UserId" Type="Edm.Guid" Nullable="false"/>'
                '<Property Name="OrganizationId" Type="Edm.Guid" Nullable="false"/></ComplexType>')

@@ -9,6 +9,7 @@ loop, so a slow client cannot stall the server.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import ssl
@@ -62,10 +63,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data + payload[: payload.send])
             self.wfile.flush()
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         if len(payload) < 65536:
             self.wfile.write(data + payload)
@@ -73,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch  # noqa: N815 - http.server's names
 
 
 class EmulatorServer(ThreadingHTTPServer):

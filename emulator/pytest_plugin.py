@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from . import Emulator
+from .dataverse.deployment import DataverseHost
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +26,11 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def make_emulator() -> Iterator[Callable[..., Emulator]]:
-    started: list[Emulator] = []
+def make_emulator() -> Iterator[Callable[..., Any]]:
+    started: list[DataverseHost] = []
 
-    def factory(rows: dict[str, int] | None = None, *, kind: type[Emulator] = Emulator, **kw: Any) -> Emulator:
+    def factory(rows: dict[str, int] | None = None, *, kind: type[DataverseHost] = Emulator,
+                **kw: Any) -> Any:
         """A started emulator of ``kind`` (e.g. the on-premises one), stopped at teardown."""
         emu = kind(rows=rows, **kw).start()
         started.append(emu)
