@@ -45,7 +45,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_dynamics.auth import TokenProvider
-    from tap_dynamics.settings import Settings
+    from tap_dynamics.config import Settings
 
 LOGGER = logging.getLogger("tap-dynamics")
 

@@ -20,16 +20,15 @@ import typing as t
 
 import requests
 
-from tap_dynamics.auth import DelegatedTokenProvider, build_token_provider
+from tap_dynamics.auth import build_token_provider, sign_in
 from tap_dynamics.client import DataverseClient
+from tap_dynamics.config import Settings, load_settings
 from tap_dynamics.errors import (
-    EXIT_CONFIG,
     EXIT_OK,
     ConfigError,
     ConnectionProblem,
     TapDynamicsError,
 )
-from tap_dynamics.settings import Settings, load_settings
 
 SUBCOMMANDS = ("check", "login")
 
@@ -138,30 +137,20 @@ def main(argv: list[str]) -> int:
         settings = load_settings(_load_config(args.config))
     except TapDynamicsError as exc:
         prefix = "connection unavailable" if args.command == "check" else "tap-dynamics: error"
-        print(f"{prefix}: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.command == "check":
         try:
             line = connection_check(settings)
         except TapDynamicsError as exc:
-            print(f"connection unavailable: {exc}", file=sys.stderr)  # noqa: T201
+            print(f"connection unavailable: {exc}", file=sys.stderr)
             return exc.exit_code
-        print(line)  # noqa: T201
+        print(line)
         return EXIT_OK
-    if settings.auth_scheme != "AzureAD":
-        print(  # noqa: T201
-            f"tap-dynamics: error: login is for auth_scheme AzureAD (signing in as a user); "
-            f"auth_scheme {settings.auth_scheme} needs no sign-in — run `tap-dynamics check` instead",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
     try:
-        who = DelegatedTokenProvider(settings).login(device_code=args.device_code)
+        line = sign_in(settings, device_code=args.device_code)
     except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(  # noqa: T201
-        f"tap-dynamics: signed in as {who}; tokens saved to {settings.token_cache_path} (mode 0600)",
-        file=sys.stderr,
-    )
+    print(f"tap-dynamics: {line}", file=sys.stderr)
     return EXIT_OK

@@ -49,7 +49,7 @@ from tap_dynamics.errors import (
 from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled
 from tap_dynamics.memory import limit_malloc_arenas
 from tap_dynamics.progress import ProgressReporter, fetch_totals, sync_streams
-from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
+from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings, validate_config
 from tap_dynamics.summary import FAILED
 
 if t.TYPE_CHECKING:
@@ -138,14 +138,19 @@ class TapDynamics(Tap):
         ctx.exit()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's JSON-schema check, reported as our one-line ConfigError (exit 2).
+        """The config checked against the tap's schema, as one line naming the setting (exit 2).
 
-        Without this, the SDK logs the problem and exits 1 — the code that means "crash".
+        The tap's check rather than the SDK's: half the values may sit in connection_string,
+        and the SDK's messages ("… is not valid under any of the given schemas") do not say what
+        to fix. Without this, the SDK also logs the problem and exits 1 — the code of a crash.
         """
         try:
-            return super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            raise ConfigError(_one_line(exc)) from None
+            validate_config(self.config)
+        except ConfigError as exc:
+            if raise_errors:
+                raise
+            return [str(exc)]
+        return []
 
     def discover_streams(self) -> list[Stream]:
         """One stream per table: from the input catalog when given, else from the org's metadata."""

@@ -19,7 +19,7 @@ import pytest
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.client import DataverseClient
-from tap_dynamics.settings import load_settings
+from tap_dynamics.config import load_settings
 from tests.emulator.faults import THROTTLE_MESSAGES
 from tests.fault_matrix import MAX_CONCURRENCY, SCENARIOS, Result, run_scenario, start_emulator
 from tests.taprun import run_tap
