@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import msal
 import requests
 from msal_extensions import FilePersistence, PersistedTokenCache
+from msal_extensions.persistence import PersistenceNotFound
 
 from tap_dynamics.auth.base import BearerCredential, evict_access_tokens
 from tap_dynamics.auth.certificates import client_credential
@@ -72,16 +74,49 @@ def _write_private(path: str, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def _signature(status: os.stat_result) -> tuple[int, int, int, int]:
+    return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+
+
 class _PrivateFilePersistence(FilePersistence):
-    """msal-extensions' file persistence, written atomically with mode 0600.
+    """msal-extensions' file persistence, written atomically with mode 0600, changes seen exactly.
 
     Its own ``save`` truncates the file in place (a reader in another process could see it half
     written) and keeps an existing file's mode; this one replaces the file whole, always 0600.
+    And the cache reloads when the file's modification time is later than its last sync by the
+    wall clock — but file times come from a coarse kernel clock, so another process's write a
+    few milliseconds later can look older, and the next write would drop it. Here "modified" means
+    "not the file this process last read or wrote" (device, inode, time, size): every save makes
+    a new inode, so no change goes unseen.
     """
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self._seen: tuple[int, int, int, int] | None = None
 
     @override
     def save(self, content: str) -> None:
         _write_private(self.get_location(), content)
+        self._seen = _signature(os.stat(self.get_location()))  # under the cache's lock
+
+    @override
+    def load(self) -> str:
+        try:
+            with open(self.get_location(), encoding="utf-8") as handle:
+                status = os.fstat(handle.fileno())  # the inode read, even if replaced meanwhile
+                content = handle.read()
+        except FileNotFoundError:
+            raise PersistenceNotFound(location=self.get_location()) from None
+        self._seen = _signature(status)
+        return content
+
+    @override
+    def time_last_modified(self) -> float:
+        try:
+            status = os.stat(self.get_location())
+        except FileNotFoundError:
+            raise PersistenceNotFound(location=self.get_location()) from None
+        return 0.0 if _signature(status) == self._seen else math.inf
 
 
 def open_token_cache(path: str) -> msal.SerializableTokenCache:
@@ -91,11 +126,11 @@ def open_token_cache(path: str) -> msal.SerializableTokenCache:
     a file that became group- or world-readable is made private again (it holds refresh tokens).
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    cache = PersistedTokenCache(_PrivateFilePersistence(path))
+    persistence = _PrivateFilePersistence(path)
+    cache = PersistedTokenCache(persistence)
     if os.path.exists(path):
         try:
-            with open(path, encoding="utf-8") as handle:
-                cache.deserialize(handle.read())
+            cache.deserialize(persistence.load())
         except (OSError, ValueError):
             msg = f"cannot read the token cache {path} — delete it and {LOGIN_AGAIN}"
             raise ConfigError(msg) from None

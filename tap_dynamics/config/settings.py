@@ -21,7 +21,6 @@ import os
 import typing as t
 from dataclasses import dataclass
 
-from tap_dynamics.config import values
 from tap_dynamics.config.auth import (
     AUTH_EXPLAINERS,
     AUTH_MESSAGES,
@@ -50,6 +49,7 @@ from tap_dynamics.config.dataverse import (
     load_dataverse,
     prepare_dataverse,
 )
+from tap_dynamics.config.values import Explainer, check, normalise
 
 # Rules are checked in this order after every setting's own type/range: the deployment (online
 # or on-premises) first, then what the chosen auth_scheme needs — the order a person fixes them.
@@ -59,7 +59,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = {
     "allOf": [*DATAVERSE_RULES, *AUTH_RULES],
 }
 _MESSAGES: dict[str, dict[str, str]] = {**AUTH_MESSAGES, **COMMON_MESSAGES}
-_EXPLAINERS: dict[str, values.Explainer] = {**AUTH_EXPLAINERS, **DATAVERSE_EXPLAINERS}
+_EXPLAINERS: dict[str, Explainer] = {**AUTH_EXPLAINERS, **DATAVERSE_EXPLAINERS}
 
 
 def _default(name: str) -> t.Any:
@@ -159,10 +159,10 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     The SDK's own check of the raw config is replaced by this one (see ``TapDynamics``), because
     the raw config may hold half its values in ``connection_string``.
     """
-    merged = values.normalise(merge_connection_string(config), CONFIG_SCHEMA)
+    merged = normalise(merge_connection_string(config), CONFIG_SCHEMA)
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
     prepare_dataverse(merged)
-    values.check(merged, CONFIG_SCHEMA, _MESSAGES, _EXPLAINERS)
+    check(merged, CONFIG_SCHEMA, _MESSAGES, _EXPLAINERS)
     return merged
 
 

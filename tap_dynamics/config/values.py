@@ -95,9 +95,7 @@ def normalise(config: t.Mapping[str, t.Any], schema: t.Mapping[str, t.Any]) -> d
     properties = schema.get("properties", {})
     out: dict[str, t.Any] = {}
     for name, raw in config.items():
-        if name in UNSTRIPPED and raw == "":
-            continue
-        if name not in UNSTRIPPED and _blank(raw):
+        if raw in (None, "") or (name not in UNSTRIPPED and _blank(raw)):
             continue
         prop = properties.get(name)
         out[name] = _lenient(name, raw, prop) if prop is not None else raw
