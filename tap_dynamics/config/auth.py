@@ -200,8 +200,20 @@ AUTH_PROPERTIES = th.PropertiesList(
     ),
 ).to_dict()["properties"]
 
-_TENANT_FIX = "set it to the Directory (tenant) ID of the Azure AD tenant"
-_APP_FIX = "set it to the Application (client) ID of your app registration"
+def _entra_app(tenant_pattern: str, **more: t.Any) -> dict[str, t.Any]:
+    """What an Entra ID app registration needs: a tenant and the app's GUID."""
+    return {
+        "required": ["tenant_id", "client_id"],
+        "x-missing": {
+            "tenant_id": "set it to the Directory (tenant) ID of the Azure AD tenant",
+            "client_id": "set it to the Application (client) ID of your app registration",
+        },
+        "properties": {
+            "tenant_id": {"pattern": tenant_pattern},
+            "client_id": {"pattern": GUID_PATTERN},
+        },
+        **more,
+    }
 
 
 def _when(scheme: str, then: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -212,14 +224,9 @@ def _when(scheme: str, then: dict[str, t.Any]) -> dict[str, t.Any]:
 AUTH_RULES: list[dict[str, t.Any]] = [
     _when(
         "AzureServicePrincipal",
-        {
-            "required": ["tenant_id", "client_id"],
-            "x-missing": {"tenant_id": _TENANT_FIX, "client_id": _APP_FIX},
-            "properties": {
-                "tenant_id": {"pattern": TENANT_PATTERN},
-                "client_id": {"pattern": GUID_PATTERN},
-            },
-            "allOf": [
+        _entra_app(
+            TENANT_PATTERN,
+            allOf=[
                 {
                     "anyOf": [{"required": ["client_secret"]}, {"required": ["certificate_path"]}],
                     "x-error": (
@@ -235,28 +242,28 @@ AUTH_RULES: list[dict[str, t.Any]] = [
                     ),
                 },
             ],
-        },
+        ),
     ),
     _when(
         "AzureAD",
-        {
-            "required": ["tenant_id", "client_id"],
-            "x-missing": {"tenant_id": _TENANT_FIX, "client_id": _APP_FIX},
-            "properties": {
-                "tenant_id": {"pattern": USER_TENANT_PATTERN},
-                "client_id": {"pattern": GUID_PATTERN},
-            },
-            "if": {"properties": {"initiate_oauth": {"const": "OFF"}}, "required": ["initiate_oauth"]},
-            "then": {
-                "required": ["access_token"],
-                "x-missing": {
-                    "access_token": (
-                        "initiate_oauth OFF uses the given access token as is; set access_token, "
-                        "or use initiate_oauth GETANDREFRESH"
-                    ),
+        _entra_app(
+            USER_TENANT_PATTERN,
+            # initiate_oauth OFF: the given access token is used as is, so it must be given.
+            allOf=[
+                {
+                    "if": {"properties": {"initiate_oauth": {"const": "OFF"}}, "required": ["initiate_oauth"]},
+                    "then": {
+                        "required": ["access_token"],
+                        "x-missing": {
+                            "access_token": (
+                                "initiate_oauth OFF uses the given access token as is; set "
+                                "access_token, or use initiate_oauth GETANDREFRESH"
+                            ),
+                        },
+                    },
                 },
-            },
-        },
+            ],
+        ),
     ),
     _when("AzureMSI", {"properties": {"managed_identity_client_id": {"pattern": GUID_PATTERN}}}),
     _when(
