@@ -620,7 +620,7 @@ def test_login_is_only_for_azuread(emulator) -> None:
                                   "https://login.partner.microsoftonline.cn"])
 def test_sovereign_authorities(host: str) -> None:
     from tap_dynamics.auth import build_token_provider
-    from tap_dynamics.config.auth import MICROSOFT_AUTHORITY_HOSTS
+    from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
 
     settings = load_settings({"url": "https://org.crm.microsoftdynamics.us", "tenant_id": GUID_T,
                               "client_id": GUID_C, "client_secret": "x", "authority_host": host + "/"})

@@ -20,7 +20,8 @@ from tap_dynamics.auth import SCHEMES, TokenProvider, build_token_provider
 from tap_dynamics.auth.base import unverified_claim
 from tap_dynamics.auth.delegated import open_token_cache
 from tap_dynamics.config import CONFIG_SCHEMA, load_settings
-from tap_dynamics.config.auth import AUTH_SCHEMES, Resource
+from tap_dynamics.config.auth import AUTH_SCHEMES
+from tap_dynamics.config.resource import Resource
 from tap_dynamics.errors import AuthError, ConfigError
 from tests.taprun import run_tap
 
@@ -127,7 +128,7 @@ def test_two_processes_sharing_a_token_cache_lose_no_refresh_token(tmp_path: Pat
     )
     clients = ["aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-0000-4000-8000-000000000002"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", script, c], env=env) for c in clients]  # noqa: S603
+    procs = [subprocess.Popen([sys.executable, "-c", script, c], env=env) for c in clients]
     while not all(Path(f"{path}.{c}").exists() for c in clients):
         assert all(p.poll() is None for p in procs), "a writer process ended early"
         time.sleep(0.01)

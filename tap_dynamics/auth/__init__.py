@@ -26,10 +26,10 @@ from tap_dynamics.config.auth import (
     AuthSettings,
     DelegatedAuth,
     ManagedIdentityAuth,
-    Resource,
     ServicePrincipalAuth,
     WindowsAuth,
 )
+from tap_dynamics.config.resource import Resource
 from tap_dynamics.errors import AuthError
 
 if t.TYPE_CHECKING:

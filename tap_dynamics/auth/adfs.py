@@ -15,8 +15,9 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.config.auth import AdfsAuth, Resource
+    from tap_dynamics.config.auth import AdfsAuth
     from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
 
 
 class AdfsCredential(ConfidentialClient):

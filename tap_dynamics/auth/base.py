@@ -19,8 +19,8 @@ import requests
 from tap_dynamics.errors import AuthError, TapDynamicsError
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.config.auth import Resource
     from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
 
 
 @t.runtime_checkable

@@ -37,8 +37,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.config.auth import Resource
     from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
     from tap_dynamics.config.settings import Settings
 
 LOGGER = logging.getLogger("tap-dynamics.auth")

@@ -24,7 +24,7 @@ from tap_dynamics.auth.base import BearerCredential, evict_access_tokens, unveri
 from tap_dynamics.auth.certificates import client_credential
 from tap_dynamics.auth.guidance import auth_error_from_response
 from tap_dynamics.auth.http import VerifyingSession, network_error
-from tap_dynamics.config.auth import MICROSOFT_AUTHORITY_HOSTS
+from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
 from tap_dynamics.errors import AuthError, ConnectionProblem
 
 if sys.version_info >= (3, 12):
@@ -33,8 +33,9 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.config.auth import ManagedIdentityAuth, Resource, ServicePrincipalAuth
+    from tap_dynamics.config.auth import ManagedIdentityAuth, ServicePrincipalAuth
     from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
 
 LOGGER = logging.getLogger("tap-dynamics.auth")
 

@@ -37,8 +37,9 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.config.auth import Resource, WindowsAuth
+    from tap_dynamics.config.auth import WindowsAuth
     from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
 
 LOGGER = logging.getLogger("tap-dynamics.auth")
 

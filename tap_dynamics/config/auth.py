@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
 from tap_dynamics.config.values import GUID_PATTERN, Explainer, https_origin
 from tap_dynamics.errors import ConfigError
 
@@ -30,22 +31,6 @@ CERTIFICATE_TYPES = ("PEMKEY_FILE", "PFXFILE")
 DEFAULT_CALLBACK_URL = "http://localhost:33333"
 DEFAULT_TOKEN_CACHE = "~/.tap-dynamics/token-cache.json"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-
-# Hosts MSAL validates itself; for anything else (sovereign proxies, the test emulator) instance
-# discovery would call login.microsoftonline.com, so it is turned off. AD FS must be none of them.
-MICROSOFT_AUTHORITY_HOSTS = frozenset(
-    {
-        "login.microsoftonline.com",
-        "login.microsoft.com",
-        "login.windows.net",
-        "sts.windows.net",
-        "login.microsoftonline.us",
-        "login-us.microsoftonline.com",
-        "login.usgovcloudapi.net",
-        "login.chinacloudapi.cn",
-        "login.partner.microsoftonline.cn",
-    }
-)
 
 _DOMAIN = r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 TENANT_PATTERN = rf"^({GUID_PATTERN[1:-1]}|{_DOMAIN})$"
@@ -330,29 +315,6 @@ def _explain_tenant(value: t.Any, _config: t.Mapping[str, t.Any]) -> str | None:
 
 
 AUTH_EXPLAINERS: dict[str, Explainer] = {"tenant_id": _explain_tenant}
-
-
-@dataclass(frozen=True)
-class Resource:
-    """What a token is for: the service's audience, given to every credential explicitly.
-
-    A Dataverse token is for the org URL, an F&O token for the environment's URL, a Graph token
-    for ``https://graph.microsoft.com``: one sign-in, several audiences, so the credential never
-    guesses the audience from the settings.
-    """
-
-    audience: str  # the resource URL, no trailing slash (also AD FS's and IMDS's `resource`)
-    delegated_scopes: tuple[str, ...] = ()  # what a signed-in user's token asks for
-
-    @property
-    def app_scopes(self) -> list[str]:
-        """The scope of an application (client-credential) token: the resource's ``/.default``."""
-        return [f"{self.audience}/.default"]
-
-    @property
-    def user_scopes(self) -> list[str]:
-        """The scopes of a delegated token (``/.default`` unless the service names its own)."""
-        return list(self.delegated_scopes) or self.app_scopes
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
-from tap_dynamics.config.auth import ON_PREMISES_AUTH_SCHEMES, Resource
+from tap_dynamics.config.auth import ON_PREMISES_AUTH_SCHEMES
+from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.values import Explainer, checked_url, https_origin
 from tap_dynamics.errors import ConfigError
 

@@ -28,7 +28,6 @@ from tap_dynamics.config.auth import (
     AUTH_RULES,
     DEFAULT_AUTH_SCHEME,
     AuthSettings,
-    Resource,
     load_auth,
 )
 from tap_dynamics.config.common import (
@@ -49,6 +48,7 @@ from tap_dynamics.config.dataverse import (
     load_dataverse,
     prepare_dataverse,
 )
+from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.values import Explainer, check, normalise
 
 # Rules are checked in this order after every setting's own type/range: the deployment (online
