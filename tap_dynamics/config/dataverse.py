@@ -192,12 +192,15 @@ DATAVERSE_EXPLAINERS: dict[str, Explainer] = {
 
 
 def prepare_dataverse(config: dict[str, t.Any]) -> None:
-    """Fill what the rules branch on: crm_version from auth_scheme, api_version without its v."""
+    """Fill what the rules branch on: crm_version from auth_scheme, api_version as "9.2"."""
     if "crm_version" not in config:
         on_premises = config.get("auth_scheme") in ON_PREMISES_AUTH_SCHEMES
         config["crm_version"] = "CRM2011+" if on_premises else "CRMOnline"
-    if isinstance(config.get("api_version"), str):
-        config["api_version"] = config["api_version"].lstrip("vV")
+    version = config.get("api_version")
+    if isinstance(version, (int, float)) and not isinstance(version, bool):
+        version = str(version)  # "api_version": 9.2 in a JSON file means "9.2"
+    if isinstance(version, str):
+        config["api_version"] = version.lstrip("vV")
 
 
 @dataclass(frozen=True)

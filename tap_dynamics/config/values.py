@@ -48,8 +48,12 @@ def _types(schema: t.Mapping[str, t.Any]) -> set[str]:
     return {kind} if isinstance(kind, str) else set(kind or ())
 
 
-def _blank(value: t.Any) -> bool:
-    return value is None or value == [] or value == {} or (isinstance(value, str) and not value.strip())
+def _blank(value: t.Any, schema: t.Mapping[str, t.Any] | None) -> bool:
+    """Unset in effect: null, a blank string, or an empty list or map where one is expected."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    types = _types(schema or {})
+    return (value == [] and "array" in types) or (value == {} and "object" in types)
 
 
 def _lenient(name: str, value: t.Any, schema: t.Mapping[str, t.Any]) -> t.Any:
@@ -95,9 +99,9 @@ def normalise(config: t.Mapping[str, t.Any], schema: t.Mapping[str, t.Any]) -> d
     properties = schema.get("properties", {})
     out: dict[str, t.Any] = {}
     for name, raw in config.items():
-        if raw in (None, "") or (name not in UNSTRIPPED and _blank(raw)):
-            continue
         prop = properties.get(name)
+        if raw in (None, "") or (name not in UNSTRIPPED and _blank(raw, prop)):
+            continue
         out[name] = _lenient(name, raw, prop) if prop is not None else raw
     return out
 
