@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import typing as t
 from urllib.parse import SplitResult, urlsplit
 
@@ -30,6 +31,7 @@ from tap_dynamics.errors import ConfigError
 
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 # Values that must keep their spaces: a password may legitimately start or end with one.
 UNSTRIPPED = frozenset({"password", "certificate_password"})
 
@@ -63,7 +65,7 @@ def _lenient(name: str, value: t.Any, schema: t.Mapping[str, t.Any]) -> t.Any:
         text = value if name in UNSTRIPPED else value.strip()
         if "boolean" in types and text.lower() in ("true", "false", "1", "0"):
             return text.lower() in ("true", "1")
-        if "integer" in types and text.lstrip("+-").isdigit():
+        if "integer" in types and _WHOLE_NUMBER.fullmatch(text):
             return int(text)
         if "number" in types:
             try:
