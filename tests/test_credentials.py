@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tap_dynamics.auth import SCHEMES, TokenProvider, build_token_provider
 from tap_dynamics.auth.base import unverified_claim
@@ -168,3 +170,21 @@ def test_connection_string_values_are_not_shadowed_by_defaults(emulator) -> None
                   "--discover")
     assert run.returncode == 0, run.stderr
     assert "account" in [entry["tap_stream_id"] for entry in json.loads(run.stdout)["streams"]]
+
+
+# --- lenient spellings -----------------------------------------------------------------------------
+
+_GOOD = {"url": "https://a.crm.dynamics.com", "tenant_id": GUID_T, "client_id": GUID_C, "client_secret": "x"}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(name=st.sampled_from(["page_size", "progress_interval", "strict", "label_languages", "entities",
+                             "replication", "api_version", "auth_scheme", "crm_version"]),
+       text=st.text(alphabet="+-0123456789.,vV eE²{}\":atrufl", max_size=10))
+def test_string_spellings_never_crash(name: str, text: str) -> None:
+    """Environment variables and connection strings give every setting as text: each spelling is
+    read as the setting's type or refused with one line naming the setting."""
+    try:
+        load_settings({**_GOOD, name: text})
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and f"'{name}'" in str(exc)
