@@ -137,20 +137,20 @@ def main(argv: list[str]) -> int:
         settings = load_settings(_load_config(args.config))
     except TapDynamicsError as exc:
         prefix = "connection unavailable" if args.command == "check" else "tap-dynamics: error"
-        print(f"{prefix}: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)  # noqa: T201
         return exc.exit_code
     if args.command == "check":
         try:
             line = connection_check(settings)
         except TapDynamicsError as exc:
-            print(f"connection unavailable: {exc}", file=sys.stderr)
+            print(f"connection unavailable: {exc}", file=sys.stderr)  # noqa: T201
             return exc.exit_code
-        print(line)
+        print(line)  # noqa: T201
         return EXIT_OK
     try:
         line = sign_in(settings, device_code=args.device_code)
     except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
         return exc.exit_code
-    print(f"tap-dynamics: {line}", file=sys.stderr)
+    print(f"tap-dynamics: {line}", file=sys.stderr)  # noqa: T201
     return EXIT_OK

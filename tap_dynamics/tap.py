@@ -25,6 +25,7 @@ from singer_sdk.helpers._util import load_json
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.client import DataverseClient
+from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings, validate_config
 from tap_dynamics.dataverse.metadata import (
     DiscoveredTable,
     MetadataCache,
@@ -49,7 +50,6 @@ from tap_dynamics.errors import (
 from tap_dynamics.fastpath import OUTPUT_LOCK, fast_path_enabled
 from tap_dynamics.memory import limit_malloc_arenas
 from tap_dynamics.progress import ProgressReporter, fetch_totals, sync_streams
-from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings, validate_config
 from tap_dynamics.summary import FAILED
 
 if t.TYPE_CHECKING:
