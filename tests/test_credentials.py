@@ -113,7 +113,9 @@ def test_token_cache_file_stays_private(tmp_path: Path) -> None:
 
 def test_two_processes_sharing_a_token_cache_lose_no_refresh_token(tmp_path: Path) -> None:
     """Two scheduled runs (two Airflow tasks) write one cache file at the same time: every token
-    either of them added is in the file afterwards (the lock, and a reload before each write)."""
+    either of them added is in the file afterwards (the lock, and a reload before each write).
+    README (Delegated, as a user): "Runs may share one token_cache_path … no run loses the
+    refresh token another one saved"."""
     path = tmp_path / "cache.json"
     script = textwrap.dedent(
         f"""
