@@ -85,6 +85,22 @@ class ServiceUnavailable(DataverseError):
     exit_code = EXIT_SERVICE
 
 
+class TokenServiceUnavailable(TapDynamicsError):
+    """A token endpoint failed transiently (429, 5xx, a proxy's page, a dropped connection).
+
+    The client retries it like any other request (``retry_after`` honoured) within its retry
+    budget; only when that is spent, or outside a request (``login``), does it end the run,
+    with the exit code of a service that kept failing — not the one of a wrong credential.
+    """
+
+    exit_code = EXIT_SERVICE
+
+    def __init__(self, message: str, *, retry_after: float | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
 class StreamsFailed(TapDynamicsError):
     """Raised at the end of a run in which some tables failed (and were skipped)."""
 

@@ -27,7 +27,7 @@ from tap_dynamics.auth.base import BearerCredential, evict_access_tokens
 from tap_dynamics.auth.certificates import client_credential
 from tap_dynamics.auth.entra import discovery_failure, instance_discovery
 from tap_dynamics.auth.guidance import LOGIN_AGAIN, auth_error_from_response
-from tap_dynamics.auth.http import VerifyingSession, network_error
+from tap_dynamics.auth.http import TokenEndpointBusy, VerifyingSession, network_error
 from tap_dynamics.config.auth import DelegatedAuth
 from tap_dynamics.errors import AuthError, ConfigError
 
@@ -285,8 +285,9 @@ class DelegatedCredential(BearerCredential):
                 if result:
                     raise self._fail(result)
             if self.auth.refresh_token and not self._used_refresh_token:
-                self._used_refresh_token = True
                 result = app.acquire_token_by_refresh_token(self.auth.refresh_token, self._scopes())
+                # Only once it was answered: a transient failure (raised above) must be retried.
+                self._used_refresh_token = True
                 if "access_token" not in result:
                     raise self._fail(result)
                 self._remember(result)
@@ -330,7 +331,8 @@ class DelegatedCredential(BearerCredential):
         if "user_code" not in flow:
             raise self._fail(flow, interactive=True)
         print(f"tap-dynamics: {flow.get('message')}", file=sys.stderr, flush=True)
-        result = app.acquire_token_by_device_flow(flow)
+        # The person may still be typing the code: a busy token endpoint must not end the login.
+        result = _retry_busy(lambda: app.acquire_token_by_device_flow(flow))
         if result.get("error") == "expired_token":
             msg = (
                 "the device code expired before the sign-in was finished — run `tap-dynamics login "
@@ -383,7 +385,33 @@ class DelegatedCredential(BearerCredential):
         if "error" in params:
             return dict(params)
         try:
-            return app.acquire_token_by_auth_code_flow(flow, params)
+            return _retry_busy(lambda: app.acquire_token_by_auth_code_flow(flow, params))
         except ValueError:
             msg = "the sign-in redirect did not match this login (state mismatch) — run `tap-dynamics login` again"
             raise AuthError(msg) from None
+
+
+T = t.TypeVar("T")
+INTERACTIVE_ATTEMPTS = 8  # token requests of an interactive sign-in, as many as the client's
+
+
+def _retry_busy(call: t.Callable[[], T]) -> T:
+    """Run one step of an interactive sign-in, retrying a busy token endpoint.
+
+    A sync retries through the client (:class:`~tap_dynamics.errors.TokenServiceUnavailable`); a
+    sign-in has no client around it, and a person on the other end, so its token requests are
+    retried here: ``Retry-After`` when given, else 1, 2, 4 … 30 s. The last failure is raised as
+    it is.
+    """
+    for attempt in range(1, INTERACTIVE_ATTEMPTS + 1):
+        try:
+            return call()
+        except TokenEndpointBusy as exc:
+            if attempt == INTERACTIVE_ATTEMPTS:
+                raise
+            wait = exc.retry_after if exc.retry_after is not None else min(30.0, 2.0 ** (attempt - 1))
+            LOGGER.warning(
+                "%s; retrying in %.1f s (attempt %d of %d)", exc.reason, wait, attempt + 1, INTERACTIVE_ATTEMPTS
+            )
+            time.sleep(min(wait, 900.0))
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -23,7 +23,7 @@ import requests
 from tap_dynamics.auth.base import BearerCredential, evict_access_tokens, unverified_claim
 from tap_dynamics.auth.certificates import client_credential
 from tap_dynamics.auth.guidance import auth_error_from_response
-from tap_dynamics.auth.http import VerifyingSession, network_error
+from tap_dynamics.auth.http import TokenEndpointBusy, VerifyingSession, busy, network_error
 from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
 from tap_dynamics.errors import AuthError, ConnectionProblem
 
@@ -53,7 +53,7 @@ class ConfidentialClient(BearerCredential):
     endpoint, ``verify=`` on every call) is shared.
     """
 
-    RETRIES = 4  # for 5xx/connection failures of the token endpoint only; 4xx are final
+    RETRIES = 4  # for a token endpoint that cannot be reached at all; transient answers go to the client
 
     def __init__(self, client_id: str, authority_host: str, http: HttpOptions, resource: Resource) -> None:
         super().__init__(http, resource)
@@ -96,8 +96,8 @@ class ConfidentialClient(BearerCredential):
                 # MSAL raises ValueError when tenant (OIDC) discovery gets a 4xx; the body is
                 # Entra's JSON error (e.g. AADSTS90002 for an unknown tenant).
                 raise self._fail(discovery_failure(self._http, self.authority, str(exc))) from None
-            except requests.exceptions.SSLError as exc:
-                raise network_error(self.authority_host, exc) from None
+            except (requests.exceptions.SSLError, TokenEndpointBusy) as exc:
+                raise network_error(self.authority_host, exc) from None  # busy: the client retries it
             except (requests.exceptions.RequestException, OSError) as exc:
                 if attempt == self.RETRIES:
                     raise network_error(self.authority_host, exc) from None
@@ -122,7 +122,11 @@ class ConfidentialClient(BearerCredential):
     def invalidate(self) -> None:
         with self._lock:
             if self._app is not None:
-                evict_access_tokens(self._app.token_cache)
+                # A new cache rather than evict_access_tokens: it holds only this app's tokens,
+                # and MSAL's search() skips tokens whose request had extra body fields
+                # (ext_cache_key: AD FS's `resource`), so an eviction would leave the rejected
+                # AD FS token in place.
+                self._app.token_cache = msal.TokenCache()
 
 
 class ServicePrincipalCredential(ConfidentialClient):
@@ -216,6 +220,8 @@ class ManagedIdentityCredential(BearerCredential):
         with self._lock:
             try:
                 result = self._client.acquire_token_for_client(resource=self.resource.audience)
+            except TokenEndpointBusy as exc:
+                raise busy(exc) from None
             except (requests.exceptions.RequestException, OSError, ValueError) as exc:
                 msg = (
                     f"cannot reach the managed identity endpoint ({type(exc).__name__}) — "
