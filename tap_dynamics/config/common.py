@@ -18,6 +18,10 @@ from singer_sdk import typing as th
 from tap_dynamics.errors import ConfigError
 
 MAX_PAGE_SIZE = 5000
+# Date-time bookmarks stay this far behind the server's clock: Dataverse stamps modifiedon when a
+# write starts and allows a synchronous plug-in 2 minutes, so a row may become visible that late.
+DEFAULT_COMMIT_MARGIN = 300
+MAX_COMMIT_MARGIN = 86400
 
 COMMON_PROPERTIES = th.PropertiesList(
     th.Property(
@@ -67,6 +71,18 @@ COMMON_PROPERTIES = th.PropertiesList(
         description=(
             "Re-read this many seconds before the bookmark of date-time cursors, to catch rows "
             "committed late (duplicates are possible, losses are not)"
+        ),
+    ),
+    th.Property(
+        "commit_margin_seconds",
+        th.IntegerType(minimum=0, maximum=MAX_COMMIT_MARGIN),
+        default=DEFAULT_COMMIT_MARGIN,
+        title="Commit margin seconds",
+        description=(
+            "Date-time cursors never move past the server's time at the start of a read minus "
+            "this many seconds, so the next run re-reads that margin and gets rows committed "
+            "late (a long transaction, a synchronous plug-in: up to 2 minutes in Dataverse). "
+            "Rows already emitted unchanged are not emitted again. 0 turns it off"
         ),
     ),
     th.Property(

@@ -81,6 +81,7 @@ class Settings:
     exclude_entities: tuple[str, ...]
     replication: tuple[tuple[str, str], ...]
     lookback_seconds: int
+    commit_margin_seconds: int
     first_load_windows: int
     annotations: bool
     label_languages: tuple[int, ...] | None
@@ -188,6 +189,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         exclude_entities=names(checked.get("exclude_entities")),
         replication=replication_setting(checked.get("replication")),
         lookback_seconds=int(get("lookback_seconds")),
+        commit_margin_seconds=int(get("commit_margin_seconds")),
         first_load_windows=int(get("first_load_windows")),
         annotations=bool(get("annotations")),
         label_languages=tuple(checked["label_languages"]) if "label_languages" in checked else None,
