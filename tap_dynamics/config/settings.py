@@ -133,18 +133,22 @@ class Settings:
 
     @property
     def api_version(self) -> str:
+        """The Web API version (9.2 online by default, 9.1 on-premises)."""
         return self.dataverse.api_version
 
     @property
     def crm_version(self) -> str:
+        """CRMOnline or CRM2011+ (on-premises)."""
         return self.dataverse.crm_version
 
     @property
     def org_path(self) -> str:
+        """On-premises: the organization in the URL path ("/contoso"), else ""."""
         return self.dataverse.org_path
 
     @property
     def allow_http(self) -> bool:
+        """Whether plain http:// was allowed (on-premises only)."""
         return self.dataverse.allow_http
 
     @property
