@@ -326,28 +326,29 @@ class Certificate:
     password: str | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class ServicePrincipalAuth:
-    """AzureServicePrincipal: an app registration's client credentials."""
+@dataclass(frozen=True, kw_only=True)
+class EntraAppAuth:
+    """An Entra ID app registration: where to sign in, and the app's own credential if any."""
 
-    scheme: t.ClassVar[str] = "AzureServicePrincipal"
     authority_host: str
     tenant_id: str
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str = field(repr=False)  # "" with a certificate, or for a public client
     certificate: Certificate | None = None
 
 
-@dataclass(frozen=True)
-class DelegatedAuth:
+@dataclass(frozen=True, kw_only=True)
+class ServicePrincipalAuth(EntraAppAuth):
+    """AzureServicePrincipal: an app registration's client credentials."""
+
+    scheme: t.ClassVar[str] = "AzureServicePrincipal"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DelegatedAuth(EntraAppAuth):
     """AzureAD: a signed-in user, whose tokens live in a token cache file."""
 
     scheme: t.ClassVar[str] = "AzureAD"
-    authority_host: str
-    tenant_id: str
-    client_id: str
-    client_secret: str = field(repr=False)  # "" for a public client
-    certificate: Certificate | None
     initiate_oauth: str
     callback_url: str
     token_cache_path: str
