@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench bench-discovery bench-faults clean
+.PHONY: venv test test-deps demo bench bench-discovery bench-faults clean
 
 venv: $(STAMP)
 
@@ -14,8 +14,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]' 'meltano~=4.4'
 	touch $(STAMP)
 
-## test: run the whole suite (unit, emulator integration, Meltano end to end)
-test: venv
+## test-deps: system packages the tests need: a PostgreSQL server (Debian's postgresql package),
+## installed with apt-get when missing (as root); the tests start their own throw-away server
+test-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing the PostgreSQL server (Debian package postgresql) for the tests..."; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	else \
+		echo "The tests need PostgreSQL's server binaries (initdb, postgres): install your distribution's postgresql package (Debian/Ubuntu: sudo apt-get install postgresql)" >&2; \
+		exit 1; \
+	fi
+
+## test: run the whole suite (unit, emulator integration, Meltano end to end, PostgreSQL, Airflow)
+test: venv test-deps
 	$(BIN)/python -m pytest -q
 
 ## demo: emulator -> tap-dynamics -> Meltano -> DuckDB, then print row counts per table
@@ -35,4 +49,4 @@ bench-faults: venv
 	$(BIN)/python -m bench.faults
 
 clean:
-	rm -rf $(VENV) .meltano output demo
+	rm -rf $(VENV) .meltano .airflow-venv output demo

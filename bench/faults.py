@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     finally:
         emu.stop()
     print(table(results))
-    bad = [r for r in results if r.run.returncode or r.lost or r.corrupted or r.leaked]
+    bad = [r for r in results if r.run.returncode != r.scenario.expect_exit or r.lost or r.corrupted or r.leaked]
     return 1 if bad else 0
 
 

@@ -10,7 +10,9 @@ is shared by discovery and every stream of a run, and is thread-safe.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
+import email.utils
 import logging
 import random
 import re
@@ -36,8 +38,9 @@ from tap_dynamics.errors import (
     SecurityError,
     ServiceUnavailable,
     TapDynamicsError,
+    TokenServiceUnavailable,
 )
-from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
+from tap_dynamics.errors import NOT_A_MEMBER, cannot_reach, no_application_user
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -67,6 +70,10 @@ BASE_HEADERS = {
 
 # Dataverse's generic "unexpected error" code, also returned for timeouts and oversized responses.
 TOO_LARGE_CODE = "0x80040216"
+# An expired change-tracking token: final whatever the status (the stream re-baselines).
+EXPIRED_TOKEN_CODE = "0x80044352"
+# What a date-time cursor value looks like (the sort check and the bookmark compare them as text).
+_DATETIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)\Z")
 
 # Characters left as-is in query values: OData syntax reads better and Dataverse accepts them.
 _QUERY_SAFE = "$,:'()=/*@"
@@ -167,6 +174,7 @@ class _Retry(Exception):
         throttled: bool = False,
         shrink: bool = False,
         request_id: str | None = None,
+        unconnected: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -174,6 +182,7 @@ class _Retry(Exception):
         self.throttled = throttled
         self.shrink = shrink
         self.request_id = request_id
+        self.unconnected = unconnected  # no TCP/TLS connection at all (refused, DNS, no route)
 
 
 _MAXPAGESIZE_RE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)")
@@ -237,6 +246,10 @@ class DataverseClient:
     """Authenticated, retrying, origin-locked JSON client for one Dynamics org."""
 
     MAX_ATTEMPTS = 8  # transient failures (5xx, resets, bad JSON) before giving up
+    # Until the org has answered once in this run, a failure to connect at all (refused, DNS,
+    # no route) is most likely a wrong url or proxy, not an outage: give up after this many
+    # attempts with "cannot reach", rather than minutes of backoff.
+    UNREACHED_ATTEMPTS = 3
     MAX_RETRY_SECONDS = 300.0  # and at most this long in backoff sleeps for one request
     MAX_THROTTLE_WAIT = 1800.0  # total seconds we are prepared to wait on 429s for one request
     MAX_THROTTLES = 100  # and at most this many 429s (a Retry-After of 0 must not loop forever)
@@ -257,6 +270,7 @@ class DataverseClient:
         self.stats = RequestStats()
         self.summary = summary if summary is not None else RunSummary()
         self._stats_lock = threading.Lock()
+        self._reached = False  # set once any HTTP response came back from the org
         self._local = threading.local()
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
@@ -271,9 +285,16 @@ class DataverseClient:
         self._resume_at = 0.0
         self._slowing = False
         self._sizers: dict[str, PageSizer] = {}
-        # Columns every row of a table must carry (primary key, bookmark): registered by the
-        # table's stream; a row without them is a malformed response, not a row to emit.
+        # Columns every row of a table must carry (the primary key): registered by the table's
+        # stream; a row without them is a malformed response, not a row to emit. The cursor may
+        # be null (such rows are emitted without moving the bookmark), but when it has a value
+        # the value must be of the cursor's type: registered as (column, type).
         self.required_columns: dict[str, tuple[str, ...]] = {}
+        self.cursor_columns: dict[str, tuple[str, type] | None] = {}
+        # The server's clock (the Date header), as (server time, time.monotonic() when read):
+        # cursor values are server timestamps, and this machine's clock may be off.
+        self._server_clock: tuple[dt.datetime, float] | None = None
+        self._server_date = ""
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -311,6 +332,27 @@ class DataverseClient:
             self.stats.throttled_seconds += throttled
         if retry:
             self.summary.add(table, retries=1, throttled_seconds=throttled)
+
+    def server_time(self) -> dt.datetime:
+        """The server's time now: its last ``Date`` header plus the seconds since (this
+        machine's UTC clock when no response carried one)."""
+        clock = self._server_clock
+        if clock is None:
+            return dt.datetime.now(dt.timezone.utc)
+        return clock[0] + dt.timedelta(seconds=time.monotonic() - clock[1])
+
+    def _observe_date(self, response: requests.Response) -> None:
+        header = response.headers.get("Date")
+        if not header or header == self._server_date:
+            return  # whole seconds: most responses repeat the last value
+        try:
+            stamp = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        self._server_date = header
+        self._server_clock = (stamp, time.monotonic())
 
     # -- requests ---------------------------------------------------------------------------------
     def page_sizer(self, table: str, requested: int) -> PageSizer:
@@ -448,6 +490,10 @@ class DataverseClient:
                     )
                     self._count(table, retry=True)
                     continue
+                unreached = retry.unconnected and not self._reached
+                budget = self.UNREACHED_ATTEMPTS if unreached else self.MAX_ATTEMPTS
+                if unreached and attempt >= budget:
+                    raise cannot_reach(self.origin, f"{retry.reason}; {attempt} attempts") from None
                 wait = retry.wait if retry.wait is not None else self._backoff(attempt)
                 wait = min(wait, self.MAX_RETRY_AFTER)
                 if attempt >= self.MAX_ATTEMPTS or slept + wait > self.MAX_RETRY_SECONDS:
@@ -460,7 +506,7 @@ class DataverseClient:
                     raise ServiceUnavailable(msg, table=table, request_id=retry.request_id) from None
                 LOGGER.warning(
                     "%s%s; retrying in %.1f s (attempt %d of %d)",
-                    _where(table), retry.reason, wait, attempt + 1, self.MAX_ATTEMPTS,
+                    _where(table), retry.reason, wait, attempt + 1, budget,
                 )
                 self._count(table, retry=True)
                 slept += wait
@@ -469,6 +515,7 @@ class DataverseClient:
             if page_sizer is not None:
                 page_sizer.success()
             self._observe_budget(response)
+            self._observe_date(response)
             return payload, response
 
     def _backoff(self, attempt: int) -> float:
@@ -502,15 +549,25 @@ class DataverseClient:
                 )
                 # Read the body while holding the slot: the transfer is part of the request.
                 _read_body(response)
+        except TokenServiceUnavailable as exc:
+            # The token endpoint was busy (429, 5xx, a proxy page, a dropped connection):
+            # retried like this request's own failures, within the same budget.
+            raise _Retry(str(exc), exc.retry_after, request_id=exc.request_id) from None
         except requests.exceptions.SSLError:
             msg = (
                 f"TLS verification failed for {self.origin} — if a proxy inspects TLS, set "
                 "ca_bundle to a PEM file with its CA certificate"
             )
             raise ConnectionProblem(msg) from None
+        except requests.exceptions.ConnectTimeout:
+            raise _Retry(
+                f"no connection within {self.settings.request_timeout} s", unconnected=True
+            ) from None
         except requests.exceptions.Timeout:
             raise _Retry(f"no response within {self.settings.request_timeout} s", shrink=True) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if _never_connected(exc):
+                raise _Retry(_connect_failure(exc), unconnected=True) from None
             raise _Retry(f"connection failed ({_short(exc)})") from None
         except urllib3.exceptions.ReadTimeoutError:
             raise _Retry(
@@ -519,6 +576,7 @@ class DataverseClient:
         except urllib3.exceptions.HTTPError as exc:
             raise _Retry(f"response body cut off ({_short(exc)})") from None
 
+        self._reached = True
         status = response.status_code
         request_id = response.headers.get("x-ms-service-request-id") or response.headers.get("REQ_ID")
         if status == 200:
@@ -555,9 +613,9 @@ class DataverseClient:
             if message:
                 reason += f": {message[:160]}"
             raise _Retry(reason, _retry_after(response), throttled=True, request_id=request_id)
-        if status in (500, 502, 503, 504):
+        code, message = _error_code_message(response)
+        if status in (500, 502, 503, 504) and code != EXPIRED_TOKEN_CODE:
             retry_after = _retry_after(response) if status == 503 else None
-            code, _message = _error_code_message(response)
             # 0x80040216 on a 500 is how Dataverse reports a page it could not build in time
             # (or too big a response): a smaller page is the cure.
             shrink = status == 500 and code == TOO_LARGE_CODE
@@ -567,7 +625,6 @@ class DataverseClient:
                 shrink=shrink,
                 request_id=request_id,
             )
-        code, message = _error_code_message(response)
         if status == 403 and code == NOT_A_MEMBER:
             raise no_application_user(self.tokens.identity(), self.origin)
         raise DataverseError(
@@ -661,18 +718,52 @@ class DataverseClient:
             )
             raise DataverseError(msg, table=table)
         required = self.required_columns.get(table or "")
-        if not required:
-            return
+        if required:
+            for number, record in enumerate(records, start=1):
+                if record.get("reason") == "deleted" or "@removed" in record:
+                    continue
+                missing = [name for name in required if record.get(name) is None]
+                if missing:
+                    raise _malformed_row(table, number, f"has no {', '.join(missing)}", request_id)
+        cursor = self.cursor_columns.get(table or "")
+        if cursor:
+            self._check_cursor(records, cursor, table, request_id)
+
+    @staticmethod
+    def _check_cursor(
+        records: list[dict[str, t.Any]], cursor: tuple[str, type], table: str | None, request_id: str | None
+    ) -> None:
+        """Cursor values are null or of the cursor's type: they are compared and bookmarked.
+
+        Null is a value (the column is empty); a row without the column at all is not what was
+        asked for, as Dataverse returns every ``$select``-ed column, null or not.
+        """
+        name, kind = cursor
+        match = _DATETIME_RE.match
         for number, record in enumerate(records, start=1):
-            if record.get("reason") == "deleted" or "@removed" in record:
+            value = record.get(name, _ABSENT)
+            if value is None:
                 continue
-            missing = [name for name in required if record.get(name) is None]
-            if missing:
-                msg = (
-                    f"{_where(table)}row {number} of a page has no {', '.join(missing)} "
-                    f"(request id {request_id}); the response is malformed"
-                )
-                raise DataverseError(msg, table=table)
+            if value is _ABSENT:
+                raise _malformed_row(table, number, f"has no {name}", request_id)
+            if kind is str:
+                if value.__class__ is str and match(value):
+                    continue
+                expected = "a date-time"
+            else:
+                if value.__class__ is int:
+                    continue
+                expected = "a whole number"
+            raise _malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
+
+
+_ABSENT = object()  # a column missing from a row (not null: missing)
+
+
+def _malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> DataverseError:
+    """The one line for a row that cannot be emitted as served (it fails its table)."""
+    msg = f"{_where(table)}row {number} of a page {problem}{_rid(request_id)}; the response is malformed"
+    return DataverseError(msg, table=table)
 
 
 def _read_body(response: requests.Response) -> None:
@@ -702,6 +793,34 @@ def _where(table: str | None) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def _never_connected(exc: requests.exceptions.RequestException) -> bool:
+    """Whether the request failed before any connection existed (refused, DNS, no route, proxy).
+
+    requests wraps urllib3's ``MaxRetryError`` whose ``reason`` says what happened; a reset
+    after connecting (``ProtocolError``) means the host is there, just flaky.
+    """
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", None)
+    return isinstance(
+        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+    )
+
+
+def _connect_failure(exc: requests.exceptions.RequestException) -> str:
+    """A short, stable reason for a failed connection (no object addresses, no retry text)."""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy refused or could not be reached"
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    text = str(reason or exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    return "no connection"
 
 
 def _request_id(response: requests.Response) -> str | None:
@@ -800,10 +919,17 @@ class DynamicsStream(Stream):
         """SCHEMA under the output lock: streams synced in parallel never split a message."""
         with OUTPUT_LOCK:
             super()._write_schema_message()
+    def cursor_column(self) -> tuple[str, type] | None:
+        """The cursor column and the JSON type of its values, for ``_check_rows`` (None: none)."""
+        return None
+
     def sync(self, context: t.Any = None) -> None:
-        """Register the columns every row must have, then sync (see ``_check_rows``)."""
-        required = [*(self.primary_keys or ()), self.replication_key]
-        self.client.required_columns[self.name] = tuple(c for c in required if c)
+        """Register what every row must carry, then sync (see ``_check_rows``).
+
+        Only the primary key is required: a cursor column may be null (see EntityStream).
+        """
+        self.client.required_columns[self.name] = tuple(self.primary_keys or ())
+        self.client.cursor_columns[self.name] = self.cursor_column()
         super().sync(context)
 
 

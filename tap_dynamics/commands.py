@@ -3,8 +3,10 @@
 ``check`` answers "will a sync work?" in one line, in the order in which things go wrong in
 practice: is the URL a reachable Dynamics org at all (an unauthenticated request must get
 Dataverse's ``401`` with a ``Bearer authorization_uri=…`` challenge), does Entra ID issue a token,
-and does the environment accept it (``WhoAmI``, then the organisation's name). ``login`` runs
-the interactive sign-in for ``auth_scheme`` AzureAD and stores the tokens for scheduled runs.
+does the environment accept it (``WhoAmI``; the organisation's name when the identity may read
+it), and which of the tables a sync would read can the identity read (one ``$top=1`` probe per
+table). ``login`` runs the interactive sign-in for ``auth_scheme`` AzureAD and stores the tokens
+for scheduled runs.
 
 They live outside the SDK's click command (which owns ``--config/--discover/--about``) and are
 dispatched by :func:`tap_dynamics.tap.cli` when the first argument is a subcommand name.
@@ -14,29 +16,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import requests
+from singer_sdk.configuration._dict_config import parse_environment_config
 
 from tap_dynamics.auth import build_token_provider, sign_in
 from tap_dynamics.client import DataverseClient
-from tap_dynamics.config import Settings, load_settings
+from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings
+from tap_dynamics.dataverse.metadata import EntityInfo, list_entities, select_entities
 from tap_dynamics.errors import (
     EXIT_OK,
     ConfigError,
     ConnectionProblem,
+    DataverseError,
+    ServiceUnavailable,
     TapDynamicsError,
+    cannot_reach,
 )
 
+if t.TYPE_CHECKING:
+    from tap_dynamics.auth import TokenProvider
+
+LOGGER = logging.getLogger("tap-dynamics")
+
 SUBCOMMANDS = ("check", "login")
+CONFIG_HELP = "config JSON file(s), or ENV for the TAP_DYNAMICS_* variables"
 
 
 def _load_config(paths: list[str]) -> dict[str, t.Any]:
-    """Merge the ``--config`` files like the SDK does (later files win)."""
+    """Merge the ``--config`` files like the SDK does (later files win).
+
+    ``ENV``, as for the SDK's own ``--config``, reads the ``TAP_DYNAMICS_<SETTING>`` variables:
+    that is how Meltano hands settings to a plugin command (``meltano invoke tap-dynamics:check``),
+    so a scheduler can run the check without writing secrets to a file.
+    """
     config: dict[str, t.Any] = {}
     for path in paths:
+        if path == "ENV":
+            config.update(parse_environment_config(CONFIG_SCHEMA, prefix="TAP_DYNAMICS_"))
+            continue
         try:
             with open(os.path.expanduser(path), encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -75,11 +99,7 @@ def probe_org(settings: Settings) -> None:
         )
         raise ConnectionProblem(msg) from None
     except requests.exceptions.RequestException as exc:
-        msg = (
-            f"cannot reach {settings.url} ({type(exc).__name__}) — check url (the org URL as the "
-            "browser shows it, e.g. https://myorg.crm.dynamics.com) and the network/proxy"
-        )
-        raise ConnectionProblem(msg) from None
+        raise cannot_reach(settings.url, type(exc).__name__) from None
     challenge = response.headers.get("WWW-Authenticate", "")
     if settings.on_premises and settings.auth_scheme == "NTLM":
         # An Active Directory deployment challenges with Negotiate and NTLM instead of Bearer.
@@ -101,29 +121,147 @@ def probe_org(settings: Settings) -> None:
         raise ConnectionProblem(msg)
 
 
-def connection_check(settings: Settings, client: DataverseClient | None = None) -> str:
-    """Run the whole check and return the success line; raise a one-line error otherwise."""
+# The check's own retry budget: it should answer quickly, not ride out an outage. It lives on
+# the check's own client, so the sync that ``--test`` runs afterwards keeps the full budget.
+CHECK_ATTEMPTS = 2
+# At most this many table names per list in the one-line answer (a 1,000-table org).
+MAX_NAMES = 20
+
+
+@dataclass
+class TableAccess:
+    """What the probes found: which of the configured tables the identity can read."""
+
+    total: int = 0
+    readable: int = 0
+    denied: list[str] = field(default_factory=list)  # 403: the role lacks Read on the table
+    failed: dict[str, DataverseError] = field(default_factory=dict)  # any other failure
+
+    def describe(self) -> str:
+        """``can read 12 of 14 tables — no read privilege on: invoice, salesorder``."""
+        if not self.total:
+            return "no table matches the entities setting"
+        head = f"can read {self.readable} of {self.total} table{'s' if self.total > 1 else ''}"
+        if self.readable == self.total:
+            return head
+        parts = []
+        if self.denied:
+            parts.append(
+                f"no read privilege on: {_names(self.denied)} (give the identity's security role "
+                "Read on them)"
+            )
+        if self.failed:
+            first = next(iter(self.failed.values()))
+            parts.append(f"could not read: {_names(list(self.failed))} (first error: {first})")
+        return f"{head} — {'; '.join(parts)}"
+
+    def error(self, line: str) -> TapDynamicsError | None:
+        """The error when no table is readable: exit 4 only when the service itself kept failing."""
+        if not self.total or self.readable:
+            return None
+        if not self.denied and all(isinstance(e, ServiceUnavailable) for e in self.failed.values()):
+            return ServiceUnavailable(line)
+        return ConnectionProblem(line)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES])
+    return shown + (f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
+
+
+def _org_name(client: DataverseClient, whoami: dict[str, t.Any]) -> str:
+    """The organisation's name, or its id from ``WhoAmI`` when ``organizations`` is not readable.
+
+    An application user whose role lacks Read on ``organization`` is common and does not stop a
+    sync, so a 4xx here is not a failed connection.
+    """
+    org_id = whoami.get("OrganizationId")
+    fallback = f"organization {org_id}" if org_id else "(unnamed organisation)"
+    try:
+        orgs, _ = client.get_json(client.url("organizations", {"$select": "name"}))
+    except ServiceUnavailable:
+        raise
+    except DataverseError as exc:
+        LOGGER.info("Cannot read the organization's name (%s); naming it by its id", exc)
+        return fallback
+    values = orgs.get("value") if isinstance(orgs, dict) else None
+    first = values[0] if isinstance(values, list) and values and isinstance(values[0], dict) else {}
+    name = first.get("name")
+    return name if isinstance(name, str) and name else fallback
+
+
+def probe_tables(client: DataverseClient, settings: Settings) -> TableAccess:
+    """Read one key of one row of every configured table, ``max_concurrency`` at a time.
+
+    The tables are the ones a sync without ``--catalog`` would read (``entities`` and
+    ``exclude_entities`` resolved against the org's tables, as discovery does).
+    ``$select=<key>&$top=1`` costs Dataverse next to nothing, yet needs the same Read
+    privilege as the sync.
+    """
+    from tap_dynamics.tap import _metadata_guard  # here: tap imports this module
+
+    entities = select_entities(
+        _metadata_guard(list_entities, client), settings.entities, settings.exclude_entities
+    )
+    access = TableAccess(total=len(entities))
+
+    def probe(entity: EntityInfo) -> DataverseError | None:
+        url = client.url(entity.entity_set, {"$select": entity.primary_id, "$top": "1"})
+        try:
+            client.get_json(url, table=entity.logical_name)
+        except DataverseError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
+        outcomes = list(pool.map(probe, entities))
+    for entity, error in zip(entities, outcomes, strict=True):
+        if error is None:
+            access.readable += 1
+        elif error.status == 403:  # PrivilegeDenied (0x80040220, "is missing prvRead…")
+            access.denied.append(entity.logical_name)
+        else:
+            access.failed[entity.logical_name] = error
+    return access
+
+
+def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
+    """Run the whole check and return the success line; raise a one-line error otherwise.
+
+    ``tokens``: the token provider of a run (``--test``), so that the check costs no extra
+    sign-in. The check gets its own client either way: its short retry budget must not become
+    the sync's.
+    """
     probe_org(settings)
-    if client is None:
-        client = DataverseClient(settings, build_token_provider(settings))
-    client.MAX_ATTEMPTS = 2  # a check should answer quickly, not ride out an outage
-    whoami, _ = client.get_json(client.url("WhoAmI"))
-    orgs, _ = client.get_json(client.url("organizations", {"$select": "name"}))
-    values = orgs.get("value") or [{}]
-    name = values[0].get("name") or "(unnamed organisation)"
-    who = client.tokens.identity()
+    client = DataverseClient(settings, tokens or build_token_provider(settings))
+    client.MAX_ATTEMPTS = CHECK_ATTEMPTS
+    try:
+        whoami, _ = client.get_json(client.url("WhoAmI"))
+        if not isinstance(whoami, dict):
+            whoami = {}
+        name = _org_name(client, whoami)
+        access = probe_tables(client, settings)
+    except ServiceUnavailable:
+        raise
+    except DataverseError as exc:
+        # A 4xx or a redirect: the service answered, and a person must change something.
+        raise ConnectionProblem(str(exc)) from None
     user_id = whoami.get("UserId")
     suffix = f", user id {user_id}" if user_id else ""
-    return f"connection available: {name} ({settings.url}) as {who}{suffix}"
+    line = f"{name} ({settings.url}) as {client.tokens.identity()}{suffix}; {access.describe()}"
+    error = access.error(line)
+    if error is not None:
+        raise error
+    return f"connection available: {line}"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tap-dynamics")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="test the connection: token, WhoAmI, organisation name")
-    check.add_argument("--config", action="append", required=True, help="config JSON file(s)")
+    check.add_argument("--config", action="append", required=True, help=CONFIG_HELP)
     login = sub.add_parser("login", help="sign in as a user (auth_scheme AzureAD) and save the tokens")
-    login.add_argument("--config", action="append", required=True, help="config JSON file(s)")
+    login.add_argument("--config", action="append", required=True, help=CONFIG_HELP)
     login.add_argument(
         "--device-code", action="store_true", help="sign in on another device (headless servers)"
     )
@@ -131,26 +269,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Run a subcommand; return the exit code. Errors are one line on stderr, never a traceback."""
+    """Run a subcommand; return the exit code.
+
+    Errors of ``check`` are its answer (``connection unavailable: …``); everything else, and
+    every error of ``login``, goes to the top-level handler of :func:`tap_dynamics.tap.cli`,
+    the same one a sync has: one line, the documented exit code, never a traceback.
+    """
     args = _parser().parse_args(argv)
-    try:
-        settings = load_settings(_load_config(args.config))
-    except TapDynamicsError as exc:
-        prefix = "connection unavailable" if args.command == "check" else "tap-dynamics: error"
-        print(f"{prefix}: {exc}", file=sys.stderr)  # noqa: T201
-        return exc.exit_code
     if args.command == "check":
         try:
-            line = connection_check(settings)
+            line = connection_check(load_settings(_load_config(args.config)))
         except TapDynamicsError as exc:
             print(f"connection unavailable: {exc}", file=sys.stderr)  # noqa: T201
             return exc.exit_code
         print(line)  # noqa: T201
         return EXIT_OK
-    try:
-        line = sign_in(settings, device_code=args.device_code)
-    except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
-        return exc.exit_code
-    print(f"tap-dynamics: {line}", file=sys.stderr)  # noqa: T201
+    settings = load_settings(_load_config(args.config))
+    print(f"tap-dynamics: {sign_in(settings, device_code=args.device_code)}", file=sys.stderr)  # noqa: T201
     return EXIT_OK

@@ -48,6 +48,14 @@ class ConnectionProblem(TapDynamicsError):
     exit_code = EXIT_CONFIG
 
 
+def cannot_reach(url: str, detail: str) -> ConnectionProblem:
+    """The one line for an org URL that no connection can be made to (``check`` and a sync)."""
+    return ConnectionProblem(
+        f"cannot reach {url} ({detail}) — check url (the org URL as the browser shows it, e.g. "
+        "https://myorg.crm.dynamics.com) and the network/proxy"
+    )
+
+
 class SecurityError(TapDynamicsError):
     """The tap refused to do something unsafe (e.g. send the token to another host)."""
 

@@ -19,7 +19,7 @@ import click
 import simplejson
 from singer_sdk import Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, InvalidStreamSortException
 from singer_sdk.helpers._util import load_json
 
 from tap_dynamics.auth import build_token_provider
@@ -199,11 +199,12 @@ class TapDynamics(Tap):
         return streams
 
     def run_connection_test(self) -> bool:
-        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name), then
-        the SDK's one-record-per-stream sync. A failure raises the one-line error."""
+        """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name, which
+        tables are readable), then the SDK's one-record-per-stream sync with the run's own
+        retry budget. A failure raises the one-line error."""
         from tap_dynamics.commands import connection_check
 
-        self.logger.info("%s", connection_check(self.settings, self.client))
+        self.logger.info("%s", connection_check(self.settings, self.client.tokens))
         return super().run_connection_test()
 
     def sync_all(self) -> None:
@@ -225,7 +226,10 @@ class TapDynamics(Tap):
             entry = summary.stream(stream.name)
             entry.started = time.monotonic()
             try:
-                stream.sync()
+                try:
+                    stream.sync()
+                except _ROW_SHAPE_ERRORS as exc:
+                    raise _table_error(stream.name, exc) from None
             except DataverseError as exc:
                 if isinstance(exc, ServiceUnavailable):
                     gave_up.append(stream.name)
@@ -301,6 +305,24 @@ class TapDynamics(Tap):
 
 _T = t.TypeVar("_T")
 
+# Errors a table's rows can cause outside the checks that name them (a value of an unexpected
+# type reaching a comparison or a conversion, rows out of cursor order): they fail that table,
+# not the run.
+_ROW_SHAPE_ERRORS = (InvalidStreamSortException, TypeError, ValueError, KeyError, AttributeError)
+
+
+def _table_error(table: str, exc: BaseException) -> DataverseError:
+    """One line for a row-shape error of ``table``; the traceback goes to the debug log."""
+    LOGGER.debug("Table %s failed", table, exc_info=exc)
+    if isinstance(exc, InvalidStreamSortException):
+        msg = f"table {table}: the server returned rows out of cursor order ({_first_line(exc)})"
+    else:
+        msg = (
+            f"table {table}: a row had an unexpected shape ({type(exc).__name__}: {_first_line(exc)}); "
+            "if the org's data looks right, please report it (TAP_DYNAMICS_LOGLEVEL=DEBUG shows where)"
+        )
+    return DataverseError(msg, table=table)
+
 
 def _metadata_guard(function: t.Callable[..., _T], *args: t.Any, **kwargs: t.Any) -> _T:
     """Run a discovery step; metadata of an unexpected shape becomes one clear error, not a crash."""
@@ -341,32 +363,47 @@ def _one_line(exc: ConfigValidationError) -> str:
 
 
 def cli() -> None:
-    """Console entry point: the SDK's CLI, with one-line errors and meaningful exit codes."""
+    """Console entry point: the SDK's CLI and the subcommands, with one-line errors and exit codes."""
     limit_malloc_arenas()  # before any thread starts: see memory.py
-    if len(sys.argv) > 1 and sys.argv[1] in ("check", "login"):
-        from tap_dynamics.commands import main
+    sys.exit(_guarded(_dispatch))
 
-        sys.exit(main(sys.argv[1:]))
-    command = TapDynamics.cli
+
+def _dispatch() -> int:
+    """``check``/``login`` or the SDK's click command; return the exit code."""
+    from tap_dynamics.commands import SUBCOMMANDS, main
+
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        return main(sys.argv[1:])
     try:
-        result = command.main(prog_name="tap-dynamics", standalone_mode=False)
+        result = TapDynamics.cli.main(prog_name="tap-dynamics", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         print("tap-dynamics: aborted", file=sys.stderr)  # noqa: T201
-        sys.exit(130)
-    except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
-        sys.exit(exc.exit_code)
+        return 130
     except ConfigValidationError as exc:
         print(f"tap-dynamics: error: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
-        sys.exit(EXIT_CONFIG)
+        return EXIT_CONFIG
+    if isinstance(result, int) and result:
+        return result if result != 1 else EXIT_CONFIG  # the SDK exits 1 on invalid config
+    return 0
+
+
+def _guarded(run: t.Callable[[], int]) -> int:
+    """The top-level handler of every command (sync, discovery, ``check``, ``login``).
+
+    A :class:`TapDynamicsError` is its one line and exit code; Ctrl-C is one line and 130;
+    anything else is a bug: one line with exit 1 (the traceback only at DEBUG).
+    """
+    try:
+        return run()
+    except TapDynamicsError as exc:
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
     except KeyboardInterrupt:
         print("tap-dynamics: interrupted", file=sys.stderr)  # noqa: T201
-        sys.exit(130)
-    except SystemExit:
-        raise
+        return 130
     except Exception as exc:  # noqa: BLE001 - the last resort: say it is a bug, keep it short
         LOGGER.debug("Unexpected error", exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -375,6 +412,4 @@ def cli() -> None:
             "it; rerun with TAP_DYNAMICS_LOGLEVEL=DEBUG for details",
             file=sys.stderr,
         )  # noqa: T201
-        sys.exit(EXIT_CRASH)
-    if isinstance(result, int) and result:
-        sys.exit(result if result != 1 else EXIT_CONFIG)  # the SDK exits 1 on invalid config
+        return EXIT_CRASH

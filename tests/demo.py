@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.taprun import hermetic_env
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO_ROWS = {"account": 20000, "contact": 5000, "systemuser": 50}
@@ -34,7 +36,7 @@ class EmulatorProcess:
         log_dir.mkdir(exist_ok=True)
         self.log = (log_dir / "emulator.log").open("a")
         self.proc = subprocess.Popen(  # noqa: S603
-            [*args, *extra_args], cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True
+            [*args, *extra_args], cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True, env=hermetic_env()
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -85,9 +87,21 @@ class EmulatorProcess:
         self.stop()
 
 
+def meltano_dir() -> Path:
+    """Where Meltano keeps plugin installs, run directories and its state database.
+
+    ``MELTANO_SYS_DIR_ROOT`` when set (the test suite sets a throw-away directory per session),
+    else the repository's ``.meltano/`` (``make demo``).
+    """
+    return Path(os.environ.get("MELTANO_SYS_DIR_ROOT") or ROOT / ".meltano")
+
+
 def meltano(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    """Run meltano from this project's venv in the repo root."""
-    full_env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **env}
+    """Run meltano from this project's venv in the repo root, in a scrubbed environment
+    (``tests.taprun.hermetic_env``): only ``env`` configures the tap and the target."""
+    full_env = hermetic_env(
+        {"MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", "MELTANO_SYS_DIR_ROOT": str(meltano_dir()), **env}
+    )
     result = subprocess.run(  # noqa: S603
         [str(BIN / "meltano"), *args], cwd=ROOT, env=full_env, capture_output=True, text=True
     )
@@ -99,12 +113,17 @@ def meltano(*args: str, env: dict[str, str], check: bool = True) -> subprocess.C
 
 
 def ensure_plugins(env: dict[str, str]) -> None:
-    """Install the pipeline's plugins into .meltano/ once (later runs reuse them)."""
-    tap = ROOT / ".meltano" / "extractors" / "tap-dynamics" / "venv" / "bin" / "tap-dynamics"
-    target = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"
+    """Install the pipeline's plugins into :func:`meltano_dir` once (later runs reuse them)."""
+    tap = meltano_dir() / "extractors" / "tap-dynamics" / "venv" / "bin" / "tap-dynamics"
+    target = target_duckdb()
     if not (tap.exists() and target.exists()):
         print("Installing Meltano plugins (first run only)...", flush=True)  # noqa: T201
         meltano("install", env=env)
+
+
+def target_duckdb() -> Path:
+    """The Meltano-installed target-duckdb executable."""
+    return meltano_dir() / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"
 
 
 def warehouse_counts(path: Path, schema: str = "dynamics") -> dict[str, int]:

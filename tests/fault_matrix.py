@@ -1,9 +1,16 @@
-"""The fault-injection matrix: a full sync of a 20k-row table through each fault, and all at once.
+"""The fault-injection matrix: a sync of a 20k-row table through each fault, and all at once.
 
 Shared by ``tests/test_faults.py`` (which asserts) and ``python -m bench.faults`` (which prints
 the table shown in the README). Every scenario runs the real tap process against one emulator
 whose fault knobs are switched per scenario, then checks the output against the emulator's own
 rows. Faults are seeded, so a run is reproducible.
+
+Each replication method goes through the faults: change tracking (a first read, and — for
+``delta`` scenarios — a delta read after a clean first sync and changes in the org), cursors
+read in first-load time windows, ``versionnumber``, full table. A delta scenario's output is
+applied to the clean sync's (upserts, deletes) like a warehouse would, and the result must
+equal the org. One scenario injects more faults in a row than the tap's attempt budget, to
+prove it gives up cleanly (``expect_exit`` 4, the table listed, its state untouched).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+from tap_dynamics.client import DataverseClient
 from tests.emulator import Emulator
 from tests.emulator.faults import DEFAULTS as FAULT_DEFAULTS
 from tests.taprun import TapRun, normalise, run_tap
@@ -34,7 +42,15 @@ class Scenario:
     knobs: dict[str, t.Any]
     config: dict[str, t.Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    delta: bool = False  # a clean first sync and changes in the org come first; faults hit the next run
+    expect_exit: int = 0
 
+
+MIX = {"throttle_rate": 0.05, "throttle_codes": ALL_THROTTLE_CODES, "retry_after": 1,
+       "error_5xx_rate": 0.05, "drop_rate": 0.05, "truncate_rate": 0.05, "html_rate": 0.05,
+       "malformed_rate": 0.05, "page_size_limit": 600, "page_size_limit_mode": "error",
+       "token_revoke_after_s": 2, "token_lifetime": 305, "ratelimit_burst_remaining": 195}
+GIVE_UP = "503 on every attempt of account: the tap gives up"
 
 SCENARIOS: list[Scenario] = [
     Scenario("none", "-", {}),
@@ -56,13 +72,18 @@ SCENARIOS: list[Scenario] = [
              {"token_lifetime": 302, "latency_ms": 100}),
     Scenario("low rate-limit budget headers", "every response",
              {"ratelimit_burst_remaining": 190, "ratelimit_time_remaining": 59}),
-    Scenario("all of the above at once", "5% each",
-             {"throttle_rate": 0.05, "throttle_codes": ALL_THROTTLE_CODES, "retry_after": 1,
-              "error_5xx_rate": 0.05, "drop_rate": 0.05, "truncate_rate": 0.05, "html_rate": 0.05,
-              "malformed_rate": 0.05, "page_size_limit": 600, "page_size_limit_mode": "error",
-              "token_revoke_after_s": 2, "token_lifetime": 305,
-              "ratelimit_burst_remaining": 195},
-             env={"TAP_DYNAMICS_LOGLEVEL": "DEBUG"}),
+    Scenario("all of the above at once", "5% each", MIX, env={"TAP_DYNAMICS_LOGLEVEL": "DEBUG"}),
+    Scenario("all at once: change tracking delta (upserts, deletes)", "5% each", MIX, delta=True),
+    Scenario("all at once: modifiedon cursor, first-load windows", "5% each", MIX,
+             {"replication": {"account": "modifiedon", "contact": "modifiedon"}}),
+    Scenario("all at once: versionnumber cursor", "5% each", MIX, {"replication": {"*": "versionnumber"}}),
+    Scenario("all at once: full table", "5% each", MIX, {"replication": {"*": "full_table"}}),
+    # One more 503 in a row than the tap's attempt budget, on account only: it must give up on
+    # that table (exit 4, named in the summary) without touching its state; the others sync.
+    Scenario(GIVE_UP, f"{DataverseClient.MAX_ATTEMPTS + 1} in a row",
+             {"fault_tables": ["account"], "error_5xx_rate": 1.0, "error_5xx_statuses": [503],
+              "error_5xx_retry_after": 0, "fault_max_per_request": DataverseClient.MAX_ATTEMPTS + 1},
+             delta=True, expect_exit=4),
 ]
 
 
@@ -73,8 +94,9 @@ class Result:
     scenario: Scenario
     run: TapRun
     truth: dict[str, dict[str, dict[str, t.Any]]]
-    got: dict[str, dict[str, dict[str, t.Any]]]
-    emitted: int
+    got: dict[str, dict[str, dict[str, t.Any]]]  # the warehouse: (clean sync +) this run's output applied
+    emitted: int  # records this run wrote
+    unique: int  # distinct (table, key) among them
     faults: dict[str, int]
     retry_after_gaps: list[tuple[float, float]]
     max_in_flight: int
@@ -83,6 +105,8 @@ class Result:
     secrets: list[str]
     timeline: list[tuple[float, str]] = field(default_factory=list)
     token_requests: int = 0
+    state_in: dict[str, t.Any] | None = None  # the state this run started from (delta scenarios)
+    requests: list[tuple[str, str, int]] = field(default_factory=list)  # the emulator's request log
 
     @property
     def waited(self) -> str:
@@ -94,6 +118,11 @@ class Result:
     def lost(self) -> int:
         """Rows of the emulator's truth missing from the output."""
         return sum(len(set(self.truth[s]) - set(self.got.get(s, {}))) for s in self.truth)
+
+    @property
+    def extra(self) -> int:
+        """Rows in the output that the org does not have (e.g. a delete that was not applied)."""
+        return sum(len(set(self.got.get(s, {})) - set(self.truth[s])) for s in self.truth)
 
     @property
     def corrupted(self) -> int:
@@ -108,7 +137,7 @@ class Result:
     @property
     def duplicates(self) -> int:
         """Rows emitted more than once."""
-        return self.emitted - sum(len(rows) for rows in self.got.values())
+        return self.emitted - self.unique
 
     @property
     def leaked(self) -> list[str]:
@@ -125,14 +154,40 @@ def start_emulator(seed: int = 7) -> Emulator:
     return Emulator(rows=dict(ROWS), fault_seed=seed).start()
 
 
+def change_org(emu: Emulator) -> None:
+    """Inserts, updates and deletes in the change-tracked tables (between two syncs)."""
+    emu.advance_clock(300)
+    for table, pk, column, count in (("account", "accountid", "name", 40), ("contact", "contactid", "jobtitle", 5)):
+        rows = emu.rows(table)
+        for i in range(count):
+            emu.insert(table, {column: f"added between syncs {i}"})
+        for row in rows[100 : 100 + count]:
+            emu.update(table, row[pk], {column: "changed between syncs"})
+        for row in rows[200 : 200 + count // 2]:
+            emu.delete(table, row[pk])
+
+
+def apply(warehouse: dict[str, dict[str, dict[str, t.Any]]], run: TapRun) -> tuple[int, int]:
+    """Apply a run's records to ``warehouse`` (upserts; ``_sdc_deleted_at`` deletes) as a target
+    would; return (records, distinct keys) written by the run."""
+    emitted, keys = 0, set()
+    for stream, pk in PRIMARY_KEYS.items():
+        rows = warehouse.setdefault(stream, {})
+        for record in run.records(stream):
+            emitted += 1
+            keys.add((stream, record[pk]))
+            if record.get("_sdc_deleted_at") is not None:
+                rows.pop(record[pk], None)
+            else:
+                rows[record[pk]] = normalise({k: v for k, v in record.items() if k != "_sdc_deleted_at"})
+    return emitted, len(keys)
+
+
 def run_scenario(emu: Emulator, scenario: Scenario) -> Result:
-    """Switch the scenario's faults on, run a full sync as a real process, collect the evidence."""
+    """Switch the scenario's faults on, run a sync as a real process, collect the evidence."""
     emu.set(**{**FAULT_DEFAULTS, "fault_seed": emu.knobs["fault_seed"], "token_lifetime": 3600,
                "latency_ms": 0})
     emu.entra.token_lifetime = 3600
-    emu.set(**scenario.knobs)
-    emu.reset_stats()
-    emu.issued_tokens.clear()
     config = {
         **emu.tap_config(),
         "entities": list(ROWS),
@@ -140,26 +195,33 @@ def run_scenario(emu: Emulator, scenario: Scenario) -> Result:
         "max_concurrency": MAX_CONCURRENCY,
         **scenario.config,
     }
+    warehouse: dict[str, dict[str, dict[str, t.Any]]] = {}
+    state_in = None
+    if scenario.delta:
+        clean = run_tap(config)
+        assert clean.returncode == 0, clean.stderr[-3000:]
+        apply(warehouse, clean)
+        state_in = clean.last_state
+        change_org(emu)
+    emu.set(**scenario.knobs)
+    emu.reset_stats()
+    emu.issued_tokens.clear()
     started = time.monotonic()
-    run = run_tap(config, env=scenario.env)
+    run = run_tap(config, state=state_in, env=scenario.env)
     seconds = time.monotonic() - started
     stats = emu.stats()
     truth = {
         stream: {r[pk]: normalise(r) for r in emu.rows(stream)} for stream, pk in PRIMARY_KEYS.items()
     }
-    got: dict[str, dict[str, dict[str, t.Any]]] = {}
-    emitted = 0
-    for stream, pk in PRIMARY_KEYS.items():
-        records = run.records(stream)
-        emitted += len(records)
-        got[stream] = {r[pk]: normalise(r) for r in records}
+    emitted, unique = apply(warehouse, run)
     match = re.search(r"Run summary \((\d+) requests, (\d+) retries", run.stderr)
     return Result(
         scenario=scenario,
         run=run,
         truth=truth,
-        got=got,
+        got=warehouse,
         emitted=emitted,
+        unique=unique,
         faults=emu.faults.counts(),
         retry_after_gaps=emu.faults.retry_after_gaps(),
         max_in_flight=stats["max_in_flight"],
@@ -168,6 +230,8 @@ def run_scenario(emu: Emulator, scenario: Scenario) -> Result:
         secrets=[emu.client_secret, *emu.issued_tokens],
         timeline=list(emu.faults.timeline),
         token_requests=stats["token_requests"],
+        state_in=state_in,
+        requests=emu.request_log(),
     )
 
 

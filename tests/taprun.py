@@ -14,6 +14,27 @@ from pathlib import Path
 
 TAP = str(Path(sys.executable).parent / "tap-dynamics")
 
+# What a tap process started by the tests must never inherit from whoever runs them: a proxy
+# (the emulator is on loopback), a managed-identity endpoint (MSAL would use it), the tap's or
+# Meltano's own settings, or a CA bundle that would change which certificates are trusted.
+SCRUBBED_NAMES = frozenset(
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
+    for name in (base, base.lower())
+) | {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+SCRUBBED_PREFIXES = ("TAP_DYNAMICS_", "MELTANO_", "TARGET_DUCKDB_", "IDENTITY_", "MSI_", "IMDS_", "MSAL_")
+
+
+def scrubbed(name: str) -> bool:
+    """Whether the environment variable ``name`` is kept away from processes the tests start."""
+    return name in SCRUBBED_NAMES or name.upper().startswith(SCRUBBED_PREFIXES)
+
+
+def hermetic_env(extra: t.Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process the tests start: the caller's minus :func:`scrubbed`
+    variables, plus ``extra`` (what the test itself sets, e.g. ``REQUESTS_CA_BUNDLE``)."""
+    return {**{k: v for k, v in os.environ.items() if not scrubbed(k)}, **(extra or {})}
+
 
 @dataclass
 class TapRun:
@@ -81,7 +102,7 @@ def run_tap(
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, **(env or {})},
+            env=hermetic_env(env),
         )
     run = TapRun(result.returncode, result.stdout, result.stderr)
     assert_no_secrets(run.stdout + run.stderr, config)
@@ -143,7 +164,7 @@ def run_command(
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, **(env or {})},
+            env=hermetic_env(env),
         )
     assert_no_secrets(result.stdout + result.stderr, config)
     return TapRun(result.returncode, result.stdout, result.stderr)

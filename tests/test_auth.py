@@ -167,6 +167,40 @@ def test_certificate_pfx_with_password_syncs_accounts(emu, tmp_path: Path) -> No
     assert_synced_accounts(run_tap(config), emu)
 
 
+def test_pfx_signs_ps256_with_x5t_s256_and_pem_rs256_with_x5t(emu, tmp_path: Path) -> None:
+    """README "Certificate": "PFX files are signed with PS256 and identified by their SHA-256
+    thumbprint, PEM keys with RS256 and the SHA-1 thumbprint; Entra ID accepts both." The
+    emulator verifies each signature with the uploaded certificate and records the JOSE header."""
+    cert = make_cert(tmp_path, "both")
+    emu.register_app(CERT_APP, secret="", certificate=cert["cert_pem"])
+    common = {**base(emu), "tenant_id": emu.tenant_id, "client_id": CERT_APP}
+    sha256 = jwt.utils.base64url_encode(cert["cert"].fingerprint(hashes.SHA256())).decode()
+    sha1 = jwt.utils.base64url_encode(cert["cert"].fingerprint(hashes.SHA1())).decode()  # noqa: S303
+
+    assert_synced_accounts(run_tap({**common, "certificate_path": cert["pfx"],
+                                    "certificate_password": PFX_PASSWORD}), emu)
+    pfx_headers = list(emu.entra.assertion_headers)
+    assert pfx_headers and all(h["alg"] == "PS256" for h in pfx_headers), pfx_headers
+    assert all(h["x5t#S256"].rstrip("=") == sha256 and "x5t" not in h for h in pfx_headers), pfx_headers
+
+    emu.entra.assertion_headers.clear()
+    assert_synced_accounts(run_tap({**common, "certificate_path": cert["pem"]}), emu)
+    pem_headers = list(emu.entra.assertion_headers)
+    assert pem_headers and all(h["alg"] == "RS256" for h in pem_headers), pem_headers
+    assert all(h["x5t"].rstrip("=") == sha1 and "x5t#S256" not in h for h in pem_headers), pem_headers
+
+
+def test_client_secret_is_marked_secret_in_about() -> None:
+    """README "Security guarantees": "`client_secret` is marked secret in `--about` and Meltano"."""
+    about = run_tap({}, "--about", "--format=json")
+    assert about.returncode == 0, about.stderr
+    settings = json.loads(about.stdout)["settings"]["properties"]
+    for name in ("client_secret", "certificate_password", "refresh_token", "access_token",
+                 "connection_string", "password"):
+        assert settings[name].get("secret") is True, name
+    assert settings["client_id"].get("secret") is not True  # only secrets are hidden
+
+
 def test_certificate_not_uploaded_and_expired(emu, tmp_path: Path) -> None:
     uploaded, other, old = make_cert(tmp_path, "up"), make_cert(tmp_path, "other"), make_cert(tmp_path, "old", expired=True)
     emu.register_app(CERT_APP, secret="", certificate=[uploaded["cert_pem"], old["cert_pem"]])
@@ -224,8 +258,10 @@ def test_emulator_checks_every_assertion_claim(emu, tmp_path: Path) -> None:
 
     good = _assertion(emu, cert["key"], cert["cert"])
     assert post(good)[0] == 200
-    status, body = post(good)  # same jti again
-    assert status == 401 and "replay" in body["error_description"]
+    assert post(good)[0] == 200  # the same assertion again: MSAL reuses one for 10 minutes
+    jti = jwt.decode(good["client_assertion"], options={"verify_signature": False})["jti"]
+    status, body = post(_assertion(emu, cert["key"], cert["cert"], jti=jti, iat=int(time.time()) - 5))
+    assert status == 401 and "replay" in body["error_description"]  # another assertion, same jti
     assert post(_assertion(emu, cert["key"], cert["cert"], aud="https://elsewhere/token"))[1]["error_codes"] == [50027]
     assert post(_assertion(emu, cert["key"], cert["cert"], sub="someone-else"))[1]["error_codes"] == [700021]
     assert post(_assertion(emu, cert["key"], cert["cert"], exp=int(time.time()) - 3600))[1]["error_codes"] == [700024]
@@ -254,7 +290,7 @@ def test_login_then_scheduled_syncs_refresh_silently(emu, tmp_path: Path) -> Non
     user_id = emu.entra.apps[USER_APP].user_id
     assert check.stdout.strip() == (
         f"connection available: Contoso Emulated ({emu.org_url}) as user alex@contoso.onmicrosoft.com, "
-        f"user id {user_id}")
+        f"user id {user_id}; can read 1 of 1 table")
 
 
 @pytest.mark.parametrize(
@@ -360,6 +396,30 @@ def test_redirect_uri_not_registered(emu, tmp_path: Path) -> None:
     session.finish()
 
 
+def test_redirect_uri_removed_during_sign_in_prints_the_troubleshooting_line(emu, tmp_path: Path) -> None:
+    """README "Troubleshooting": a message starting `AADSTS50011` means "redirect URI not
+    registered" and the fix is "add `callback_url` as a Redirect URI (Mobile and desktop)". Entra
+    ID shows this in the browser for an unregistered URI; the tap prints it when the URI is
+    removed from the registration while a sign-in is under way (the code redemption fails)."""
+    port = free_port()
+    emu.register_app(USER_APP, secret="", redirect_uris=[f"http://localhost:{port}"])
+    config = user_config(emu, tmp_path, port)
+    session = Interactive(["login"], config, tmp_path)
+    url = session.wait_for(r"open this URL in a browser: (\S+)").group(1)
+    answer = requests.get(url, verify=emu.ca_path, allow_redirects=False, timeout=30)
+    assert answer.status_code == 302
+    emu.entra.apps[USER_APP].redirect_uris.clear()  # an administrator edits the app meanwhile
+    requests.get(answer.headers["Location"], timeout=30)
+    run = session.finish()
+    assert run.returncode == 2
+    assert one_line(run).startswith(
+        "tap-dynamics: error: AADSTS50011: the redirect URI is not registered for the app — add "
+        "callback_url (default http://localhost:33333) as a Redirect URI under App registrations > "
+        "your app > Authentication (platform 'Mobile and desktop applications'), or set callback_url "
+        "to the one registered there. (Entra ID said: AADSTS50011: The redirect URI "
+        f"'http://localhost:{port}' specified in the request does not match"), run.stderr
+
+
 # --- managed identity ------------------------------------------------------------------------------
 def test_managed_identity_app_service_syncs_accounts(emu) -> None:
     env = {"IDENTITY_ENDPOINT": f"{emu.authority_host}/msi/token", "IDENTITY_HEADER": emu.entra.msi_header}
@@ -402,7 +462,7 @@ def test_check_success_line(emulator) -> None:
     user_id = emulator.entra.apps[emulator.client_id].user_id
     assert run.stdout.strip() == (
         f"connection available: Contoso Emulated ({emulator.org_url}) as application "
-        f"{emulator.client_id}, user id {user_id}")
+        f"{emulator.client_id}, user id {user_id}; can read 4 of 4 tables")
 
 
 GOOD_APP = "88888888-8888-4888-8888-888888888888"
@@ -616,13 +676,87 @@ def test_login_is_only_for_azuread(emulator) -> None:
         "AzureServicePrincipal needs no sign-in — run `tap-dynamics check` instead")
 
 
-@pytest.mark.parametrize("host", ["https://login.microsoftonline.us", "https://login.chinacloudapi.cn",
-                                  "https://login.partner.microsoftonline.cn"])
-def test_sovereign_authorities(host: str) -> None:
-    from tap_dynamics.auth import build_token_provider
-    from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
+class _Cloud(requests.adapters.BaseAdapter):
+    """One Microsoft cloud's login host at the transport level: answers tenant discovery and the
+    token endpoint for ``host`` only and records every request the tap's MSAL app sends."""
 
-    settings = load_settings({"url": "https://org.crm.microsoftdynamics.us", "tenant_id": GUID_T,
-                              "client_id": GUID_C, "client_secret": "x", "authority_host": host + "/"})
-    assert build_token_provider(settings).authority == f"{host}/{GUID_T}"
-    assert host.removeprefix("https://") in MICROSOFT_AUTHORITY_HOSTS  # MSAL validates these itself
+    def __init__(self, host: str, tenant: str) -> None:
+        super().__init__()
+        self.host, self.tenant = host, tenant
+        self.sent: list[tuple[str, str, dict]] = []
+
+    def send(self, request, **kwargs) -> requests.Response:  # noqa: ANN001 - requests' signature
+        from urllib.parse import parse_qsl, urlsplit
+
+        form = dict(parse_qsl(request.body if isinstance(request.body, str) else (request.body or b"").decode()))
+        self.sent.append((request.method, request.url, form))
+        base = f"https://{self.host}/{self.tenant}"
+        parts = urlsplit(request.url)
+        if parts.hostname != self.host:
+            body, status = {"error": "invalid_instance", "error_description": "another cloud"}, 400
+        elif parts.path == f"/{self.tenant}/v2.0/.well-known/openid-configuration":
+            body, status = {"issuer": f"{base}/v2.0", "token_endpoint": f"{base}/oauth2/v2.0/token",
+                            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize"}, 200
+        elif parts.path == f"/{self.tenant}/oauth2/v2.0/token":
+            body, status = {"token_type": "Bearer", "expires_in": 3599, "access_token": "sovereign-token"}, 200
+        else:
+            body, status = {"error": "not_found"}, 404
+        response = requests.Response()
+        response.status_code, response.url, response.request = status, request.url, request
+        response.headers["Content-Type"] = "application/json; charset=utf-8"
+        response._content = json.dumps(body).encode()  # noqa: SLF001 - a built response
+        return response
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# What each cloud's org domain and login host are (README "Sovereign clouds"; Microsoft's
+# national-cloud docs): the tap must ask that cloud's login host, and only it, for a token whose
+# scope is the org URL, whatever the cloud.
+CLOUDS = [
+    ("public", "https://contoso.crm4.dynamics.com", "login.microsoftonline.com"),
+    ("US Government GCC High", "https://contoso.crm.microsoftdynamics.us", "login.microsoftonline.us"),
+    ("US Government DoD", "https://contoso.crm.appsplatform.us", "login.microsoftonline.us"),
+    ("China (21Vianet)", "https://contoso.crm.dynamics.cn", "login.chinacloudapi.cn"),
+    ("China (21Vianet), current host", "https://contoso.crm.dynamics.cn", "login.partner.microsoftonline.cn"),
+]
+
+
+@pytest.mark.parametrize(("cloud", "org", "host"), CLOUDS, ids=[c[0] for c in CLOUDS])
+def test_each_cloud_gets_its_token_from_its_own_login_host(cloud: str, org: str, host: str) -> None:
+    from tap_dynamics.auth import build_token_provider
+
+    settings = load_settings({"url": org + "/", "tenant_id": GUID_T, "client_id": GUID_C,
+                              "client_secret": "cloud-secret-value", "authority_host": f"https://{host}/"})
+    provider = build_token_provider(settings)
+    fake = _Cloud(host, GUID_T)
+    provider._http.mount("https://", fake)  # noqa: SLF001 - the transport under MSAL, not MSAL
+    assert provider.token() == "sovereign-token"
+    assert provider.identity() == f"application {GUID_C}"
+    urls = [url for _method, url, _form in fake.sent]
+    # Tenant discovery, then the token, both at the cloud's own host; no instance discovery at
+    # login.microsoftonline.com from a sovereign cloud (MSAL knows these hosts).
+    assert urls == [f"https://{host}/{GUID_T}/v2.0/.well-known/openid-configuration",
+                    f"https://{host}/{GUID_T}/oauth2/v2.0/token"], urls
+    method, _url, form = fake.sent[-1]
+    assert method == "POST"
+    assert form["grant_type"] == "client_credentials" and form["client_id"] == GUID_C
+    assert form["scope"] == f"{org}/.default"  # the org URL without its trailing slash
+    assert form["client_secret"] == "cloud-secret-value"
+    assert provider.token() == "sovereign-token" and len(fake.sent) == 2  # MSAL's cache, no new request
+
+
+def test_a_private_authority_host_skips_instance_discovery() -> None:
+    """Any other host (a proxy, the emulator) gets no call to login.microsoftonline.com."""
+    from tap_dynamics.auth import build_token_provider
+
+    host = "login.proxy.contoso.example"
+    settings = load_settings({"url": "https://contoso.crm.dynamics.com", "tenant_id": GUID_T,
+                              "client_id": GUID_C, "client_secret": "cloud-secret-value",
+                              "authority_host": f"https://{host}"})
+    provider = build_token_provider(settings)
+    fake = _Cloud(host, GUID_T)
+    provider._http.mount("https://", fake)  # noqa: SLF001
+    assert provider.token() == "sovereign-token"
+    assert {url.split("/")[2] for _m, url, _f in fake.sent} == {host}

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.demo import meltano_dir
+from tests.taprun import hermetic_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_prints_matching_row_counts() -> None:
-    env = {**os.environ, "DEMO_ROWS": "account=1500,contact=400,systemuser=7"}
+    # The demo uses this session's throw-away Meltano directory, not the repository's .meltano/.
+    env = hermetic_env({"DEMO_ROWS": "account=1500,contact=400,systemuser=7", "MELTANO_SYS_DIR_ROOT": str(meltano_dir())})
     result = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "tests.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )

@@ -14,12 +14,13 @@ import decimal
 import threading
 import weakref
 import typing as t
+from pathlib import Path
 
 import pytest
 
 from tap_dynamics.client import Page, Rows
 from tap_dynamics.prefetch import PageBudget, prefetch, prefetch_pages
-from tests.taprun import TapRun, run_tap
+from tests.taprun import TAP, TapRun, hermetic_env, parse_messages, run_tap, write_json
 
 SDK_PATH = {"TAP_DYNAMICS_FAST_PATH": "0"}
 
@@ -160,9 +161,35 @@ def test_flattening_falls_back_to_the_sdk_path(make_emulator) -> None:
     assert any(isinstance(r["new_regions"], str) for r in flat.records("account"))
 
 
-def test_progress_lines_and_summary(make_emulator) -> None:
-    emu = make_emulator(rows={"account": 2000, "contact": 1, "systemuser": 1}, latency_ms=150, latency_scope="pages")
-    run = run_tap({**emu.tap_config(), "entities": ["account"], "page_size": 250, "progress_interval": 0.05})
+def _run_holding_page_2_until(emu, config: dict[str, t.Any], wanted: str, tmp_path: Path) -> TapRun:
+    """Run the tap while the emulator holds account's second page until the tap's stderr shows
+    ``wanted`` (a regex): a progress line is then proven by an event, not by timing."""
+    import subprocess
+    import time
+
+    gate = emu.gate(r"/accounts\?.*skiptoken")
+    config_path = write_json(tmp_path, "config.json", config)
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.log"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([TAP, "--config", config_path], stdout=stdout, stderr=stderr,
+                                env=hermetic_env())
+        try:
+            assert gate.wait_for(1), "the second page should have been asked for"
+            deadline = time.monotonic() + 120  # against a hung run, not a timing assertion
+            while not re.search(wanted, err.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            gate.open()
+            proc.wait(timeout=300)
+    run = TapRun(proc.returncode, out.read_text(), err.read_text())
+    run.messages = parse_messages(run.stdout)
+    return run
+
+
+def test_progress_lines_and_summary(make_emulator, tmp_path: Path) -> None:
+    emu = make_emulator(rows={"account": 2000, "contact": 1, "systemuser": 1})
+    config = {**emu.tap_config(), "entities": ["account"], "page_size": 250, "progress_interval": 0.05}
+    run = _run_holding_page_2_until(emu, config, r"Progress account: ", tmp_path)
     assert run.returncode == 0, run.stderr
     progress = [line for line in run.stderr.splitlines() if "Progress account:" in line]
     assert progress, run.stderr
@@ -265,14 +292,16 @@ def test_closing_prefetch_early_stops_the_feed_and_returns_the_budget() -> None:
     assert budget.held == 0
 
 
-def test_progress_counts_rows_on_the_sdk_path_too(make_emulator) -> None:
-    emu = make_emulator(rows={"account": 1000, "contact": 1, "systemuser": 1}, latency_ms=150, latency_scope="pages")
+def test_progress_counts_rows_on_the_sdk_path_too(make_emulator, tmp_path: Path) -> None:
+    emu = make_emulator(rows={"account": 1000, "contact": 1, "systemuser": 1})
     config = {**emu.tap_config(), "entities": ["account"], "page_size": 100, "progress_interval": 0.05,
               "stream_maps": {"account": {"name_upper": "name.upper()"}}}
-    run = run_tap(config)
+    # The first page's rows are out before the second page is served: a line must count them.
+    run = _run_holding_page_2_until(emu, config, r"Progress account: [1-9]\d* rows", tmp_path)
     assert run.returncode == 0, run.stderr
     counts = [int(m) for m in re.findall(r"Progress account: (\d+) rows", run.stderr)]
     assert counts and max(counts) > 0, run.stderr
+    assert len(run.records("account")) == 1000
 
 
 class _Rows(list):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 
-from tests.taprun import TAP, normalise, run_tap, select_streams, write_json
+from tests.emulator.tls import make_tls
+from tests.taprun import TAP, hermetic_env, normalise, run_tap, select_streams, write_json
 
 
 MODIFIEDON = {"account": "modifiedon"}
@@ -116,7 +116,9 @@ def test_killed_run_resumes_without_losing_rows(make_emulator, tmp_path: Path) -
     config_path = write_json(tmp_path, "config.json", config)
     out = tmp_path / "out.jsonl"
     with out.open("w") as sink:
-        proc = subprocess.Popen([TAP, "--config", config_path], stdout=sink, stderr=subprocess.DEVNULL)  # noqa: S603
+        proc = subprocess.Popen(  # noqa: S603
+            [TAP, "--config", config_path], stdout=sink, stderr=subprocess.DEVNULL, env=hermetic_env()
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if out.read_text().count('"type":"RECORD"') >= 8500:
@@ -172,12 +174,17 @@ def test_catalog_run_skips_column_discovery(emulator, tmp_path: Path) -> None:
     assert not [p for _m, p, _s in emulator.request_log() if "/Attributes" in p]
 
 
-def test_ca_bundle_setting_beats_requests_ca_bundle(emulator) -> None:
-    # The machine-wide bundle does not know the emulator's CA; the setting must still win.
-    env = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"} if os.path.exists(
-        "/etc/ssl/certs/ca-certificates.crt"
-    ) else {}
-    run = run_tap({**emulator.tap_config(), "entities": ["systemuser"]}, env=env)
+def test_ca_bundle_setting_beats_requests_ca_bundle(emulator, tmp_path: Path) -> None:
+    # REQUESTS_CA_BUNDLE names a real CA that did not sign the emulator's certificate (made
+    # here, so the test does not depend on where the host keeps its CA file): on its own it
+    # breaks TLS, which proves the variable is in effect; with ca_bundle set the setting wins.
+    foreign = make_tls(str(tmp_path))
+    env = {"REQUESTS_CA_BUNDLE": foreign.ca_path}
+    config = {**emulator.tap_config(), "entities": ["systemuser"]}
+    without = run_tap({k: v for k, v in config.items() if k != "ca_bundle"}, env=env)
+    assert without.returncode == 2, without.stderr
+    assert "TLS verification failed" in without.stderr
+    run = run_tap(config, env=env)
     assert run.returncode == 0, run.stderr
     assert len(run.records("systemuser")) == len(emulator.rows("systemuser"))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -35,6 +36,11 @@ from tap_dynamics.fastpath import OUTPUT_LOCK
 from tap_dynamics.prefetch import prefetch, prefetch_pages
 from tap_dynamics.dataverse.metadata import ANNOTATIONS_PREFER, is_annotation_column, rename_annotations
 from tap_dynamics.errors import ConfigError, DataverseError
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -64,7 +70,14 @@ PHASE_KEY = "phase"
 
 WINDOWS_KEY = "windows"
 
-EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", "0x80044352")
+# How Dataverse says a change-tracking token has expired (the message and the HRESULT; the
+# status has been seen as 400, but only these identify the error, so any status counts).
+EXPIRED_TOKEN_CODE = "0x80044352"
+EXPIRED_TOKEN_MARKERS = ("Version stamp associated with the client has expired", EXPIRED_TOKEN_CODE)
+# Change tracking's re-baseline phase: persisted before its first request, so that a run killed
+# at any point resumes it as the same table version (ACTIVATE_VERSION at the end), not as a
+# plain first load that would leave rows deleted meanwhile in the warehouse.
+REBASELINE = "rebaseline"
 
 
 def odata_datetime(value: dt.datetime) -> str:
@@ -89,29 +102,34 @@ def _is_multi_select(schema: dict[str, t.Any]) -> bool:
 
 
 class Boundary:
-    """The rows emitted at the latest cursor value, as {primary key: etag}.
+    """The bookmark of a sorted cursor read, and the rows emitted at or after it, as {key: etag}.
 
-    ``accept`` says whether a row must be emitted: rows that a previous read already emitted at
-    its bookmark value, in the same version, are not. The etags it keeps are what the next read
-    needs to do the same, so they go into the state.
+    The bookmark is the latest cursor value read, but never later than ``cap`` (the run's start
+    minus ``commit_margin_seconds``: see :meth:`EntityStream.bookmark_cap`), so the next read
+    starts at most at the cap and re-reads the margin, where late commits may still appear.
+    ``accept`` says whether a row must be emitted: a row a previous read already emitted in the
+    same version (same etag) is not. The etags kept are those of every row at or after the
+    bookmark, emitted now or before, which is what the next read needs to do the same, so they
+    go into the state. Rows whose cursor is null are emitted and move nothing.
     """
 
-    def __init__(self, value: t.Any, etags: t.Any) -> None:
-        self.seen_value = value
+    def __init__(self, value: t.Any, etags: t.Any, cap: str | None = None) -> None:
         self.seen: dict[str, t.Any] = dict(etags) if value is not None and isinstance(etags, dict) else {}
         self.value = value
         self.etags: dict[str, t.Any] = dict(self.seen)
+        self.cap = cap
 
     def accept(self, value: t.Any, key: t.Any, etag: t.Any) -> bool:
-        """Record ``key`` as emitted at ``value``; False if it was already emitted unchanged."""
-        if etag is not None and value == self.seen_value and self.seen.get(key) == etag:
-            return False
-        if value != self.value:
-            self.value = value
-            self.etags = {}
-        if len(self.etags) < MAX_BOUNDARY_KEYS:
-            self.etags[key] = etag
-        return True
+        """Record ``key`` as read at ``value``; False if it was already emitted unchanged."""
+        if value is not None:
+            cap = self.cap
+            floor = value if cap is None or value <= cap else cap
+            if floor != self.value:  # rows come in cursor order: every kept etag is older
+                self.value = floor
+                self.etags = {}
+            if len(self.etags) < MAX_BOUNDARY_KEYS:
+                self.etags[key] = etag
+        return etag is None or self.seen.get(key) != etag
 
 
 def choose_method(entity: EntityInfo, schema: dict[str, t.Any], requested: str | None) -> str:
@@ -178,6 +196,7 @@ class EntityStream(DynamicsStream):
         self._annotations = client.settings.annotations
         self._state: dict[str, t.Any] = {}
         self._windowed = False
+        self._cap: str | None = None  # the latest a date-time bookmark may be (bookmark_cap)
         self.rows_emitted = 0
         self.deletes_emitted = 0
 
@@ -345,7 +364,50 @@ class EntityStream(DynamicsStream):
                 self._state[key] = value
         self.state_manager.is_flushed = False
 
+    @override
+    def cursor_column(self) -> tuple[str, type] | None:
+        """The cursor column and the JSON type its values must have (checked on every row)."""
+        method = self.method
+        if method in (CHANGE_TRACKING, FULL_TABLE):
+            return None
+        return (method, int) if method == VERSION_CURSOR else (method, str)
+
+    @override
+    def _increment_stream_state(self, latest_record: dict[str, t.Any], *, context: Context | None = None) -> None:
+        """Advance the bookmark to the row's cursor value, but not past :meth:`bookmark_cap`.
+
+        A row whose cursor is null is emitted (the first-load windows read them on purpose) and
+        leaves the bookmark where it is; the SDK would warn once per such row.
+        """
+        key = self.replication_key
+        value = latest_record.get(key) if key else None
+        if key is None or value is None:
+            return
+        cap = self._cap
+        if cap is not None and value.__class__ is str and value > cap:
+            latest_record = {key: cap}
+        super()._increment_stream_state(latest_record, context=context)
+
     # -- date-time cursors ------------------------------------------------------------------------
+    def bookmark_cap(self, start: t.Any) -> str | None:
+        """The latest value a date-time bookmark may take in this read (None: no limit).
+
+        Why: Dataverse stamps ``modifiedon`` (and ``createdon``) when a write starts, but the row
+        becomes visible when its transaction commits; a synchronous plug-in may hold it for up
+        to 2 minutes. A row stamped before the newest visible one can therefore appear after a
+        read moved past it. The bookmark stays at least ``commit_margin_seconds`` behind the
+        server's clock when the read starts, so the next run re-reads that margin; rows it
+        already emitted unchanged are dropped by their etags (:class:`Boundary`). Never below
+        ``start``, the bookmark the read starts from: a bookmark does not move backwards.
+        """
+        margin = self.settings.commit_margin_seconds
+        if not margin:
+            return None
+        cap = odata_datetime(self.client.server_time() - dt.timedelta(seconds=margin))
+        if isinstance(start, str) and start > cap:
+            return start
+        return cap
+
     def _set_windowed(self, windowed: bool) -> None:
         """Switch the SDK's sort check off while windows interleave (its state manager caches it)."""
         self._windowed = windowed
@@ -363,12 +425,16 @@ class EntityStream(DynamicsStream):
             finally:
                 self._set_windowed(False)
             return
-        boundary = Boundary(self._state.get("replication_key_value"), self._state.get(BOUNDARY_KEY))
+        start = self._state.get("replication_key_value")
+        seen = (start, self._state.get(BOUNDARY_KEY))  # before the lookback forgets the bookmark
         url = self.client.url(self.path, self.query_options(context))
         if self.settings.lookback_seconds:
             # Rows from the lookback window come before the old bookmark; let the bookmark
             # restart from them (a kill mid-window resumes earlier: duplicates, not losses).
             self._checkpoint(replication_key_value=None)
+            start = None
+        self._cap = self.bookmark_cap(start)
+        boundary = Boundary(*seen, self._cap)
         for page in self._fetch(url, self._prefer()):
             yield self._accepted(page, boundary)
             del page
@@ -464,7 +530,13 @@ class EntityStream(DynamicsStream):
         """Read the windows concurrently; each page checkpoints a snapshot of every window."""
         cursor, pk = self.replication_key, self.entity.primary_id
         pending = [w for w in windows if not w.get("done")]
-        trackers = [Boundary(w.get("bookmark"), w.get("boundary")) for w in pending]
+        # A window's bookmark stays within the window (a resumed window never re-reads the one
+        # before it), and within the cap (bookmark_cap) unless the whole window is later.
+        cap = self._cap = self.bookmark_cap(None)
+        trackers = [
+            Boundary(w.get("bookmark"), w.get("boundary"), None if cap is None else max(cap, w.get("lo") or cap))
+            for w in pending
+        ]
         prefer = self._prefer()
         summary = self.client.summary.stream(self.name)
 
@@ -487,12 +559,15 @@ class EntityStream(DynamicsStream):
             window["done"] = page.next_link is None
             yield replace(page, records=rows, checkpoint={WINDOWS_KEY: copy.deepcopy(windows)})
             del page, rows
-        # Every window is complete: one bookmark again, at the newest row read.
+        # Every window is complete: one bookmark again, at the newest row read or the cap, with
+        # the etags of every row at or after it (each window kept those after its own bookmark).
         values = [w["bookmark"] for w in windows if w.get("bookmark") is not None]
         last = max(values) if values else None
+        if last is not None and cap is not None:
+            last = min(last, cap)
         etags: dict[str, t.Any] = {}
         for window in windows:
-            if last is not None and window.get("bookmark") == last:
+            if last is not None and window.get("bookmark") is not None and window["bookmark"] >= last:
                 etags.update(window.get("boundary") or {})
         self._checkpoint(
             **{WINDOWS_KEY: None, "replication_key": cursor, "replication_key_value": last, BOUNDARY_KEY: etags}
@@ -526,14 +601,19 @@ class EntityStream(DynamicsStream):
         next_link = self._state.get(NEXT_LINK_KEY)
         delta_link = self._state.get(DELTA_LINK_KEY)
         phase = self._state.get(PHASE_KEY)
-        if next_link:  # resume paging where a killed run stopped
-            yield from self._track(next_link, phase or "delta")
+        if phase == REBASELINE:  # a killed re-baseline, before or after its first page
+            self.client.summary.stream(self.name).note = "re-baseline resumed"
+            yield from self._track(next_link or self._initial_url(), REBASELINE)
             return
-        if not delta_link:
+        if next_link and phase == "initial":  # resume paging where a killed run stopped
+            yield from self._track(next_link, "initial")
+            return
+        url = next_link or delta_link
+        if not url:
             yield from self._track(self._initial_url(), "initial")
             return
         try:
-            yield from self._track(delta_link, "delta")
+            yield from self._track(url, "delta")
         except DataverseError as exc:
             if not _is_expired_token(exc):
                 raise
@@ -544,8 +624,10 @@ class EntityStream(DynamicsStream):
                 exc,
             )
             self.client.summary.stream(self.name).note = "re-baselined: change-tracking token expired"
-            self._checkpoint(**{DELTA_LINK_KEY: None})
-            yield from self._track(self._initial_url(), "rebaseline")
+            # One STATE for the whole switch: no point at which a kill forgets the re-baseline.
+            version = int(time.time() * 1000)
+            self._checkpoint(**{DELTA_LINK_KEY: None, NEXT_LINK_KEY: None, PHASE_KEY: REBASELINE, VERSION_KEY: version})
+            yield from self._track(self._initial_url(), REBASELINE)
 
     def _initial_url(self) -> str:
         return self.client.url(self.path, {"$select": ",".join(self.selected_columns())})
@@ -553,9 +635,9 @@ class EntityStream(DynamicsStream):
     def _track(self, url: str, phase: str) -> Iterator[Page]:
         """Follow one tracked sequence of pages to its delta link."""
         pk = self.entity.primary_id
-        full_pass = phase in ("initial", "rebaseline")
-        version = self._state.get(VERSION_KEY) if phase == "rebaseline" else None
-        if phase == "rebaseline" and version is None:
+        full_pass = phase in ("initial", REBASELINE)
+        version = self._state.get(VERSION_KEY) if phase == REBASELINE else None
+        if phase == REBASELINE and version is None:
             version = int(time.time() * 1000)
         self._stream_version = version
         self._checkpoint(**{PHASE_KEY: phase, VERSION_KEY: version})
@@ -598,7 +680,14 @@ class EntityStream(DynamicsStream):
         for name in self._multi_select:
             value = row.get(name)
             if value.__class__ is str:
-                row[name] = list(map(int, value.split(","))) if value else []
+                try:
+                    row[name] = list(map(int, value.split(","))) if value else []
+                except ValueError:
+                    msg = (
+                        f"table {self.name}: column {name} holds {value[:60]!r}, not comma-separated "
+                        "choice values (whole numbers); the response is malformed"
+                    )
+                    raise DataverseError(msg, table=self.name) from None
         return row
 
 
@@ -608,5 +697,6 @@ def _is_deleted_entity(row: dict[str, t.Any]) -> bool:
 
 
 def _is_expired_token(exc: DataverseError) -> bool:
+    """The change-tracking token expired: known by its code or message, whatever the status."""
     text = str(exc)
-    return exc.status == 400 and any(marker in text for marker in EXPIRED_TOKEN_MARKERS)
+    return exc.code == EXPIRED_TOKEN_CODE or any(marker in text for marker in EXPIRED_TOKEN_MARKERS)

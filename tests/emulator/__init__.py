@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 import shutil
 import collections
+import email.utils
 import threading
 import time
 import traceback
 import urllib.parse
-from collections import deque
 from typing import Any
 
 import orjson
@@ -29,7 +29,7 @@ import orjson
 from .dataverse import Dataverse, Request
 from .entra import DEFAULT_CLIENT, DEFAULT_SECRET, DEFAULT_TENANT, Entra
 from .faults import DEFAULTS as FAULT_DEFAULTS
-from .faults import Faults
+from .faults import Faults, Gate
 from .server import EmulatorServer, serve_in_thread
 from .store import Store
 from .tls import make_tls
@@ -57,6 +57,8 @@ class Emulator:
         self.knobs: dict[str, Any] = {
             "latency_ms": latency_ms, "token_lifetime": token_lifetime,
             "change_tracking_expiry_seconds": change_tracking_expiry_seconds,
+            # the HTTP status of the expired-token error (observed: 400; the code is what counts)
+            "change_tracking_expiry_status": 400,
             "top_wins": top_wins,
             # "all": latency_ms delays every request; "pages": only data pages (large pages are
             # what is slow to serve; metadata and token calls stay fast)
@@ -70,7 +72,6 @@ class Emulator:
         self.issued_tokens: list[str] = []  # every access token handed out (secret-leak checks)
         self.tenant_id, self.client_id, self.client_secret = DEFAULT_TENANT, DEFAULT_CLIENT, DEFAULT_SECRET
         self._lock = threading.Lock()
-        self._recent: deque[float] = deque()
         self.reset_stats()
         self.server: EmulatorServer | None = None
         self.store: Store | None = None
@@ -124,11 +125,13 @@ class Emulator:
         app = self.entra.apps[(client_id or self.client_id).lower()]
         return self.entra.issue(app, lifetime, audience)
 
-    def insert(self, table: str, values: dict | None = None) -> dict:
-        return self.store.insert(table, values)
+    def insert(self, table: str, values: dict | None = None, *, commit_after: float = 0) -> dict:
+        """Insert a row; ``commit_after`` > 0: a late commit (see :meth:`Store.insert`)."""
+        return self.store.insert(table, values, commit_after=commit_after)
 
-    def update(self, table: str, row_id: str, values: dict) -> dict:
-        return self.store.update(table, row_id, values)
+    def update(self, table: str, row_id: str, values: dict, *, commit_after: float = 0) -> dict:
+        """Update a row; ``commit_after`` > 0: a late commit (see :meth:`Store.insert`)."""
+        return self.store.update(table, row_id, values, commit_after=commit_after)
 
     def delete(self, table: str, row_id: str) -> None:
         self.store.delete(table, row_id)
@@ -154,6 +157,7 @@ class Emulator:
                            "max_in_flight": 0, "errors_4xx": 0, "errors_5xx": 0,
                            "bytes_served": 0}
             self._log: collections.deque = collections.deque(maxlen=100_000)
+            self._queries: collections.deque = collections.deque(maxlen=100_000)
             self._in_flight = 0
             self._in_flight_since = time.perf_counter()
             self._in_flight_seconds = 0.0  # the integral of in-flight requests over time
@@ -187,6 +191,11 @@ class Emulator:
         with self._lock:
             return list(self._log)
 
+    def query_log(self) -> list[tuple[str, str, str]]:
+        """(decoded path, raw query, Prefer header) of the Web API requests since reset_stats()."""
+        with self._lock:
+            return list(self._queries)
+
     def count_page(self, rows: int) -> None:
         lat = self.knobs["latency_ms"]
         if lat and self.knobs["latency_scope"] == "pages":
@@ -199,12 +208,12 @@ class Emulator:
                 self._first_page = self._request_started.get(threading.get_ident(), now)
             self._last_page = now
 
-    def recent_requests(self) -> int:
-        cutoff = time.monotonic() - 300
-        with self._lock:
-            while self._recent and self._recent[0] < cutoff:
-                self._recent.popleft()
-            return len(self._recent)
+    def gate(self, pattern: str, open_at: int | None = None, timeout_s: float = 120.0) -> Gate:
+        """Hold Web API requests matching ``pattern`` (a regex on the decoded path and query)
+        in flight until the gate opens (see :class:`~tests.emulator.faults.Gate`)."""
+        gate = Gate(pattern, open_at, timeout_s)
+        self.faults.gates.append(gate)
+        return gate
 
     # ------------------------------------------------------------ dispatch
     _request_started: dict[int, float] = {}
@@ -222,7 +231,6 @@ class Emulator:
             self._flight(+1)
             self._stats["requests"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._in_flight)
-            self._recent.append(time.monotonic())
         self._request_started[threading.get_ident()] = time.perf_counter()
         try:
             lat = self.knobs["latency_ms"]
@@ -243,8 +251,14 @@ class Emulator:
                 traceback.print_exc()
                 status, hdrs, payload = 500, [("Content-Type", "application/json")], orjson.dumps(
                     {"error": {"code": "0x80040216", "message": "An unexpected error occurred."}})
+            if path.startswith("/api/data/"):
+                # Dataverse dates every response; here by the emulator's clock, which is the
+                # clock its rows are stamped with (a tap compares its bookmarks with it).
+                hdrs = [*hdrs, ("Date", email.utils.formatdate(self.store.clock, usegmt=True))]
             with self._lock:
                 self._log.append((method, path, status))
+                if path.startswith("/api/data/"):
+                    self._queries.append((path, query, headers.get("prefer", "")))
                 self._stats["bytes_served"] += len(payload)
                 if 400 <= status < 500:
                     self._stats["errors_4xx"] += 1
@@ -263,6 +277,9 @@ class Emulator:
             return None
         m = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""))
         size = int(m.group(1)) if m else 5000
+        top = re.search(r"(?:^|[?&])(?:\$|%24)top=(\d+)", target)
+        if top:  # a $top query answers at most that many rows, whatever the page size
+            size = min(size, int(top.group(1)))
         answer = self.faults.oversized(target, size)
         if answer is not None and self.knobs["page_size_limit_mode"] == "timeout":
             with self._lock:
@@ -299,6 +316,9 @@ class Emulator:
                 return 405, js, b'{"error":"invalid_request"}'
             with self._lock:
                 self._stats["token_requests"] += 1
+            fault = self.entra.token_fault()
+            if fault is not None:
+                return fault
             form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             status, obj = self.entra.token(parts[0], form, headers)
             if isinstance(obj, dict) and obj.get("access_token"):
@@ -328,6 +348,9 @@ class Emulator:
         if parts == ["set"] and method == "POST":
             self.set(**data)
             return 200, js, orjson.dumps(self.knobs)
+        if parts == ["token_faults"] and method == "POST":  # entra.py: fail_token_requests
+            self.entra.fail_token_requests(**data)
+            return 200, js, orjson.dumps({"pending": len(self.entra.token_faults)})
         if parts == ["apps"] and method == "POST":
             app = self.register_app(**data)
             return 200, js, orjson.dumps({"client_id": app.client_id, "tenant_id": app.tenant_id})

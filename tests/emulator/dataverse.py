@@ -24,6 +24,7 @@ from .odata import (
     ODataError, bad_request, compile_filter, decode_cookie, encode_cookie, parse_filter,
     parse_orderby, parse_select, skiptoken_param, split_expand,
 )
+from .faults import caller_of
 from .store import LIGHT, TableStore, kind_of
 
 if TYPE_CHECKING:
@@ -91,14 +92,8 @@ class Dataverse:
 
     def headers(self, ct: str | None = JSON_CT) -> list[tuple[str, str]]:
         rid = str(uuid.uuid4())
-        used = self.emu.recent_requests()
-        burst = self.emu.knobs.get("ratelimit_burst_remaining")
-        budget = self.emu.knobs.get("ratelimit_time_remaining")
+        # x-ms-ratelimit-* are the caller's own budget: added in handle(), which knows the caller
         h = [("OData-Version", "4.0"), ("REQ_ID", rid), ("x-ms-service-request-id", rid),
-             ("x-ms-ratelimit-burst-remaining-xrm-requests",
-              str(max(0, 5999 - used)) if burst is None else str(burst)),
-             ("x-ms-ratelimit-time-remaining-xrm-requests",
-              "1,199.99" if budget is None else f"{float(budget):,.2f}"),
              ("Cache-Control", "no-cache"), ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")]
         if ct:
             h.append(("Content-Type", ct))
@@ -127,14 +122,28 @@ class Dataverse:
         auth = self.authenticate(req)
         if auth is not None:
             return auth
+        # Service protection counts per caller (the token's user), not per URL or per client;
+        # only online (an on-premises server's authenticate() names no caller: no limits).
+        caller = req.headers.get("x-emulator-caller")
+        limits = self.emu.faults.protection
+        refused = None if caller is None else limits.admit(caller)
+        if refused is not None:
+            return refused
+        started = time.perf_counter()
         try:
+            for gate in list(self.emu.faults.gates):
+                gate.hold(urllib.parse.unquote(req.path + "?" + req.raw_query))
             if req.method != "GET":
                 raise ODataError(405, "0x80060888",
                                  f"The HTTP method '{req.method}' is not allowed for this resource "
                                  "in the emulator (read-only Web API).")
-            return self.route(req, prefer, version, rest)
+            status, hdrs, payload = self.route(req, prefer, version, rest)
         except ODataError as e:
-            return self.error(e, prefer)
+            status, hdrs, payload = self.error(e, prefer)
+        finally:
+            if caller is not None:
+                limits.done(caller, time.perf_counter() - started)
+        return status, hdrs + ([] if caller is None else limits.headers(caller)), payload
 
     def authenticate(self, req: Request) -> tuple[int, list, bytes] | None:
         auth = req.headers.get("authorization", "")
@@ -152,6 +161,7 @@ class Dataverse:
                 f"The user is not a member of the organization. (Application '{app.client_id}' has "
                 f"no application user in the environment; create one and assign a security role.)"))
         req.headers["x-emulator-app"] = app.client_id
+        req.headers["x-emulator-caller"] = caller_of(auth)
         return None
 
     def route(self, req: Request, prefer: Prefer, version: str, rest: str) -> tuple[int, list, bytes]:
@@ -189,6 +199,7 @@ class Dataverse:
         if rest.startswith("RelationshipDefinitions"):
             return self.relationship_definitions(req, base, rest[len("RelationshipDefinitions"):])
         if rest == "organizations":
+            self.check_read(req, "organization", "Organization", 1019, "Organization")
             row = {"@odata.etag": 'W/"1000"', "name": T.ORG_NAME, "organizationid": T.ORGANIZATION_ID}
             if "$select" in req.query:
                 sel = parse_select(req.query["$select"])
@@ -207,6 +218,7 @@ class Dataverse:
         if td is None:
             raise ODataError(404, "0x80060888", f"Resource not found for the segment '{set_name}'.")
         ts = self.store.t[td.logical]
+        self.check_read(req, td.logical, td.schema, td.otc, td.display[0])
         if td.read_error is not None:  # e.g. a virtual table whose provider fails
             raise ODataError(*td.read_error)
         if key is not None:
@@ -214,6 +226,24 @@ class Dataverse:
         if count:
             return self.count_only(req, ts)
         return self.collection(req, prefer, base, ts)
+
+    def check_read(self, req: Request, logical: str, schema: str, otc: int, display: str) -> None:
+        """403 PrivilegeDenied when the caller's security role lacks Read on the table.
+
+        The message is Dataverse's own (a real one, ids aside): the principal, the missing
+        privilege ``prvRead<SchemaName>``, the table's type code and names.
+        """
+        app = self.emu.entra.apps[req.headers["x-emulator-app"]]
+        if logical not in app.read_denied:
+            return
+        privilege = f"prvRead{schema}"
+        raise ODataError(403, "0x80040220", (
+            f"Principal user (Id={app.user_id}, type=8, roleCount=1, privilegeCount=412, "
+            f"accessMode='0 Read-Write', AADObjectId='{app.object_id}', "
+            f"MetadataCachePrivilegesCount=12471, businessUnitId={T.BUSINESS_UNIT_ID}), is missing "
+            f"{privilege} privilege (Id={T.stable_guid('privilege', privilege)}) on OTC={otc} for "
+            f"entity '{logical}' (LocalizedName='{display}'). context.Caller={app.user_id}. "
+            "Consider adding missed privilege to one of the principal (user/team) roles."))
 
     # ------------------------------------------------------------ functions
     def total_count(self, req, base, rest):
@@ -505,7 +535,8 @@ class Dataverse:
         import calendar
         ts = calendar.timegm((y, mo, d, hh, mi, ss, 0, 0, 0))
         if self.store.clock - ts > self.emu.knobs["change_tracking_expiry_seconds"]:
-            raise bad_request(CT_EXPIRED, code="0x80044352")
+            # 400 as observed; the status is a knob: only the code and message identify the error
+            raise ODataError(self.emu.knobs["change_tracking_expiry_status"], "0x80044352", CT_EXPIRED)
         return int(m.group(1)), ts
 
     def _page_size(self, prefer: Prefer) -> int:

@@ -13,7 +13,9 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import email.utils
 import secrets
+import threading
 import time
 import urllib.parse
 import uuid
@@ -26,6 +28,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 import orjson
+
+from .faults import GATEWAY_PAGE, cut_body
 
 DEFAULT_TENANT = "11111111-1111-4111-8111-111111111111"
 DEFAULT_CLIENT = "22222222-2222-4222-8222-222222222222"
@@ -51,6 +55,35 @@ class App:
     certificates: list = field(default_factory=list)  # x509.Certificate objects uploaded
     redirect_uris: list = field(default_factory=list)
     public_client: bool = True  # "Allow public client flows"
+    # Tables (logical names; "organization" too) that the security role of the app's user has
+    # no Read privilege on: Dataverse answers 403 PrivilegeDenied (dataverse.py).
+    read_denied: frozenset = frozenset()
+
+
+@dataclass
+class TokenFault:
+    """``count`` token-endpoint requests that fail with ``kind``, after ``after`` answered ones.
+
+    kinds: "429" (throttled, AADSTS90055, Retry-After), "503" (AADSTS90033 "transient error",
+    Retry-After, as Entra ID sends it), "proxy_html" (a proxy's 502 HTML page), "drop" (the
+    connection closes half-way through the answer). ``retry_after`` is sent as seconds, or as
+    an HTTP-date that many seconds ahead when ``retry_after_form`` is "date".
+    """
+
+    kind: str
+    count: int = 1
+    after: int = 0
+    retry_after: float | None = 1
+    retry_after_form: str = "seconds"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOKEN_FAULT_KINDS:
+            raise ValueError(f"unknown token fault {self.kind!r}; known: {TOKEN_FAULT_KINDS}")
+        if self.retry_after_form not in ("seconds", "date"):
+            raise ValueError("retry_after_form must be 'seconds' or 'date'")
+
+
+TOKEN_FAULT_KINDS = ("429", "503", "proxy_html", "drop")
 
 
 AADSTS = {
@@ -153,6 +186,12 @@ AADSTS = {
     70020: ("expired_token", 400,
             "AADSTS70020: The provided value for the input parameter 'device_code' is not valid. "
             "This device code has expired."),
+    # --- transient failures of the service itself (token-endpoint faults)
+    90033: ("temporarily_unavailable", 503,
+            "AADSTS90033: A transient error has occurred. Please try again."),
+    90055: ("temporarily_unavailable", 429,
+            "AADSTS90055: TenantThrottlingError - There are too many incoming requests. This "
+            "exception is thrown for blocked tenants."),
     # Emulator choice: the number Entra ID attaches to slow_down is not documented.
     70019: ("slow_down", 400,
             "AADSTS70019: Slow down: the client is polling too often."),
@@ -182,7 +221,8 @@ class Entra:
         self.codes: dict[str, dict] = {}
         self.refresh_tokens: dict[str, dict] = {}
         self.device_codes: dict[str, dict] = {}
-        self.used_jti: set[str] = set()
+        self.used_jti: dict[str, str] = {}  # jti -> the assertion that carried it
+        self.assertion_headers: list[dict] = []  # the JOSE header of every client assertion seen
         # Knobs: what happens to the next refresh-token redemption ("expired" → AADSTS700082,
         # "revoked" → AADSTS50173, "mfa" → AADSTS50076), whether redeeming a refresh token
         # invalidates it (Entra ID does not; some tenants' policies and other IdPs do), the
@@ -197,15 +237,23 @@ class Entra:
         ISSUED_SECRETS.add(self.msi_header)
         self.system_identity = self.register_app(MSI_CLIENT, secrets.token_urlsafe(32), DEFAULT_TENANT)
         self.user_identities: dict[str, App] = {}
+        # Faults of the token endpoints (see fail_token_requests) and revocation by use count.
+        self.token_faults: list[TokenFault] = []
+        self.token_fault_log: list[str] = []  # the kind of every injected token fault, in order
+        self.revoke_after_uses: int | None = None
+        self._token_uses: dict[str, int] = {}
+        self.revoked_uses = 0  # requests refused because their token was revoked by use count
+        self._fault_lock = threading.Lock()
 
     # ---------------------------------------------------------- registry
     def register_app(self, client_id: str, secret: str = DEFAULT_SECRET, tenant_id: str | None = None,
                      secret_expired: bool = False, consent: bool = True,
                      application_user: bool = True, certificate: Any = None,
                      redirect_uris: list[str] | None = None, public_client: bool = True,
-                     managed_identity: bool = False) -> App:
+                     managed_identity: bool = False, read_denied: list[str] | None = None) -> App:
         """Register an app. ``certificate``: PEM bytes/str or x509 objects (one or a list)
-        uploaded under Certificates & secrets. ``managed_identity``: a user-assigned identity."""
+        uploaded under Certificates & secrets. ``managed_identity``: a user-assigned identity.
+        ``read_denied``: tables its application user's role cannot read."""
         tenant = tenant_id or DEFAULT_TENANT
         app = App(client_id.lower(), secret, tenant.lower(), secret_expired, consent,
                   application_user, str(uuid.uuid5(uuid.NAMESPACE_OID, "oid:" + client_id)),
@@ -219,6 +267,7 @@ class Entra:
             app.certificates.append(cert)
         app.redirect_uris = list(redirect_uris or ["http://localhost:33333"])
         app.public_client = public_client
+        app.read_denied = frozenset(name.lower() for name in read_denied or ())
         if secret:
             ISSUED_SECRETS.add(secret)
         self.apps[app.client_id] = app
@@ -226,6 +275,59 @@ class Entra:
         if managed_identity:
             self.user_identities[app.client_id] = app
         return app
+
+    # ---------------------------------------------------------- token endpoint faults
+    def fail_token_requests(self, kind: str, count: int = 1, after: int = 0,
+                            retry_after: float | None = 1, retry_after_form: str = "seconds") -> None:
+        """Make token requests fail: ``count`` of them with ``kind``, after ``after`` that are
+        answered normally (``after=1``: the run's first token works, a refresh fails). Covers
+        every token endpoint: Entra ID's, the managed identity ones and AD FS's."""
+        with self._fault_lock:
+            self.token_faults.append(TokenFault(kind, int(count), int(after), retry_after, retry_after_form))
+
+    def token_fault(self) -> tuple[int, list, bytes] | None:
+        """The answer to the current token request when a fault is due, else None."""
+        with self._fault_lock:
+            if not self.token_faults:
+                return None
+            fault = self.token_faults[0]
+            if fault.after > 0:
+                fault.after -= 1
+                return None
+            fault.count -= 1
+            if fault.count <= 0:
+                self.token_faults.pop(0)
+            self.token_fault_log.append(fault.kind)
+        headers = [("x-ms-request-id", str(uuid.uuid4())), ("x-ms-ests-server", "2.1.emulated")]
+        if fault.retry_after is not None and fault.kind in ("429", "503"):
+            if fault.retry_after_form == "date":
+                # HTTP-date has whole seconds: round up so the client never waits too little.
+                value = email.utils.formatdate(time.time() + float(fault.retry_after) + 1, usegmt=True)
+            else:
+                value = str(int(fault.retry_after)) if float(fault.retry_after).is_integer() else str(fault.retry_after)
+            headers.append(("Retry-After", value))
+        if fault.kind in ("429", "503"):
+            status, body = self.error(90055 if fault.kind == "429" else 90033)
+            js = [("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store")]
+            return status, [*js, *headers], orjson.dumps(body)
+        if fault.kind == "proxy_html":
+            return 502, [("Content-Type", "text/html")], GATEWAY_PAGE
+        # "drop": a success announced in full, cut off half-way (no real token in it).
+        filler = orjson.dumps({"token_type": "Bearer", "expires_in": 3599, "access_token": "x" * 1200})
+        return 200, [("Content-Type", "application/json; charset=utf-8"), *headers], cut_body(filler)
+
+    def spend(self, token: str) -> bool:
+        """Count one use of an access token; False once it was revoked (``revoke_after_uses``)."""
+        limit = self.revoke_after_uses
+        if limit is None:
+            return True
+        with self._fault_lock:
+            used = self._token_uses.get(token, 0) + 1
+            self._token_uses[token] = used
+            if used > int(limit):
+                self.revoked_uses += 1
+                return False
+        return True
 
     # ---------------------------------------------------------- errors
     def error(self, code: int, **fmt: Any) -> tuple[int, dict]:
@@ -388,6 +490,8 @@ class Entra:
         app = self.apps.get(str(payload.get("appid", "")).lower())
         if app is None:
             return None, "unknown app"
+        if not self.spend(token):
+            return None, "revoked"
         if payload.get("idtyp") == "user":
             # A user is a member of the org: the application-user requirement is the app's.
             return replace(app, application_user=True), ""
@@ -425,6 +529,7 @@ class Entra:
             signature = b64url_decode(parts[2])
         except Exception:
             return self.error(50027, reason="The assertion is not a JWT.")
+        self.assertion_headers.append(dict(header))
         # RFC 7515 says unpadded base64url; MSAL sends it padded. Entra ID accepts both.
         thumb_s256 = str(header.get("x5t#S256") or "").rstrip("=") or None
         thumb_sha1 = str(header.get("x5t") or "").rstrip("=") or None
@@ -473,10 +578,15 @@ class Entra:
         if not isinstance(exp, (int, float)) or exp < now - 300 or (nbf or 0) > now + 300:
             fmt = lambda v: dt.datetime.fromtimestamp(v or 0, dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")  # noqa: E731
             return self.error(700024, now=fmt(now), nbf=fmt(nbf), exp=fmt(exp if isinstance(exp, (int, float)) else 0))
+        # MSAL reuses one assertion for its whole lifetime (create_regenerative_assertion, up to
+        # 10 min), so the same assertion again is fine, as Entra ID accepts it; a different
+        # assertion with a jti seen before is a replay. Emulator choice: the exact rule is not
+        # documented.
         jti = claims.get("jti")
-        if not jti or jti in self.used_jti:
+        assertion = form.get("client_assertion", "")
+        if not jti or self.used_jti.get(jti, assertion) != assertion:
             return self.error(50027, reason="The assertion's jti was already used (replay).")
-        self.used_jti.add(jti)
+        self.used_jti[jti] = assertion
         return None
 
     # ---------------------------------------------------------- user flows
@@ -560,7 +670,8 @@ class Entra:
                 return self.error(70000)
             if entry["used"]:
                 return self.error(54005)
-            if form.get("redirect_uri") != entry["redirect_uri"]:
+            if form.get("redirect_uri") != entry["redirect_uri"] or entry["redirect_uri"] not in app.redirect_uris:
+                # Also checked against the registration now: removed since the sign-in started.
                 return self.error(50011, redirect_uri=form.get("redirect_uri", ""), client_id=app.client_id)
             verifier = form.get("code_verifier", "")
             if entry["challenge"]:
@@ -680,6 +791,9 @@ class Entra:
         parts = path.strip("/").split("/")
         q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
         if path in ("/msi/token", "/metadata/identity/oauth2/token") and method == "GET":
+            fault = self.token_fault()
+            if fault is not None:
+                return fault
             status, obj = self.managed_identity(path, q, headers)
             return status, js, orjson.dumps(obj)
         if len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "authorize"] and method == "GET":

@@ -23,13 +23,25 @@ Every knob is also an :class:`~tests.emulator.Emulator` constructor keyword and 
 ``token_revoke_after_s``   bearer tokens older than this get 401 (revoked / expired early)
 ``forbidden_tables``       tables (logical or entity-set names) whose rows always 403
 ``ratelimit_burst_remaining`` / ``ratelimit_time_remaining``: override the
-                           ``x-ms-ratelimit-*`` headers (None: computed)
+                           ``x-ms-ratelimit-*`` headers (None: computed per caller)
+``limit_requests``         service protection: requests per caller per window (6000)
+``limit_execution_s``      ... seconds of execution time per caller per window (1200)
+``limit_concurrent``       ... concurrent requests per caller (52)
+``limit_window_s``         ... the sliding window, in seconds (300)
+``error_5xx_statuses``     which of 502/503/504 ``error_5xx_rate`` answers with
+``error_5xx_retry_after``  the ``Retry-After`` seconds sent with an injected 503 (None: none)
+``fault_tables``           faults hit only these tables' requests (empty: every request)
 ``serve_body``             {decoded path: {"status", "content_type", "body", "headers",
                            "times"}}: serve a given answer for a path (the first ``times``
                            requests only, when given) — fuzzing, loops, redirects
 =========================  ==============================================================
 
-Decisions are deterministic: a request's fate depends only on the seed, its URL (path and
+Service protection (:class:`ServiceProtection`) is not a fault but how Dataverse really limits
+callers: per user (the token's ``oid``: an application user or a signed-in user) and per web
+server, over a sliding window, with ``Retry-After`` saying when the window has room again. Two
+identities never share a budget; every thread of one identity does.
+
+Fault decisions are deterministic: a request's fate depends only on the seed, its URL (path and
 query) and how many times that URL was requested before — not on timing or thread order — so
 a failing test reproduces exactly. The fault log records what was injected and when (server
 side), which is how tests check that the tap honoured ``Retry-After``.
@@ -41,10 +53,12 @@ import base64
 import hashlib
 import random
 import re
+import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -77,6 +91,13 @@ DEFAULTS: dict[str, Any] = {
     "ratelimit_burst_remaining": None,
     "ratelimit_time_remaining": None,
     "serve_body": {},
+    "limit_requests": 6000,
+    "limit_execution_s": 1200.0,
+    "limit_concurrent": 52,
+    "limit_window_s": 300.0,
+    "error_5xx_statuses": [502, 503, 504],
+    "error_5xx_retry_after": None,
+    "fault_tables": [],
 }
 
 # The order in which rates are drawn; one fault at most per request.
@@ -124,6 +145,8 @@ class Faults:
         self.knobs = knobs
         self.entity_sets: dict[str, str] = {}  # logical name -> entity set, filled at start()
         self.issued_at: dict[str, float] = {}  # access token -> time.time() it was issued
+        self.protection = ServiceProtection(knobs)
+        self.gates: list[Gate] = []
         self._lock = threading.Lock()
         self.reset()
 
@@ -135,6 +158,7 @@ class Faults:
             self.events: list[FaultEvent] = []
             self.arrivals: dict[str, list[float]] = {}
             self.timeline: list[tuple[float, str]] = []  # (arrival, target) of every API request
+        self.protection.reset()
 
     # ------------------------------------------------------------ decisions
     def _draw(self, target: str, n: int, kind: str) -> random.Random:
@@ -196,7 +220,7 @@ class Faults:
             return _json(403, {"error": {"code": "0x80040220", "message": (
                 f"Principal user (Id=00000000-0000-0000-0000-000000000000, type=8) is missing "
                 f"prvRead{table} privilege on OTC=1 for entity '{table}'.")}}), n, allowed
-        if not allowed:
+        if not allowed or not self._targeted(table):
             return None, n, allowed
         for kind in BEFORE_KINDS:
             rate = float(k[f"{kind}_rate"])
@@ -210,11 +234,13 @@ class Faults:
                     return _json(429, {"error": {"code": code, "message": THROTTLE_MESSAGES[code]}},
                                  extra), n, allowed
                 if kind == "error_5xx":
-                    status = rng.choice((502, 503, 504))
+                    status = int(rng.choice(list(k["error_5xx_statuses"])))
                     self._record(target, kind, status)
                     if status == 503:
+                        ra = k["error_5xx_retry_after"]
+                        extra = [] if ra is None else [("Retry-After", _seconds(ra))]
                         return _json(503, {"error": {"code": "0x80040216", "message":
-                                                     "Service Unavailable"}}), n, allowed
+                                                     "Service Unavailable"}}, extra), n, allowed
                     return (status, _std_headers() + [("Content-Type", "text/html")],
                             GATEWAY_PAGE), n, allowed
                 status = int(k["html_status"])
@@ -242,7 +268,8 @@ class Faults:
         """Faults that damage a real 200 JSON answer on its way out (not CSDL XML or $count text)."""
         status, hdrs, payload = response
         is_json = any(k.lower() == "content-type" and "json" in v for k, v in hdrs)
-        if status != 200 or not allowed or not is_json or len(payload) < 2:
+        targeted = self._targeted(_table_of(target.partition("?")[0]))
+        if status != 200 or not allowed or not is_json or len(payload) < 2 or not targeted:
             self._clean(target) if status == 200 else None
             return response
         for kind in AFTER_KINDS:
@@ -256,6 +283,14 @@ class Faults:
                 return status, hdrs, payload.replace(b'"', b"'", 3)
         self._clean(target)
         return response
+
+    def _targeted(self, table: str | None) -> bool:
+        """Whether faults may hit a request of ``table`` (``fault_tables``; empty: all)."""
+        only = self.knobs["fault_tables"]
+        if not only:
+            return True
+        names = {t.lower() for t in only} | {self.entity_sets.get(t, t).lower() for t in only}
+        return table is not None and table in names
 
     def _token_age(self, authorization: str) -> float:
         """Seconds since the bearer token was issued (precise for tokens this emulator issued)."""
@@ -284,6 +319,153 @@ class Faults:
         return out
 
 
+@dataclass
+class Refusal:
+    """One 429 of the service-protection limits (server clock: time.monotonic())."""
+
+    at: float
+    caller: str
+    code: str
+    retry_after: int
+    early: bool  # the caller was still asked to wait (by an earlier 429) when this one came
+
+
+@dataclass
+class _Caller:
+    arrivals: deque = field(default_factory=deque)  # admitted requests in the window
+    executions: deque = field(default_factory=deque)  # (finished at, seconds) in the window
+    in_flight: int = 0
+    blocked_until: float = 0.0
+
+
+class ServiceProtection:
+    """Dataverse's service-protection limits: per caller, per web server, sliding window.
+
+    Three measures, as documented for Dataverse: the number of requests (``0x80072322``) and
+    their combined execution time (``0x80072321``) over the last ``limit_window_s`` seconds, and
+    the number of concurrent requests (``0x80072326``). A refused request is answered 429 with a
+    whole-seconds ``Retry-After``: when the window has room again (the oldest request or
+    execution leaves it), 1 s for concurrency. Refused requests use no budget; a refusal that
+    reaches a caller still asked to wait by an earlier one is marked ``early`` (a client that
+    honours ``Retry-After`` for all its threads sends few: only requests already under way).
+    The ``x-ms-ratelimit-*`` headers of every answer report the caller's own remaining budget.
+    """
+
+    def __init__(self, knobs: dict[str, Any]):
+        self.knobs = knobs
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._callers: dict[str, _Caller] = {}
+            self.refusals: list[Refusal] = []
+            self.admitted: dict[str, int] = {}
+
+    def _prune(self, c: _Caller, now: float) -> None:
+        cutoff = now - float(self.knobs["limit_window_s"])
+        while c.arrivals and c.arrivals[0] <= cutoff:
+            c.arrivals.popleft()
+        while c.executions and c.executions[0][0] <= cutoff:
+            c.executions.popleft()
+
+    def admit(self, caller: str) -> tuple[int, list, bytes] | None:
+        """Count a request of ``caller`` in, or return the 429 that refuses it."""
+        k = self.knobs
+        window = float(k["limit_window_s"])
+        now = time.monotonic()
+        with self._lock:
+            c = self._callers.setdefault(caller, _Caller())
+            self._prune(c, now)
+            early = now < c.blocked_until
+            code = None
+            wait = 0.0
+            if c.in_flight >= int(k["limit_concurrent"]):
+                code, wait = "0x80072326", 1.0
+            elif len(c.arrivals) >= int(k["limit_requests"]):
+                code, wait = "0x80072322", c.arrivals[0] + window - now
+            elif sum(seconds for _at, seconds in c.executions) >= float(k["limit_execution_s"]):
+                code, wait = "0x80072321", c.executions[0][0] + window - now
+            if code is None:
+                c.arrivals.append(now)
+                c.in_flight += 1
+                self.admitted[caller] = self.admitted.get(caller, 0) + 1
+                return None
+            retry_after = max(1, math.ceil(wait))
+            c.blocked_until = max(c.blocked_until, now + retry_after)
+            self.refusals.append(Refusal(now, caller, code, retry_after, early))
+        return _json(429, {"error": {"code": code, "message": THROTTLE_MESSAGES[code]}},
+                     [("Retry-After", str(retry_after))])
+
+    def done(self, caller: str, seconds: float) -> None:
+        """An admitted request of ``caller`` finished after ``seconds`` of execution."""
+        now = time.monotonic()
+        with self._lock:
+            c = self._callers[caller]
+            c.in_flight -= 1
+            c.executions.append((now, seconds))
+
+    def headers(self, caller: str) -> list[tuple[str, str]]:
+        """``x-ms-ratelimit-*``: the caller's remaining requests and execution seconds."""
+        k = self.knobs
+        with self._lock:
+            c = self._callers.get(caller) or _Caller()
+            self._prune(c, time.monotonic())
+            used = sum(seconds for _at, seconds in c.executions)
+            burst = int(k["limit_requests"]) - len(c.arrivals)
+            left = float(k["limit_execution_s"]) - used
+        if k["ratelimit_burst_remaining"] is not None:
+            burst = k["ratelimit_burst_remaining"]
+        if k["ratelimit_time_remaining"] is not None:
+            left = k["ratelimit_time_remaining"]
+        return [("x-ms-ratelimit-burst-remaining-xrm-requests", str(max(0, int(burst)))),
+                ("x-ms-ratelimit-time-remaining-xrm-requests", f"{max(0.0, float(left)):,.2f}")]
+
+
+class Gate:
+    """Holds the Web API requests whose decoded target matches ``pattern`` inside the server
+    (admitted, in flight) until it opens: by :meth:`open`, or by itself once ``open_at`` of
+    them wait together. Tests use it to have several requests in flight at once without
+    relying on timing; ``met`` says whether ``open_at`` requests really were in flight at once.
+    """
+
+    def __init__(self, pattern: str, open_at: int | None = None, timeout_s: float = 120.0):
+        self.pattern = re.compile(pattern)
+        self.open_at = open_at
+        self.timeout_s = timeout_s
+        self.waiting = 0
+        self.most_waiting = 0
+        self.passed = 0
+        self.met = False
+        self._open = False
+        self._cond = threading.Condition()
+
+    def hold(self, target: str) -> None:
+        """Called by the server for every admitted Web API request."""
+        if self._open or not self.pattern.search(target):
+            return
+        with self._cond:
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+            if self.open_at is not None and self.waiting >= self.open_at:
+                self.met = True
+                self._open = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._open, self.timeout_s)
+            self.waiting -= 1
+            self.passed += 1
+
+    def wait_for(self, count: int, timeout_s: float = 120.0) -> bool:
+        """Block the test until ``count`` requests are held (False if that never happens)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.waiting >= count, timeout_s)
+
+    def open(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+
 def _seconds(value: Any) -> str:
     number = float(value)
     return str(int(number)) if number == int(number) else str(number)
@@ -309,14 +491,29 @@ def _table_of(path: str) -> str | None:
     return m.group(1).lower()
 
 
-def _token_age(authorization: str) -> float:
-    """Seconds since the bearer token was issued (0 when it cannot be read)."""
+def _claims(authorization: str) -> dict[str, Any]:
+    """The payload of a bearer token ({} when it cannot be read; the signature is not checked)."""
     parts = authorization[7:].strip().split(".") if authorization.lower().startswith("bearer ") else []
     if len(parts) != 3:
-        return 0.0
+        return {}
     try:
         padded = parts[1] + "=" * (-len(parts[1]) % 4)
         payload = orjson.loads(base64.urlsafe_b64decode(padded))
-        return time.time() - float(payload.get("iat", time.time()))
     except Exception:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _token_age(authorization: str) -> float:
+    """Seconds since the bearer token was issued (0 when it cannot be read)."""
+    try:
+        return time.time() - float(_claims(authorization).get("iat", time.time()))
+    except (TypeError, ValueError):
         return 0.0
+
+
+def caller_of(authorization: str) -> str:
+    """Who a (validated) bearer token speaks for: its ``oid`` — the application user of an
+    app-only token, the signed-in user of a delegated one. Service protection counts per caller."""
+    claims = _claims(authorization)
+    return str(claims.get("oid") or claims.get("appid") or "anonymous")

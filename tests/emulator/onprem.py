@@ -97,7 +97,7 @@ class OnPremDataverse(Dataverse):
                           f"Bearer authorization_uri={self.emu.authority_host}/adfs/oauth2/authorize, "
                           f"resource_id={self.emu.server_url}/")]
             grant = self.emu.adfs_tokens.get(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
-            if grant is None or grant[1] < time.time():
+            if grant is None or grant[1] < time.time() or not self.emu.entra.spend(auth[7:].strip()):
                 return 401, self.headers(None) + challenge, b""
             req.headers["x-emulator-app"] = self.emu.client_id
             return None
@@ -147,6 +147,9 @@ class OnPremEmulator(Emulator):
         self._connections: dict[str, dict[str, Any]] = {}
         self.windows_logons: list[str] = []  # accounts signed in, one entry per connection
         self.failed_logons = 0
+        # A connection's Windows sign-in is forgotten after this many requests (None: never), as
+        # when IIS recycles its worker process: the next request gets 401 and a new challenge.
+        self.signin_max_requests: int | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> OnPremEmulator:
@@ -242,8 +245,11 @@ class OnPremEmulator(Emulator):
         plain = [("Content-Type", "text/html")]
         if scheme.lower() not in ("ntlm", "negotiate") or not value.strip():
             if state.get("user"):
-                headers["x-emulator-windows-user"] = state["user"]
-                return None
+                state["requests"] = state.get("requests", 0) + 1
+                if self.signin_max_requests is None or state["requests"] <= self.signin_max_requests:
+                    headers["x-emulator-windows-user"] = state["user"]
+                    return None
+                state.clear()  # signed out: the 401 below starts a new handshake
             return 401, plain + CHALLENGES, UNAUTHORIZED
         try:
             token = base64.b64decode(value.strip(), validate=True)
@@ -285,6 +291,9 @@ class OnPremEmulator(Emulator):
         with self._lock:
             self.adfs_token_requests += 1
             self._stats["token_requests"] += 1
+        fault = self.entra.token_fault()  # entra.py's token-endpoint faults apply to AD FS too
+        if fault is not None:
+            return fault
         form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
         auth = headers.get("authorization", "")

@@ -337,7 +337,10 @@ class TableStore:
                   values.get(self.t.primary_name), self._blob(values, version))
         with self.lock:
             self.rows[pk] = rec
-            self.vlog.append((version, pk))
+            if self.vlog and self.vlog[-1][0] > version:
+                bisect.insort(self.vlog, (version, pk))  # a late commit (Store.insert)
+            else:
+                self.vlog.append((version, pk))
             self.indexes.clear()
         return rec
 
@@ -373,7 +376,11 @@ class Store:
             if gc_was:
                 gc.enable()
             gc.freeze()  # keep the store out of future collections
-        self.clock = float(last + 60)
+        # "Now" is an hour after the last generated write: a quiet org, whose rows are all
+        # outside a tap's commit margin (commit_margin_seconds) until a test writes new ones.
+        self.clock = float(last + 3600)
+        # Late commits: (clock when visible, table, row values, version), see insert().
+        self.pending: list[tuple[float, str, dict, int]] = []
         for source, copies in (clones or {}).items():
             self._clone(source, copies)
 
@@ -439,7 +446,15 @@ class Store:
         return a.targets[0], None
 
     # ---------------------------------------------------------- mutation API
-    def insert(self, table: str, values: dict | None = None) -> dict:
+    def insert(self, table: str, values: dict | None = None, *, commit_after: float = 0) -> dict:
+        """Insert a row stamped with the clock (``createdon``, ``modifiedon``, ``versionnumber``).
+
+        ``commit_after`` > 0 plays a late commit (a long transaction, a synchronous plug-in):
+        the row keeps the stamps of the moment it was written but is visible to reads only once
+        the clock has advanced that many seconds, so it appears after rows stamped later.
+        For cursor replication; change tracking here versions a write when it is made, not when
+        it commits as SQL Server's change tracking does, so a delta read meanwhile misses it.
+        """
         ts = self.table(table)
         values = dict(values or {})
         ts._validate(values)
@@ -455,10 +470,18 @@ class Store:
             row["modifiedon"] = now
             ver = self.next_version()
             row["versionnumber"] = ver
-            rec = ts.put(row, ver)
-        return self.public_row(ts, rec)
+            return self._write(ts, row, ver, commit_after)
 
-    def update(self, table: str, row_id: str, values: dict) -> dict:
+    def _write(self, ts: TableStore, row: dict, version: int, commit_after: float) -> dict:
+        """Store a written row now, or once ``commit_after`` seconds of the clock have passed."""
+        if commit_after > 0:
+            self.pending.append((self.clock + commit_after, ts.t.logical, row, version))
+            public = dict(row)
+            public.pop("@odata.etag", None)
+            return public
+        return self.public_row(ts, ts.put(row, version))
+
+    def update(self, table: str, row_id: str, values: dict, *, commit_after: float = 0) -> dict:
         ts = self.table(table)
         ts._validate(values)
         with self.lock:
@@ -472,8 +495,7 @@ class Store:
             row["modifiedon"] = self.now_iso()
             ver = self.next_version()
             row["versionnumber"] = ver
-            rec = ts.put(row, ver)
-        return self.public_row(ts, rec)
+            return self._write(ts, row, ver, commit_after)
 
     def delete(self, table: str, row_id: str) -> None:
         ts = self.table(table)
@@ -485,6 +507,10 @@ class Store:
     def advance_clock(self, seconds: float) -> None:
         with self.lock:
             self.clock += seconds
+            due = [p for p in self.pending if p[0] <= self.clock]
+            self.pending = [p for p in self.pending if p[0] > self.clock]
+            for _at, table, row, version in due:  # the late commits become visible
+                self.t[table].put(row, version)
 
     @staticmethod
     def public_row(ts: TableStore, rec: Rec) -> dict:
