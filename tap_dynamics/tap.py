@@ -144,6 +144,9 @@ class TapDynamics(Tap):
         and the SDK's messages ("… is not valid under any of the given schemas") do not say what
         to fix. Without this, the SDK also logs the problem and exits 1 — the code of a crash.
         """
+        # The SDK's own settings (stream_maps, flattening_*, batch_config) join the schema here,
+        # as the SDK's check would add them, so that they are judged too.
+        self.append_builtin_config(self.config_jsonschema)
         try:
             validate_config(self.config)
         except ConfigError as exc:

@@ -182,6 +182,10 @@ def _generic(keyword: str, name: str, value: t.Any, prop: t.Mapping[str, t.Any])
         return f"setting '{name}' must be a number from {low} to {high} (got {value!r})"
     if "string" in types:
         return f"setting '{name}' must be a string"
+    if "object" in types:
+        return f"setting '{name}' must be a JSON object of the documented keys (--about lists them)"
+    if "array" in types:
+        return f"setting '{name}' must be a list"
     return f"setting '{name}' has an invalid value"
 
 
