@@ -183,7 +183,12 @@ class TapDynamics(Tap):
                     entities_fingerprint(entities),
                 )
             tables = _metadata_guard(
-                discover_tables, self.client, chosen, annotations=settings.annotations, cache=cache
+                discover_tables,
+                self.client,
+                chosen,
+                annotations=settings.annotations,
+                cache=cache,
+                on_skip=self._metadata_failed,
             )
         streams: list[Stream] = [
             EntityStream(
@@ -200,6 +205,19 @@ class TapDynamics(Tap):
         known = [table.entity for table in tables]
         streams += [cls(self, client=self.client, tables=lambda: known) for cls in METADATA_STREAMS]
         return streams
+
+    def _metadata_failed(self, table: str, error: DataverseError) -> None:
+        """A table whose metadata could not be read: a failed table of the run, not a silent gap."""
+        entry = self.client.summary.stream(table)
+        entry.status = FAILED
+        entry.note = f"metadata could not be read: {error}"[:200]
+        if isinstance(error, ServiceUnavailable):
+            self._metadata_gave_up.append(table)
+
+    @cached_property
+    def _metadata_gave_up(self) -> list[str]:
+        """Tables whose metadata the service kept failing (they make the run exit 4, not 3)."""
+        return []
 
     def run_connection_test(self) -> bool:
         """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name, which
@@ -218,7 +236,8 @@ class TapDynamics(Tap):
             self._state_writer.write_state(self.state)
         summary = self.client.summary
         selected = []
-        gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
+        # tables the service failed (retry budget spent): exit 4
+        gave_up: list[str] = list(self._metadata_gave_up)
         for stream in self.streams.values():
             if not stream.selected and not stream.has_selected_descendents:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)

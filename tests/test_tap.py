@@ -115,17 +115,25 @@ def test_killed_run_resumes_without_losing_rows(make_emulator, tmp_path: Path) -
     config = {**emu.tap_config(), "entities": ["account"], "page_size": 1000, "replication": MODIFIEDON}
     config_path = write_json(tmp_path, "config.json", config)
     out = tmp_path / "out.jsonl"
+    # Every page after a chain's first is held in the emulator: the tap cannot finish, so the
+    # kill lands mid-run by construction (an event, not timing), after a checkpointed page.
+    gate = emu.gate(r"/accounts\?.*skiptoken")
     with out.open("w") as sink:
         proc = subprocess.Popen(  # noqa: S603
             [TAP, "--config", config_path], stdout=sink, stderr=subprocess.DEVNULL, env=hermetic_env()
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out.read_text().count('"type":"RECORD"') >= 8500:
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            assert gate.wait_for(1), "the tap never asked for a second page"
+            deadline = time.monotonic() + 120  # against a hung run, not a timing assertion
+            while time.monotonic() < deadline and proc.poll() is None:
+                text = out.read_text()
+                if text.count('"type":"RECORD"') >= 1000 and '"type":"STATE"' in text.rsplit('"type":"RECORD"', 1)[-1]:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            gate.open()
     lines = out.read_text().splitlines()
     complete = [json.loads(line) for line in lines if line.endswith("}")]
     states = [m["value"] for m in complete if m.get("type") == "STATE"]

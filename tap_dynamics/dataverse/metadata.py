@@ -527,10 +527,12 @@ def discover_tables(
     *,
     annotations: bool = False,
     cache: MetadataCache | None = None,
+    on_skip: t.Callable[[str, DataverseError], None] | None = None,
 ) -> list[DiscoveredTable]:
     """Read column metadata for ``entities`` in parallel; a table that fails is skipped with a warning.
 
-    Parallelism is bounded by the ``max_concurrency`` setting (the client also enforces it
+    ``on_skip`` hears of each skipped table: a sync reports it as a failed table (exit 3), so a
+    table the user named never vanishes from a run that exits 0. Parallelism is bounded by the ``max_concurrency`` setting (the client also enforces it
     globally); only one table's attribute payload per worker is alive at a time.
     """
 
@@ -541,6 +543,8 @@ def discover_tables(
                 columns = fetch_columns(client, entity)
             except DataverseError as exc:
                 LOGGER.warning("Skipping table %s: its metadata could not be read (%s)", entity.logical_name, exc)
+                if on_skip is not None:
+                    on_skip(entity.logical_name, exc)
                 return None
             if cache is not None:
                 cache.put(entity.logical_name, columns)
