@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tap_dynamics.auth import DelegatedTokenProvider, build_token_provider
+from tap_dynamics.auth import build_token_provider, sign_in
+from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.discovery import metadata_guard
 from tap_dynamics.dataverse.metadata import EntityInfo, list_entities, select_entities
@@ -39,7 +40,6 @@ from tap_dynamics.errors import (
     TapDynamicsError,
     cannot_reach,
 )
-from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
 
 if t.TYPE_CHECKING:
     from tap_dynamics.auth import TokenProvider
@@ -284,15 +284,5 @@ def main(argv: list[str]) -> int:
         print(line)  # noqa: T201
         return EXIT_OK
     settings = load_settings(_load_config(args.config))
-    if settings.auth_scheme != "AzureAD":
-        msg = (
-            f"login is for auth_scheme AzureAD (signing in as a user); auth_scheme "
-            f"{settings.auth_scheme} needs no sign-in — run `tap-dynamics check` instead"
-        )
-        raise ConfigError(msg)
-    who = DelegatedTokenProvider(settings).login(device_code=args.device_code)
-    print(  # noqa: T201
-        f"tap-dynamics: signed in as {who}; tokens saved to {settings.token_cache_path} (mode 0600)",
-        file=sys.stderr,
-    )
+    print(f"tap-dynamics: {sign_in(settings, device_code=args.device_code)}", file=sys.stderr)  # noqa: T201
     return EXIT_OK

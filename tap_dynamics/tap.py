@@ -20,6 +20,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
+from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings, validate_config
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
 from tap_dynamics.dataverse.discovery import discover_streams
 from tap_dynamics.engine import override
@@ -32,7 +33,6 @@ from tap_dynamics.errors import (
     TapDynamicsError,
 )
 from tap_dynamics.memory import limit_malloc_arenas
-from tap_dynamics.settings import CONFIG_SCHEMA, Settings, load_settings
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -136,10 +136,17 @@ class TapDynamics(CompatTap):
         ctx.exit()
 
     @override
-    def config_error(self, exc: Exception) -> Exception:
-        """The SDK's JSON-schema check fails as our one-line ConfigError (exit 2), not exit 1."""
-        assert isinstance(exc, ConfigValidationError)
-        return ConfigError(_one_line(exc))
+    def check_config(self) -> None:
+        """The config checked against the tap's schema, as one line naming the setting (exit 2).
+
+        The tap's check rather than the SDK's: half the values may sit in connection_string,
+        and the SDK's messages ("… is not valid under any of the given schemas") do not say what
+        to fix. Without this, the SDK also logs the problem and exits 1 — the code of a crash.
+        """
+        # The SDK's own settings (stream_maps, flattening_*, batch_config) join the schema here,
+        # as the SDK's check would add them, so that they are judged too.
+        self.append_builtin_config(self.config_jsonschema)
+        validate_config(self.config)
 
     @override
     def discover_streams(self) -> list[Stream]:

@@ -17,9 +17,6 @@ from singer_sdk.plugin_base import PluginBase
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "tap_dynamics"
 SDK_COMPAT = "tap_dynamics.engine.sdk_compat"
-# Import circles of the sign-in and settings modules, which the auth/config split of the same
-# change resolves (tap_dynamics/auth/, tap_dynamics/config/); no other circle is allowed.
-AUTH_CONFIG_CIRCLE = frozenset({"tap_dynamics.auth", "tap_dynamics.onprem.auth", "tap_dynamics.settings"})
 MAX_LINES = 500
 
 
@@ -93,7 +90,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
 
 def test_no_import_circles() -> None:
     graph = {name: _imports(name) for name in MODULES}
-    circles = [sorted(c) for c in _cycles(graph) if not c <= AUTH_CONFIG_CIRCLE]
+    circles = [sorted(c) for c in _cycles(graph)]
     assert circles == []
 
 
@@ -168,8 +165,7 @@ def test_modules_stay_readable() -> None:
         if len(path.read_text(encoding="utf-8").splitlines()) > MAX_LINES
         and "Longer than" not in (ast.get_docstring(TREES[name]) or "")
     ]
-    # settings.py and auth.py are split into config/ and auth/ by the same change (issue 12).
-    assert set(long) <= {"tap_dynamics.settings", "tap_dynamics.auth"}, long
+    assert long == []
 
 
 def test_singer_sdk_deprecations_fail_the_suite() -> None:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from tap_dynamics.errors import ConfigError
-from tap_dynamics.settings import load_settings
+from tap_dynamics.config import load_settings
 from emulator.identity import MSI_CLIENT
 from tests.taprun import EXTRA_SECRETS, TAP, assert_no_secrets, run_command, run_tap, write_json
 
@@ -163,7 +163,7 @@ def test_certificate_pfx_with_password_syncs_accounts(emu, tmp_path: Path) -> No
     emu.register_app(CERT_APP, secret="", certificate=cert["cert_pem"])
     config = {**base(emu), "tenant_id": emu.tenant_id, "client_id": CERT_APP,
               "certificate_path": cert["pfx"], "certificate_password": PFX_PASSWORD}
-    assert load_settings(config).certificate_type == "PFXFILE"  # inferred from the file
+    assert load_settings(config).auth.certificate.kind == "PFXFILE"  # inferred from the file
     assert_synced_accounts(run_tap(config), emu)
 
 
@@ -587,7 +587,7 @@ GUID_C = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 def test_connection_string_rules() -> None:
     cs = f"URL='https://a.crm.dynamics.com/';AzureTenant={GUID_T};OAuthClientId={GUID_C};OAuthClientSecret=from-string"
     settings = load_settings({"connection_string": cs, "client_secret": "explicit"})
-    assert settings.url == "https://a.crm.dynamics.com" and settings.client_secret == "explicit"
+    assert settings.url == "https://a.crm.dynamics.com" and settings.auth.client_secret == "explicit"
     with pytest.raises(ConfigError) as err:
         load_settings({"connection_string": cs + ";Pasword=x"})
     assert str(err.value).startswith("setting 'connection_string' has an unknown key 'Pasword' — valid keys: URL, Resource, AuthScheme, AzureTenant, OAuthClientId, OAuthClientSecret, OAuthJWTCert")
@@ -597,7 +597,7 @@ def test_connection_string_rules() -> None:
         load_settings({"connection_string": cs + ";CRMVersion=CRM2011+"})
     cs_ad = f"URL=https://a.crm.dynamics.com;AuthScheme=AzureAD;AzureTenant={GUID_T};OAuthClientId={GUID_C};InitiateOAuth=REFRESH;CallbackURL=http://localhost:4444;OAuthSettingsLocation=/tmp/x.json"
     settings = load_settings({"connection_string": cs_ad})
-    assert (settings.auth_scheme, settings.initiate_oauth, settings.callback_url, settings.token_cache_path) == (
+    assert (settings.auth_scheme, settings.auth.initiate_oauth, settings.auth.callback_url, settings.auth.token_cache_path) == (
         "AzureAD", "REFRESH", "http://localhost:4444", "/tmp/x.json")
 
 
@@ -725,11 +725,11 @@ CLOUDS = [
 
 @pytest.mark.parametrize(("cloud", "org", "host"), CLOUDS, ids=[c[0] for c in CLOUDS])
 def test_each_cloud_gets_its_token_from_its_own_login_host(cloud: str, org: str, host: str) -> None:
-    from tap_dynamics.auth import ServicePrincipalTokenProvider
+    from tap_dynamics.auth import build_token_provider
 
     settings = load_settings({"url": org + "/", "tenant_id": GUID_T, "client_id": GUID_C,
                               "client_secret": "cloud-secret-value", "authority_host": f"https://{host}/"})
-    provider = ServicePrincipalTokenProvider(settings)
+    provider = build_token_provider(settings)
     fake = _Cloud(host, GUID_T)
     provider._http.mount("https://", fake)  # noqa: SLF001 - the transport under MSAL, not MSAL
     assert provider.token() == "sovereign-token"
@@ -749,13 +749,13 @@ def test_each_cloud_gets_its_token_from_its_own_login_host(cloud: str, org: str,
 
 def test_a_private_authority_host_skips_instance_discovery() -> None:
     """Any other host (a proxy, the emulator) gets no call to login.microsoftonline.com."""
-    from tap_dynamics.auth import ServicePrincipalTokenProvider
+    from tap_dynamics.auth import build_token_provider
 
     host = "login.proxy.contoso.example"
     settings = load_settings({"url": "https://contoso.crm.dynamics.com", "tenant_id": GUID_T,
                               "client_id": GUID_C, "client_secret": "cloud-secret-value",
                               "authority_host": f"https://{host}"})
-    provider = ServicePrincipalTokenProvider(settings)
+    provider = build_token_provider(settings)
     fake = _Cloud(host, GUID_T)
     provider._http.mount("https://", fake)  # noqa: SLF001
     assert provider.token() == "sovereign-token"

@@ -18,7 +18,7 @@ from tap_dynamics.engine.policy import ServicePolicy, Verdict
 from tap_dynamics.engine.replication import Boundary, row_key
 from tap_dynamics.engine.retry import retry_after_seconds
 from tap_dynamics.errors import NOT_A_MEMBER, AuthError, ServiceUnavailable
-from tap_dynamics.settings import load_settings
+from tap_dynamics.config import load_settings
 
 SMALL = {"account": 5, "contact": 5, "systemuser": 3}
 

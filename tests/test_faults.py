@@ -20,7 +20,7 @@ import pytest
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.dataverse.client import DataverseClient
-from tap_dynamics.settings import load_settings
+from tap_dynamics.config import load_settings
 from emulator.dataverse.faults import THROTTLE_MESSAGES
 from tests.fault_matrix import GIVE_UP, MAX_CONCURRENCY, SCENARIOS, Result, run_scenario, start_emulator
 from tests.taprun import hermetic_env, run_tap

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tap_dynamics.errors import ConfigError
-from tap_dynamics.settings import CONFIG_SCHEMA, load_settings
+from tap_dynamics.config import CONFIG_SCHEMA, load_settings
 from emulator import Emulator
 from tests.taprun import run_tap
 

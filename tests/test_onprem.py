@@ -10,7 +10,7 @@ import certifi
 import pytest
 
 from tap_dynamics.errors import ConfigError
-from tap_dynamics.settings import load_settings
+from tap_dynamics.config import load_settings
 from emulator.onprem import OnPremEmulator
 from tests.taprun import normalise, run_command, run_tap
 
@@ -221,7 +221,7 @@ def test_on_premises_settings_are_normalised() -> None:
     cs = ("URL=https://crm.contoso.com/Contoso;AuthScheme=NTLM;User=CONTOSO\\svc-tap;"
           "Password=Pa55word-settings;CRMVersion=CRM2011+")
     from_string = load_settings({"connection_string": cs})
-    assert (from_string.username, from_string.password, from_string.org_path) == ("CONTOSO\\svc-tap", "Pa55word-settings", "/Contoso")
+    assert (from_string.auth.username, from_string.auth.password, from_string.org_path) == ("CONTOSO\\svc-tap", "Pa55word-settings", "/Contoso")
     # Online settings are unchanged: https only, 9.2 by default, no org path.
     online = load_settings({"url": "https://a.crm.dynamics.com/", "tenant_id": "11111111-2222-4333-8444-555555555555",
                             "client_id": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", "client_secret": "x"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tap_dynamics.settings import load_settings
+from tap_dynamics.config import load_settings
 
 GOOD = {
     "url": "https://myorg.crm4.dynamics.com",

@@ -16,7 +16,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from tap_dynamics.auth import TokenProvider
-    from tap_dynamics.settings import Settings
+    from tap_dynamics.config import Settings
 
 LOGGER = logging.getLogger("tap-dynamics.progress")
 

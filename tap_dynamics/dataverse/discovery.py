@@ -27,7 +27,7 @@ if t.TYPE_CHECKING:
 
     from tap_dynamics.dataverse.client import DataverseClient
     from tap_dynamics.engine.run import RunContext
-    from tap_dynamics.settings import Settings
+    from tap_dynamics.config import Settings
 
 LOGGER = logging.getLogger("tap-dynamics")
 

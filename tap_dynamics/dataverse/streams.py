@@ -57,7 +57,7 @@ if t.TYPE_CHECKING:
     from tap_dynamics.dataverse.metadata import EntityInfo
     from tap_dynamics.engine.pages import Page
     from tap_dynamics.engine.run import RunContext
-    from tap_dynamics.settings import Settings
+    from tap_dynamics.config import Settings
 
 CHANGE_TRACKING = "change_tracking"
 FULL_TABLE = "full_table"

@@ -153,7 +153,8 @@ class CompatTap(Tap):
     - ``run_connection_test`` (``@final``): ``--test`` runs the tap's own check (token, who am I,
       organisation) before the SDK's one-record sync. The tap implements :meth:`connection_test`.
     - ``_validate_config``: the SDK logs a JSON-schema violation and exits 1 (the code for a
-      crash); the tap reports it as its one-line configuration error (exit 2). No public hook.
+      crash); the tap runs its own check (:meth:`check_config`) and reports a problem as its
+      one-line configuration error (exit 2). No public hook.
     """
 
     def sync_selected(self) -> None:
@@ -176,14 +177,25 @@ class CompatTap(Tap):
         self.connection_test()
         return super().run_connection_test()
 
-    @override
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+    def check_config(self) -> None:
+        """Check ``self.config`` and raise the tap's one-line error. Default: the SDK's JSON-schema
+        check, its error turned into the tap's by :meth:`config_error`."""
         from singer_sdk.exceptions import ConfigValidationError
 
         try:
-            return super()._validate_config(raise_errors=raise_errors)
+            super()._validate_config(raise_errors=True)
         except ConfigValidationError as exc:
             raise self.config_error(exc) from None
+
+    @override
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        try:
+            self.check_config()
+        except Exception as exc:
+            if raise_errors:
+                raise
+            return [str(exc)]
+        return []
 
     def prepare_sync(self) -> None:
         """The SDK's first steps of ``sync_all``: clear old progress markers, force full table

@@ -1,4 +1,4 @@
-"""Windows (NTLM) sign-in to an on-premises Dynamics server, for :class:`DataverseClient`.
+"""auth_scheme NTLM: Windows sign-in to an on-premises Dynamics server, locked to its origin.
 
 An Active Directory deployment answers an anonymous request with 401 and the challenges
 ``WWW-Authenticate: Negotiate`` and ``WWW-Authenticate: NTLM``. NTLM authenticates the TCP
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sys
 import threading
 import typing as t
 from urllib.parse import urlsplit
@@ -28,22 +29,28 @@ import spnego
 from requests_ntlm import HttpNtlmAuth
 from requests_ntlm.requests_ntlm import _auth_type_from_header
 
-from tap_dynamics.auth import ServicePrincipalTokenProvider, TokenProvider
 from tap_dynamics.errors import AuthError, SecurityError, TapDynamicsError
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 if t.TYPE_CHECKING:
-    from tap_dynamics.settings import Settings
+    from tap_dynamics.config.auth import WindowsAuth
+    from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
 
 LOGGER = logging.getLogger("tap-dynamics.auth")
 
 
-def warn_if_plain_http(settings: Settings) -> None:
+def warn_if_plain_http(url: str) -> None:
     """The one warning of a run that talks to the org over plain http:// (allow_http)."""
-    if settings.url.startswith("http://"):
+    if url.startswith("http://"):
         LOGGER.warning(
             "Connecting to %s over plain http:// (allow_http is on): the rows read and the "
             "session are not encrypted on the network",
-            settings.url,
+            url,
         )
 
 
@@ -60,13 +67,15 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
         self.origin = origin
         self.last_challenge = ""  # WWW-Authenticate of the last 401 seen, for the error message
 
+    @override
     def response_hook(self, r: requests.Response, **kwargs: t.Any) -> requests.Response:
         """Remember the challenge of a 401, then let requests_ntlm answer NTLM/Negotiate ones."""
         if r.status_code == 401:
             self.last_challenge = r.headers.get("www-authenticate", "")
         return super().response_hook(r, **kwargs)
 
-    def retry_using_http_NTLM_auth(  # noqa: N802 - requests_ntlm's name
+    @override
+    def retry_using_http_NTLM_auth(
         self,
         auth_header_field: str,
         auth_header: str,
@@ -141,25 +150,30 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
         return third
 
 
-class NtlmAuthProvider(TokenProvider):
+class WindowsCredential:
     """auth_scheme NTLM: a Windows account's sign-in, one handler per thread.
 
     One handler per thread because each client thread has its own ``requests.Session`` (and so
-    its own connections, each signed in once), and a handler keeps per-handshake state.
+    its own connections, each signed in once), and a handler keeps per-handshake state. The
+    handler answers challenges only from the resource's origin.
     """
 
     refreshable = False  # a second try with the same password is one more failed logon in AD
     credential = "Windows (NTLM) credentials"
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, auth: WindowsAuth, http: HttpOptions, resource: Resource) -> None:
+        self.auth = auth
+        self.http = http
+        self.resource = resource
         self._local = threading.local()
-        warn_if_plain_http(settings)
+        warn_if_plain_http(resource.audience)
 
     def identity(self) -> str:
-        return f"Windows account {self._settings.username}"
+        """The Windows account, as configured (DOMAIN\\user or user@domain)."""
+        return f"Windows account {self.auth.username}"
 
     def token(self) -> str:
+        """There is none: NTLM signs in each connection."""
         msg = "auth_scheme NTLM signs each connection in with Windows credentials; it has no bearer token"
         raise AuthError(msg)
 
@@ -169,16 +183,16 @@ class NtlmAuthProvider(TokenProvider):
     def _handler(self) -> OriginLockedNtlmAuth:
         handler = getattr(self._local, "handler", None)
         if handler is None:
-            settings = self._settings
-            handler = OriginLockedNtlmAuth(str(settings.username), str(settings.password), settings.url)
+            handler = OriginLockedNtlmAuth(self.auth.username, self.auth.password, _origin(self.resource.audience))
             self._local.handler = handler
-        return handler
+        return t.cast("OriginLockedNtlmAuth", handler)
 
     def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
         """No header: the request goes anonymously and the handler answers the 401 challenge."""
         return self._handler()
 
     def rejected(self, origin: str) -> TapDynamicsError:
+        """Not a Windows challenge (wrong kind of server), or the account was refused."""
         challenge = self._handler().last_challenge.lower()
         if _auth_type_from_header(challenge) is None:
             offered = challenge.split(" ", 1)[0] if challenge else "no"
@@ -189,57 +203,8 @@ class NtlmAuthProvider(TokenProvider):
             )
             return AuthError(msg)
         msg = (
-            f"{origin} rejected the Windows sign-in of {self._settings.username} (HTTP 401 after "
+            f"{origin} rejected the Windows sign-in of {self.auth.username} (HTTP 401 after "
             "the NTLM handshake) — check username (DOMAIN\\user or user@domain) and password, and "
             "that the account is enabled, not locked out, and a user of the Dynamics organization"
-        )
-        return AuthError(msg)
-
-
-class AdfsTokenProvider(ServicePrincipalTokenProvider):
-    """auth_scheme ADFS: client credentials of an AD FS server application (IFD deployments).
-
-    MSAL treats an authority whose first path segment is ``adfs`` as AD FS: it reads
-    ``{host}/adfs/.well-known/openid-configuration`` (no ``/v2.0``) and skips Entra's instance
-    discovery. The token request names the org both as ``scope`` (``{url}/.default``, AD FS 2019)
-    and as ``resource`` (AD FS 2016 knows only that), so either server version answers. Everything
-    else (one MSAL app per run, its token cache, retries of 5xx, ``verify=`` on every call) is
-    the service principal's.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        warn_if_plain_http(settings)
-
-    @property
-    def authority(self) -> str:
-        """The AD FS authority, ``https://adfs.contoso.com/adfs``."""
-        return f"{self._settings.authority_host}/adfs"
-
-    def identity(self) -> str:
-        return f"AD FS application {self._settings.client_id}"
-
-    def _token_request_options(self) -> dict[str, t.Any]:
-        return {"data": {"resource": self._settings.url}}
-
-    def _fail(self, payload: t.Mapping[str, t.Any]) -> AuthError:
-        error = str(payload.get("error") or "error")
-        description = str(payload.get("error_description") or error).strip()
-        first = description.splitlines()[0] if description else error
-        if error == "invalid_client":
-            fix = "check client_id and client_secret of the AD FS server application"
-        elif error in ("invalid_resource", "invalid_scope"):
-            fix = (
-                f"give the AD FS application access to the Dynamics relying party {self._settings.url} "
-                "(AD FS Management > Application Groups > Web API), or check url"
-            )
-        else:
-            fix = "check authority_host (your AD FS server), client_id and client_secret"
-        return AuthError(f"AD FS refused a token ({error}): {first} — {fix}")
-
-    def rejected(self, origin: str) -> TapDynamicsError:
-        msg = (
-            f"{origin} rejected a fresh AD FS token (401) — check that url is the organization's "
-            "internet-facing (IFD) URL and that AD FS issues tokens for it"
         )
         return AuthError(msg)
