@@ -10,7 +10,6 @@ never 4 for a 4xx. Every test runs the tap as a real process.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from emulator.dataverse.schema import ORGANIZATION_ID
-from tests.taprun import TAP, run_command, run_tap, write_json
+from tests.taprun import TAP, hermetic_env, run_command, run_tap, write_json
 
 LIMITED_APP = "77777777-7777-4777-8777-777777777777"
 LIMITED_SECRET = "limited-role-secret-value-7"
@@ -152,22 +151,13 @@ def test_login_errors_go_through_the_top_level_handler(emulator) -> None:
         "AzureServicePrincipal needs no sign-in — run `tap-dynamics check` instead"]
 
 
-def quiet_env() -> dict[str, str]:
-    """The caller's environment without what would steer the tap elsewhere (proxies, a CA
-    bundle, TAP_DYNAMICS_* settings), as run_tap/run_command give their processes."""
-    return {key: value for key, value in os.environ.items()
-            if key.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "REQUESTS_CA_BUNDLE",
-                                   "IDENTITY_ENDPOINT", "MSI_ENDPOINT")
-            and not key.upper().startswith(("TAP_DYNAMICS_", "MELTANO_"))}
-
-
 def assert_ctrl_c_is_one_line(command: str, config: dict, tmp_path: Path,
                               waiting: Callable[[subprocess.Popen], None]) -> None:
     """Start ``tap-dynamics <command>``, send SIGINT once ``waiting(proc)`` returns (the
     process is blocked on something), and expect one line, exit 130 and no traceback."""
     proc = subprocess.Popen(  # noqa: S603
         [TAP, command, "--config", write_json(tmp_path, "config.json", config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hermetic_env())
     try:
         waiting(proc)
         proc.send_signal(signal.SIGINT)
