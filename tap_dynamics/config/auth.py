@@ -390,21 +390,18 @@ def load_auth(config: t.Mapping[str, t.Any]) -> AuthSettings:
     """The chosen scheme's settings from a schema-checked ``config``: the checks left to code."""
     scheme = str(config.get("auth_scheme") or DEFAULT_AUTH_SCHEME)
     authority_host = https_origin("authority_host", str(config.get("authority_host") or DEFAULT_AUTHORITY_HOST))
-    if scheme == "AzureServicePrincipal":
-        return ServicePrincipalAuth(
-            authority_host=authority_host,
-            tenant_id=config["tenant_id"],
-            client_id=config["client_id"],
-            client_secret=config.get("client_secret") or "",
-            certificate=_certificate(config),
-        )
-    if scheme == "AzureAD":
+    if scheme in ("AzureServicePrincipal", "AzureAD"):
+        app: dict[str, t.Any] = {  # the app registration both schemes sign in with
+            "authority_host": authority_host,
+            "tenant_id": config["tenant_id"],
+            "client_id": config["client_id"],
+            "client_secret": config.get("client_secret") or "",
+            "certificate": _certificate(config),
+        }
+        if scheme == "AzureServicePrincipal":
+            return ServicePrincipalAuth(**app)
         return DelegatedAuth(
-            authority_host=authority_host,
-            tenant_id=config["tenant_id"],
-            client_id=config["client_id"],
-            client_secret=config.get("client_secret") or "",
-            certificate=_certificate(config),
+            **app,
             initiate_oauth=config.get("initiate_oauth") or "GETANDREFRESH",
             callback_url=_callback_url(config),
             token_cache_path=os.path.expanduser(config.get("token_cache_path") or DEFAULT_TOKEN_CACHE),
