@@ -164,10 +164,6 @@ class CompatTap(Tap):
     def connection_test(self) -> None:
         """Check the connection before the SDK's ``--test`` sync; raise a one-line error."""
 
-    def config_error(self, exc: Exception) -> Exception:
-        """The error to raise for the SDK's config validation error ``exc``."""
-        return exc
-
     @override  # type: ignore[misc]  # @final in the SDK: see the class docstring
     def sync_all(self) -> None:
         self.sync_selected()
@@ -178,14 +174,8 @@ class CompatTap(Tap):
         return super().run_connection_test()
 
     def check_config(self) -> None:
-        """Check ``self.config`` and raise the tap's one-line error. Default: the SDK's JSON-schema
-        check, its error turned into the tap's by :meth:`config_error`."""
-        from singer_sdk.exceptions import ConfigValidationError
-
-        try:
-            super()._validate_config(raise_errors=True)
-        except ConfigValidationError as exc:
-            raise self.config_error(exc) from None
+        """Check ``self.config`` and raise on a problem. Default: the SDK's JSON-schema check."""
+        super()._validate_config(raise_errors=True)
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
