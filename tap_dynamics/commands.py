@@ -35,7 +35,7 @@ from tap_dynamics.errors import (
     EXIT_OK,
     ConfigError,
     ConnectionProblem,
-    DataverseError,
+    ServiceError,
     ServiceUnavailable,
     TapDynamicsError,
     cannot_reach,
@@ -136,7 +136,7 @@ class TableAccess:
     total: int = 0
     readable: int = 0
     denied: list[str] = field(default_factory=list)  # 403: the role lacks Read on the table
-    failed: dict[str, DataverseError] = field(default_factory=dict)  # any other failure
+    failed: dict[str, ServiceError] = field(default_factory=dict)  # any other failure
 
     def describe(self) -> str:
         """``can read 12 of 14 tables — no read privilege on: invoice, salesorder``."""
@@ -182,7 +182,7 @@ def _org_name(client: DataverseClient, whoami: dict[str, t.Any]) -> str:
         orgs, _ = client.get_json(client.url("organizations", {"$select": "name"}))
     except ServiceUnavailable:
         raise
-    except DataverseError as exc:
+    except ServiceError as exc:
         LOGGER.info("Cannot read the organization's name (%s); naming it by its id", exc)
         return fallback
     values = orgs.get("value") if isinstance(orgs, dict) else None
@@ -204,11 +204,11 @@ def probe_tables(client: DataverseClient, settings: Settings) -> TableAccess:
     )
     access = TableAccess(total=len(entities))
 
-    def probe(entity: EntityInfo) -> DataverseError | None:
+    def probe(entity: EntityInfo) -> ServiceError | None:
         url = client.url(entity.entity_set, {"$select": entity.primary_id, "$top": "1"})
         try:
             client.get_json(url, table=entity.logical_name)
-        except DataverseError as exc:
+        except ServiceError as exc:
             return exc
         return None
 
@@ -242,7 +242,7 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
         access = probe_tables(client, settings)
     except ServiceUnavailable:
         raise
-    except DataverseError as exc:
+    except ServiceError as exc:
         # A 4xx or a redirect: the service answered, and a person must change something.
         raise ConnectionProblem(str(exc)) from None
     user_id = whoami.get("UserId")

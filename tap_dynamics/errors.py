@@ -62,8 +62,8 @@ class SecurityError(TapDynamicsError):
     exit_code = EXIT_CONFIG
 
 
-class DataverseError(TapDynamicsError):
-    """The Web API answered with an error we do not retry (or no longer retry)."""
+class ServiceError(TapDynamicsError):
+    """A service (any system's API) answered with an error we do not retry (or no longer retry)."""
 
     exit_code = EXIT_SERVICE
 
@@ -83,10 +83,10 @@ class DataverseError(TapDynamicsError):
         self.table = table
 
 
-class ServiceUnavailable(DataverseError):
+class ServiceUnavailable(ServiceError):
     """The service kept failing (throttling, 5xx, broken responses) beyond the retry budget.
 
-    Distinct from other :class:`DataverseError` errors because the fix is usually "run again later"
+    Distinct from other :class:`ServiceError` errors because the fix is usually "run again later"
     (a scheduler may retry the run), not "change something".
     """
 

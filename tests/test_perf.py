@@ -397,7 +397,7 @@ def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
     import msgspec
 
     from tap_dynamics.engine.formats import ODATA_V4
-    from tap_dynamics.errors import DataverseError
+    from tap_dynamics.errors import ServiceError
 
     body = ODATA_V4.decoder.decode(b'{"value":[{"id":"a","m":0.1},{"id":"b","m":922337203685477.5807}],'
                                 b'"@odata.nextLink":"https://org/next"}')
@@ -413,10 +413,10 @@ def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
     assert checked == [2]  # checked once, on the first decode
 
     def refuse(decoded: list) -> None:
-        raise DataverseError("table t: row 2 is bad")
+        raise ServiceError("table t: row 2 is bad")
 
     bad = Rows(ODATA_V4.decoder.decode(b'{"value":[{"id":"a"},3]}').value, refuse)
-    with pytest.raises(DataverseError, match="row 2 is bad"):
+    with pytest.raises(ServiceError, match="row 2 is bad"):
         list(bad)
     with pytest.raises(msgspec.DecodeError):  # a cut-off body never becomes a page
         ODATA_V4.decoder.decode(b'{"value":[{"id":"a"},{"id":')

@@ -20,7 +20,7 @@ from tap_dynamics.dataverse.metadata import (
 from tap_dynamics.dataverse.metadata_cache import MetadataCache, entities_fingerprint
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.dataverse.streams import EntityStream, choose_method
-from tap_dynamics.errors import DataverseError
+from tap_dynamics.errors import ServiceError
 
 if t.TYPE_CHECKING:
     from singer_sdk import Stream
@@ -44,7 +44,7 @@ def metadata_guard(function: t.Callable[..., _T], *args: t.Any, **kwargs: t.Any)
             f"({type(exc).__name__}: {str(exc)[:200]}) — is url a Dataverse org behind no "
             "rewriting proxy? If so, please report this"
         )
-        raise DataverseError(msg) from None
+        raise ServiceError(msg) from None
 
 
 def discover_streams(

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tap_dynamics.dataverse.onprem import metadata_select
-from tap_dynamics.errors import ConfigError, DataverseError
+from tap_dynamics.errors import ConfigError, ServiceError
 
 if t.TYPE_CHECKING:
     from tap_dynamics.dataverse.client import DataverseClient
@@ -174,7 +174,7 @@ def list_entities(client: DataverseClient) -> list[EntityInfo]:
     rows = payload.get("value")
     if not isinstance(rows, list):
         msg = "EntityDefinitions returned no 'value' list; is url a Dataverse org?"
-        raise DataverseError(msg)
+        raise ServiceError(msg)
     entities = [e for e in (EntityInfo.from_json(r) for r in rows if isinstance(r, dict)) if e]
     return sorted(entities, key=lambda e: e.logical_name)
 
@@ -269,7 +269,7 @@ def fetch_attributes(client: DataverseClient, entity: str) -> list[dict[str, t.A
     rows = payload.get("value")
     if not isinstance(rows, list):
         msg = f"table {entity}: the Attributes response has no 'value' list"
-        raise DataverseError(msg, table=entity)
+        raise ServiceError(msg, table=entity)
     return [row for row in rows if isinstance(row, dict)]
 
 
@@ -430,7 +430,7 @@ def discover_tables(
     *,
     annotations: bool = False,
     cache: ColumnCache | None = None,
-    on_skip: t.Callable[[str, DataverseError], None] | None = None,
+    on_skip: t.Callable[[str, ServiceError], None] | None = None,
 ) -> list[DiscoveredTable]:
     """Read column metadata for ``entities`` in parallel; a table that fails is skipped with a warning.
 
@@ -444,7 +444,7 @@ def discover_tables(
         if columns is None:
             try:
                 columns = fetch_columns(client, entity)
-            except DataverseError as exc:
+            except ServiceError as exc:
                 LOGGER.warning("Skipping table %s: its metadata could not be read (%s)", entity.logical_name, exc)
                 if on_skip is not None:
                     on_skip(entity.logical_name, exc)

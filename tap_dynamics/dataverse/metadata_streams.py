@@ -34,7 +34,7 @@ from tap_dynamics.dataverse.metadata import (
 from tap_dynamics.dataverse.onprem import metadata_select
 from tap_dynamics.dataverse.streams import DataverseStream
 from tap_dynamics.engine import override
-from tap_dynamics.errors import DataverseError
+from tap_dynamics.errors import ServiceError
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -125,7 +125,7 @@ class MetadataStream(DataverseStream):
         def guarded(entity: EntityInfo) -> list[dict[str, t.Any]]:
             try:
                 return fetch(entity)
-            except DataverseError as exc:
+            except ServiceError as exc:
                 self.logger.warning("%s: metadata of table %s could not be read (%s)", self.name, entity.logical_name, exc)
                 self._failed.append(entity.logical_name)
                 return []
@@ -137,7 +137,7 @@ class MetadataStream(DataverseStream):
                     yield from rows
         if self._failed:
             msg = f"{self.name}: the metadata of {len(self._failed)} table(s) could not be read: {', '.join(sorted(self._failed))}"
-            raise DataverseError(msg)
+            raise ServiceError(msg)
 
 
 class OptionSetLabelsStream(MetadataStream):

@@ -46,7 +46,7 @@ from tap_dynamics.engine.replication import (
     odata_datetime,
 )
 from tap_dynamics.engine.stream import PagedStream
-from tap_dynamics.errors import ConfigError, DataverseError
+from tap_dynamics.errors import ConfigError, ServiceError
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -346,7 +346,7 @@ class EntityStream(DataverseStream):
                         f"table {self.name}: column {name} holds {value[:60]!r}, not comma-separated "
                         "choice values (whole numbers); the response is malformed"
                     )
-                    raise DataverseError(msg, table=self.name) from None
+                    raise ServiceError(msg, table=self.name) from None
         return row
 
 
@@ -368,7 +368,7 @@ class DataverseCursorQueries:
         url = stream.client.url(f"RetrieveTotalRecordCount(EntityNames=['{stream.entity.logical_name}'])")
         try:
             payload, _ = stream.client.get_json(url, table=stream.name)
-        except DataverseError as exc:
+        except ServiceError as exc:
             stream.logger.info("Table %s: no record count (%s); reading it in one sequence", stream.name, exc)
             return None
         values = (payload.get("EntityRecordCountCollection") or {}).get("Values") or []
@@ -431,7 +431,7 @@ class DataverseDelta:
                 out.append({self.primary_id: row["id"], DELETED_AT: read_at})
         return out, deletes
 
-    def expired(self, exc: DataverseError) -> bool:
+    def expired(self, exc: ServiceError) -> bool:
         """``0x80044352`` ("Version stamp associated with the client has expired")."""
         return _is_expired_token(exc)
 
@@ -441,7 +441,7 @@ def _is_deleted_entity(row: dict[str, t.Any]) -> bool:
     return isinstance(context, str) and context.endswith("/$deletedEntity")
 
 
-def _is_expired_token(exc: DataverseError) -> bool:
+def _is_expired_token(exc: ServiceError) -> bool:
     """The change-tracking token expired: known by its code or message, whatever the status."""
     text = str(exc)
     return exc.code == EXPIRED_TOKEN_CODE or any(marker in text for marker in EXPIRED_TOKEN_MARKERS)

@@ -21,7 +21,7 @@ from operator import contains, methodcaller
 import msgspec
 
 from tap_dynamics.engine.pages import JSON_DECODER, Page, Rows, where
-from tap_dynamics.errors import DataverseError
+from tap_dynamics.errors import ServiceError
 
 # A cursor column and the type its values must have when not null (str: a date-time, int).
 Cursor = tuple[str, type]
@@ -89,12 +89,12 @@ class ODataV4:
         records = payload.get("value") if isinstance(payload, dict) else None
         if not isinstance(records, list):
             msg = f"{where(table)}the response has no 'value' list (request id {request_id})"
-            raise DataverseError(msg, table=table)
+            raise ServiceError(msg, table=table)
         self.check_rows(records, table, request_id, required, cursor)
         next_link = payload.get("@odata.nextLink")
         if next_link is not None and not isinstance(next_link, str):
             msg = f"{where(table)}malformed @odata.nextLink in the response"
-            raise DataverseError(msg, table=table)
+            raise ServiceError(msg, table=table)
         check_loop(next_link, table, seen)
         delta_link = payload.get("@odata.deltaLink")
         return Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, request_id)
@@ -123,7 +123,7 @@ class ODataV4:
                 f"{where(table)}the response's 'value' list holds something other than rows "
                 f"(JSON objects) (request id {request_id})"
             )
-            raise DataverseError(msg, table=table)
+            raise ServiceError(msg, table=table)
         if required and any(None in map(methodcaller("get", name), records) for name in required):
             for number, record in enumerate(records, start=1):
                 if self.is_tombstone(record):
@@ -161,11 +161,11 @@ def check_cursor(records: list[dict[str, t.Any]], cursor: Cursor, table: str | N
         raise malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
 
 
-def malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> DataverseError:
+def malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> ServiceError:
     """The one line for a row that cannot be emitted as served (it fails its table)."""
     rid = f" (request id {request_id})" if request_id else ""
     msg = f"{where(table)}row {number} of a page {problem}{rid}; the response is malformed"
-    return DataverseError(msg, table=table)
+    return ServiceError(msg, table=table)
 
 
 def check_loop(next_link: str | None, table: str | None, seen: set[str]) -> None:
@@ -173,7 +173,7 @@ def check_loop(next_link: str | None, table: str | None, seen: set[str]) -> None
     if next_link:
         if next_link in seen:
             msg = f"{where(table)}the server returned a nextLink it had already returned; stopping a pagination loop"
-            raise DataverseError(msg, table=table)
+            raise ServiceError(msg, table=table)
         seen.add(next_link)
 
 

@@ -45,7 +45,7 @@ from tap_dynamics.engine.retry import (
 from tap_dynamics.engine.wire import connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
-    DataverseError,
+    ServiceError,
     SecurityError,
     ServiceUnavailable,
     TapDynamicsError,
@@ -376,7 +376,7 @@ class HttpTransport:
             location = response.headers.get("Location", "")
             self._check_origin(location)
             msg = f"{where(table)}the org redirected to {location}; set url to the final org URL"
-            raise DataverseError(msg, status=status, table=table)
+            raise ServiceError(msg, status=status, table=table)
         code, message = policy.error_code_message(response)
         verdict = policy.classify(status, code)
         if verdict is Verdict.REFRESH:
@@ -405,7 +405,7 @@ class HttpTransport:
         refusal = policy.refusal(status, code, self.tokens.identity(), self.origin)
         if refusal is not None:
             raise refusal
-        raise DataverseError(
+        raise ServiceError(
             f"{where(table)}HTTP {status}: {message or response.reason}"
             + (f" (code {code})" if code else "")
             + (f" (request id {request_id})" if request_id else ""),

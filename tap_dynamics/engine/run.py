@@ -30,7 +30,7 @@ from tap_dynamics.engine.summary import FAILED, RunSummary
 from tap_dynamics.errors import (
     EXIT_SERVICE,
     EXIT_STREAMS_FAILED,
-    DataverseError,
+    ServiceError,
     ServiceUnavailable,
     StreamsFailed,
 )
@@ -74,7 +74,7 @@ class RunContext:
         # so memory stays flat whatever the table sizes and the number of tables.
         self.page_budget = PageBudget(max_concurrency + 2)
 
-    def fail_table(self, table: str, error: DataverseError, note: str = "") -> None:
+    def fail_table(self, table: str, error: ServiceError, note: str = "") -> None:
         """Record ``table`` as failed (e.g. before its stream exists: its metadata failed)."""
         entry = self.summary.stream(table)
         entry.status = FAILED
@@ -104,7 +104,7 @@ class RunContext:
                     stream.sync()
                 except ROW_SHAPE_ERRORS as exc:
                     raise table_error(stream.name, exc) from None
-            except DataverseError as exc:
+            except ServiceError as exc:
                 if isinstance(exc, ServiceUnavailable):
                     gave_up.append(stream.name)
                 entry.status = FAILED
@@ -174,7 +174,7 @@ class RunContext:
 ROW_SHAPE_ERRORS = (InvalidStreamSortException, TypeError, ValueError, KeyError, AttributeError)
 
 
-def table_error(table: str, exc: BaseException) -> DataverseError:
+def table_error(table: str, exc: BaseException) -> ServiceError:
     """One line for a row-shape error of ``table``; the traceback goes to the debug log."""
     LOGGER.debug("Table %s failed", table, exc_info=exc)
     first = (str(exc).splitlines() or [""])[0][:200]
@@ -185,7 +185,7 @@ def table_error(table: str, exc: BaseException) -> DataverseError:
             f"table {table}: a row had an unexpected shape ({type(exc).__name__}: {first}); "
             "if the org's data looks right, please report it (TAP_DYNAMICS_LOGLEVEL=DEBUG shows where)"
         )
-    return DataverseError(msg, table=table)
+    return ServiceError(msg, table=table)
 
 
 def run_each(streams: list, sync_one: Callable[[t.Any], None], workers: int) -> None:

@@ -16,7 +16,7 @@ from tap_dynamics.engine.replication.base import (
     VERSION_KEY,
     utc_now_iso,
 )
-from tap_dynamics.errors import DataverseError
+from tap_dynamics.errors import ServiceError
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +32,7 @@ class DeltaDialect(t.Protocol):
         and how many there were; ``rows`` itself when the page has none."""
         ...
 
-    def expired(self, exc: DataverseError) -> bool:
+    def expired(self, exc: ServiceError) -> bool:
         """Whether ``exc`` says the delta token has expired (a full re-read is needed)."""
         ...
 
@@ -77,7 +77,7 @@ class DeltaStrategy:
             return
         try:
             yield from self.track(url, DELTA)
-        except DataverseError as exc:
+        except ServiceError as exc:
             if not self.dialect.expired(exc):
                 raise
             reader.logger.warning(
@@ -111,7 +111,7 @@ class DeltaStrategy:
             else:
                 if not page.delta_link:
                     msg = f"table {reader.name}: the last change-tracking page has no @odata.deltaLink"
-                    raise DataverseError(msg, table=reader.name)
+                    raise ServiceError(msg, table=reader.name)
                 done = {NEXT_LINK_KEY: None, DELTA_LINK_KEY: page.delta_link, PHASE_KEY: None, VERSION_KEY: None}
                 yield replace(page, records=rows, checkpoint=done, activate_version=version, deletes=deletes)
             del page, rows
