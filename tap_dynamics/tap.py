@@ -1,6 +1,6 @@
 """tap-dynamics: the Tap class (settings, discovery, the sync loop) and the command line.
 
-Discovery is the system's (tap_dynamics/dataverse/discovery.py); the sync loop is the engine's
+Discovery and the check are the system's (tap_dynamics/systems.py picks it from the settings); the sync loop is the engine's
 run context (tap_dynamics/engine/run.py). A table that fails during a sync is skipped with a warning and listed at the end, and the
 run exits with :data:`~tap_dynamics.errors.EXIT_STREAMS_FAILED`; problems a person must fix
 (config, credentials) stop the run at once with one line and :data:`~tap_dynamics.errors.EXIT_CONFIG`.
@@ -21,8 +21,6 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings, validate_config
-from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
-from tap_dynamics.dataverse.discovery import discover_streams
 from tap_dynamics.engine import override
 from tap_dynamics.engine.run import RunContext
 from tap_dynamics.engine.sdk_compat import CompatTap, load_json
@@ -33,15 +31,19 @@ from tap_dynamics.errors import (
     TapDynamicsError,
 )
 from tap_dynamics.memory import limit_malloc_arenas
+from tap_dynamics.systems import system_for
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
+
+    from tap_dynamics.engine.http import HttpTransport
+    from tap_dynamics.systems import System
 
 LOGGER = logging.getLogger("tap-dynamics")
 
 
 class TapDynamics(CompatTap):
-    """Singer tap for Microsoft Dynamics 365 / Dataverse."""
+    """Singer tap for Microsoft Dynamics: the system's streams on the shared engine."""
 
     name = "tap-dynamics"
     package_name = "tap-dynamics"
@@ -56,6 +58,11 @@ class TapDynamics(CompatTap):
         return load_settings(self.config)
 
     @cached_property
+    def system(self) -> System:
+        """The Microsoft system the settings select (``edition``, or inferred from ``url``)."""
+        return system_for(self.settings)
+
+    @cached_property
     def run_context(self) -> RunContext:
         """What every stream of the run shares: output lock, page budget, summary, progress."""
         settings = self.settings
@@ -63,13 +70,13 @@ class TapDynamics(CompatTap):
             max_concurrency=settings.max_concurrency,
             progress_interval=settings.progress_interval,
             strict=settings.strict,
-            totals=lambda names: fetch_totals(self.client, names),
+            totals=lambda names: self.system.totals(self.client, names),
         )
 
     @cached_property
-    def client(self) -> DataverseClient:
+    def client(self) -> HttpTransport:
         """The run's one HTTP client (token cache, connection pools, counters)."""
-        return DataverseClient(
+        return self.system.client(
             self.settings, build_token_provider(self.settings), on_retry=self.run_context.on_retry
         )
 
@@ -150,17 +157,15 @@ class TapDynamics(CompatTap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """The system's streams: Dataverse's discovery (tap_dynamics/dataverse/discovery.py)."""
-        return discover_streams(self, self.settings, self.client, self.run_context, self.input_catalog)
+        """The system's streams (Dataverse's: tap_dynamics/dataverse/discovery.py)."""
+        return self.system.discover_streams(self, self.settings, self.client, self.run_context, self.input_catalog)
 
     @override
     def connection_test(self) -> None:
         """``--test``: the same check as ``tap-dynamics check`` (token, WhoAmI, org name, which
         tables are readable), then the SDK's one-record-per-stream sync with the run's own
         retry budget. A failure raises the one-line error."""
-        from tap_dynamics.commands import connection_check
-
-        self.logger.info("%s", connection_check(self.settings, self.client.tokens))
+        self.logger.info("%s", self.system.connection_check(self.settings, self.client.tokens))
 
     @override
     def sync_selected(self) -> None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tap_dynamics.dataverse.client import DataverseClient
-from tap_dynamics.commands import CHECK_ATTEMPTS
+from tap_dynamics.engine.retry import CHECK_ATTEMPTS
 from tests.demo import BIN, ROOT, meltano
 from tests.pipeline_fixtures import tap_env
 from tests.postgres import PostgresServer

@@ -83,3 +83,35 @@ def test_ca_bundle_setting_wins_over_environment(tmp_path, monkeypatch: pytest.M
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE points to"):
         load_settings(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("url", "edition"),
+    [
+        ("https://myorg.crm4.dynamics.com", "Sales"),
+        ("https://contoso.operations.dynamics.com", "FinOpsOnline"),
+        ("https://contoso-test.sandbox.operations.dynamics.com/", "FinOpsOnline"),
+        ("https://usnconeboxax1aos.cloud.onebox.dynamics.com", "Sales"),
+        ("https://contoso.cloudax.dynamics.com", "FinOpsOnline"),
+        ("https://graph.microsoft.com", "Office365"),
+        ("https://graph.microsoft.us", "Office365"),
+        ("https://dod-graph.microsoft.us", "Office365"),
+        ("https://microsoftgraph.chinacloudapi.cn", "Office365"),
+        ("https://graph.microsoft.com.evil.example", "Sales"),
+        ("not a url", "Sales"),
+        (None, "Sales"),
+    ],
+)
+def test_edition_is_inferred_from_the_url_host(url: str | None, edition: str) -> None:
+    """A pasted environment address selects its system; a look-alike host does not."""
+    from tap_dynamics.config.system import inferred_edition
+
+    assert inferred_edition(url) == edition
+
+
+def test_edition_selects_the_system_and_comes_from_the_connection_string() -> None:
+    settings = load_settings({**GOOD, "url": None, "connection_string": f"URL={GOOD['url']};Edition=FieldService"})
+    assert (settings.edition, settings.system) == ("FieldService", "dataverse")
+    assert load_settings(GOOD).edition == "Sales"
+    with pytest.raises(ConfigError, match="'edition' is 'Nope'; valid values: Sales, CustomerService"):
+        load_settings({**GOOD, "edition": "Nope"})

@@ -34,6 +34,7 @@ CONNECTION_KEYS: dict[str, str] = {
     "oauthaccesstoken": "access_token",
     "oauthrefreshtoken": "refresh_token",
     "crmversion": "crm_version",
+    "edition": "edition",
     "authorityhost": "authority_host",
     # On-premises (AuthScheme=NTLM): the Windows account, as the documented drivers name it.
     "user": "username",
@@ -58,6 +59,7 @@ DOCUMENTED_KEYS = (
     "OAuthAccessToken",
     "OAuthRefreshToken",
     "CRMVersion",
+    "Edition",
     "AuthorityHost",
     "User",
     "Password",

@@ -49,17 +49,51 @@ from tap_dynamics.config.dataverse import (
     prepare_dataverse,
 )
 from tap_dynamics.config.resource import Resource
+from tap_dynamics.config.system import (
+    DATAVERSE,
+    EDITIONS,
+    SYSTEM_PROPERTIES,
+    for_editions,
+    prepare_system,
+    system_of,
+)
 from tap_dynamics.config.values import Explainer, check, normalise
+from tap_dynamics.errors import ConfigError
 
 # Rules are checked in this order after every setting's own type/range: the deployment (online
 # or on-premises) first, then what the chosen auth_scheme needs — the order a person fixes them.
 CONFIG_SCHEMA: dict[str, t.Any] = {
     "type": "object",
-    "properties": {**DATAVERSE_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES},
-    "allOf": [*DATAVERSE_RULES, *AUTH_RULES],
+    "properties": {**SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES},
+    "allOf": [for_editions(DATAVERSE, DATAVERSE_RULES), *AUTH_RULES],
 }
 _MESSAGES: dict[str, dict[str, str]] = {**AUTH_MESSAGES, **COMMON_MESSAGES}
 _EXPLAINERS: dict[str, Explainer] = {**AUTH_EXPLAINERS, **DATAVERSE_EXPLAINERS}
+
+
+class SystemSettings(t.Protocol):
+    """What the transport and the credential need of any system's setting group."""
+
+    @property
+    def url(self) -> str:
+        """The service origin, scheme://host[:port]: the one host tokens go to."""
+        ...
+
+    @property
+    def api_base(self) -> str:
+        """The root every API request goes to."""
+        ...
+
+    @property
+    def resource(self) -> Resource:
+        """The audience the run's tokens are for."""
+        ...
+
+
+# Each system's setting group, built from the schema-checked config (its rules already held).
+_SYSTEM_LOADERS: dict[str, t.Callable[[t.Mapping[str, t.Any]], SystemSettings]] = {
+    DATAVERSE: load_dataverse,
+}
 
 
 def _default(name: str) -> t.Any:
@@ -71,7 +105,8 @@ class Settings:
     """Validated, normalised settings. Holds secrets (in ``auth``), so it never goes into logs."""
 
     auth: AuthSettings
-    dataverse: DataverseSettings
+    edition: str  # the documented Edition value, given or inferred from url
+    service: SystemSettings  # the system's own group (DataverseSettings, …)
     verify: str | bool  # what requests/MSAL get as `verify=`
     request_timeout: int
     max_concurrency: int
@@ -110,21 +145,34 @@ class Settings:
         """Trust anchor and timeout, for every HTTP client the run builds."""
         return HttpOptions(self.verify, self.request_timeout)
 
-    # The system's part, as the transport and discovery read it (Dataverse is the one system).
+    @property
+    def system(self) -> str:
+        """Which system the run reads (``dataverse``, …): see :mod:`tap_dynamics.config.system`."""
+        return EDITIONS[self.edition]
+
+    @property
+    def dataverse(self) -> DataverseSettings:
+        """The Dataverse group; only a Dataverse run has one."""
+        if not isinstance(self.service, DataverseSettings):
+            msg = f"a {self.system} run has no Dataverse settings"
+            raise TypeError(msg)
+        return self.service
+
+    # The system's part, as the transport and the credential read it.
     @property
     def resource(self) -> Resource:
         """The audience the run's tokens are for."""
-        return self.dataverse.resource
+        return self.service.resource
 
     @property
     def url(self) -> str:
-        """The org origin, scheme://host[:port]: the one host tokens and credentials go to."""
-        return self.dataverse.url
+        """The service origin, scheme://host[:port]: the one host tokens and credentials go to."""
+        return self.service.url
 
     @property
     def api_base(self) -> str:
-        """The Web API root every request goes to."""
-        return self.dataverse.api_base
+        """The API root every request goes to."""
+        return self.service.api_base
 
     @property
     def on_premises(self) -> bool:
@@ -166,7 +214,9 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     """
     merged = normalise(merge_connection_string(config), CONFIG_SCHEMA)
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
-    prepare_dataverse(merged)
+    prepare_system(merged)  # before the rules: they branch on edition
+    if merged["edition"] in EDITIONS and system_of(merged) == DATAVERSE:
+        prepare_dataverse(merged)
     check(merged, CONFIG_SCHEMA, _MESSAGES, _EXPLAINERS)
     return merged
 
@@ -174,7 +224,12 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Validate ``config`` and return typed settings, or raise :class:`ConfigError`."""
     checked = validate_config(config)
-    dataverse = load_dataverse(checked)  # the deployment first: its errors come first
+    system = system_of(checked)
+    loader = _SYSTEM_LOADERS.get(system)
+    if loader is None:
+        msg = f"setting 'edition' is {checked['edition']}: this version of tap-dynamics does not read it yet"
+        raise ConfigError(msg)
+    service = loader(checked)  # the deployment first: its errors come first
     auth = load_auth(checked)
 
     def get(name: str) -> t.Any:
@@ -183,7 +238,8 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     cache = checked.get("metadata_cache_path")
     return Settings(
         auth=auth,
-        dataverse=dataverse,
+        edition=str(checked["edition"]),
+        service=service,
         verify=verify_setting(checked),
         request_timeout=int(get("request_timeout")),
         max_concurrency=int(get("max_concurrency")),

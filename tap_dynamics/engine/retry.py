@@ -20,6 +20,11 @@ import backoff
 if t.TYPE_CHECKING:
     from tap_dynamics.engine.pages import PageSizer
 
+# A connection check's budget (``check``, ``--test``): it should answer quickly, not ride out an
+# outage. It is set on the check's own client, so the sync that ``--test`` runs afterwards keeps
+# the full budget.
+CHECK_ATTEMPTS = 2
+
 
 class RetryableError(Exception):
     """Internal: this attempt failed in a way worth retrying.

@@ -1,0 +1,209 @@
+"""Dataverse's ``check``: will a sync work? (``tap-dynamics check`` and the SDK's ``--test``).
+
+In the order in which things go wrong in practice: is the URL a reachable Dynamics org at all (an
+unauthenticated request must get Dataverse's ``401`` with a ``Bearer authorization_uri=…``
+challenge), does the credential get a token, does the environment accept it (``WhoAmI``; the
+organisation's name when the identity may read it), and which of the tables a sync would read can
+the identity read (one ``$top=1`` probe per table).
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import requests
+
+from tap_dynamics.auth import build_token_provider
+from tap_dynamics.dataverse.client import DataverseClient
+from tap_dynamics.dataverse.discovery import metadata_guard
+from tap_dynamics.dataverse.metadata import EntityInfo, list_entities, select_entities
+from tap_dynamics.engine.retry import CHECK_ATTEMPTS
+from tap_dynamics.errors import (
+    ConnectionProblem,
+    ServiceError,
+    ServiceUnavailable,
+    TapDynamicsError,
+    cannot_reach,
+)
+
+if t.TYPE_CHECKING:
+    from tap_dynamics.auth import TokenProvider
+    from tap_dynamics.config import Settings
+
+LOGGER = logging.getLogger("tap-dynamics")
+
+
+def probe_org(settings: Settings) -> None:
+    """Make sure ``url`` is a reachable Dynamics org before any credential is used.
+
+    Dataverse answers an unauthenticated Web API request with 401 and a ``WWW-Authenticate:
+    Bearer authorization_uri=…`` challenge; anything else means the URL is not an org.
+    """
+    target = f"{settings.api_base}/"
+    try:
+        response = requests.get(
+            target,
+            headers={"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"},
+            timeout=min(settings.request_timeout, 30),
+            verify=settings.verify,
+            allow_redirects=False,
+        )
+    except requests.exceptions.SSLError:
+        msg = (
+            f"TLS verification failed for {settings.url} — if a proxy inspects TLS, set ca_bundle "
+            "to a PEM file with its CA certificate"
+        )
+        raise ConnectionProblem(msg) from None
+    except requests.exceptions.RequestException as exc:
+        raise cannot_reach(settings.url, type(exc).__name__) from None
+    challenge = response.headers.get("WWW-Authenticate", "")
+    if settings.on_premises and settings.auth_scheme == "NTLM":
+        # An Active Directory deployment challenges with Negotiate and NTLM instead of Bearer.
+        if response.status_code != 401 or not ("ntlm" in challenge.lower() or "negotiate" in challenge.lower()):
+            msg = (
+                f"{settings.url} does not look like an on-premises Dynamics server with Windows "
+                f"sign-in (HTTP {response.status_code} without an NTLM/Negotiate challenge at "
+                f"{settings.api_base}/) — set url to the organization's URL, e.g. "
+                "https://crm.contoso.com/contoso, and check api_version"
+            )
+            raise ConnectionProblem(msg)
+        return
+    if response.status_code != 401 or "bearer" not in challenge.lower() or "authorization_uri" not in challenge:
+        msg = (
+            f"{settings.url} does not look like a Dynamics 365 / Dataverse org (HTTP "
+            f"{response.status_code} without a Bearer challenge at /api/data/) — set url to the "
+            "org URL exactly as the browser shows it, e.g. https://myorg.crm4.dynamics.com"
+        )
+        raise ConnectionProblem(msg)
+
+
+# At most this many table names per list in the one-line answer (a 1,000-table org).
+MAX_NAMES = 20
+
+
+@dataclass
+class TableAccess:
+    """What the probes found: which of the configured tables the identity can read."""
+
+    total: int = 0
+    readable: int = 0
+    denied: list[str] = field(default_factory=list)  # 403: the role lacks Read on the table
+    failed: dict[str, ServiceError] = field(default_factory=dict)  # any other failure
+
+    def describe(self) -> str:
+        """``can read 12 of 14 tables — no read privilege on: invoice, salesorder``."""
+        if not self.total:
+            return "no table matches the entities setting"
+        head = f"can read {self.readable} of {self.total} table{'s' if self.total > 1 else ''}"
+        if self.readable == self.total:
+            return head
+        parts = []
+        if self.denied:
+            parts.append(
+                f"no read privilege on: {_names(self.denied)} (give the identity's security role "
+                "Read on them)"
+            )
+        if self.failed:
+            first = next(iter(self.failed.values()))
+            parts.append(f"could not read: {_names(list(self.failed))} (first error: {first})")
+        return f"{head} — {'; '.join(parts)}"
+
+    def error(self, line: str) -> TapDynamicsError | None:
+        """The error when no table is readable: exit 4 only when the service itself kept failing."""
+        if not self.total or self.readable:
+            return None
+        if not self.denied and all(isinstance(e, ServiceUnavailable) for e in self.failed.values()):
+            return ServiceUnavailable(line)
+        return ConnectionProblem(line)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES])
+    return shown + (f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
+
+
+def _org_name(client: DataverseClient, whoami: dict[str, t.Any]) -> str:
+    """The organisation's name, or its id from ``WhoAmI`` when ``organizations`` is not readable.
+
+    An application user whose role lacks Read on ``organization`` is common and does not stop a
+    sync, so a 4xx here is not a failed connection.
+    """
+    org_id = whoami.get("OrganizationId")
+    fallback = f"organization {org_id}" if org_id else "(unnamed organisation)"
+    try:
+        orgs, _ = client.get_json(client.url("organizations", {"$select": "name"}))
+    except ServiceUnavailable:
+        raise
+    except ServiceError as exc:
+        LOGGER.info("Cannot read the organization's name (%s); naming it by its id", exc)
+        return fallback
+    values = orgs.get("value") if isinstance(orgs, dict) else None
+    first = values[0] if isinstance(values, list) and values and isinstance(values[0], dict) else {}
+    name = first.get("name")
+    return name if isinstance(name, str) and name else fallback
+
+
+def probe_tables(client: DataverseClient, settings: Settings) -> TableAccess:
+    """Read one key of one row of every configured table, ``max_concurrency`` at a time.
+
+    The tables are the ones a sync without ``--catalog`` would read (``entities`` and
+    ``exclude_entities`` resolved against the org's tables, as discovery does).
+    ``$select=<key>&$top=1`` costs Dataverse next to nothing, yet needs the same Read
+    privilege as the sync.
+    """
+    entities = select_entities(
+        metadata_guard(list_entities, client), settings.entities, settings.exclude_entities
+    )
+    access = TableAccess(total=len(entities))
+
+    def probe(entity: EntityInfo) -> ServiceError | None:
+        url = client.url(entity.entity_set, {"$select": entity.primary_id, "$top": "1"})
+        try:
+            client.get_json(url, table=entity.logical_name)
+        except ServiceError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
+        outcomes = list(pool.map(probe, entities))
+    for entity, error in zip(entities, outcomes, strict=True):
+        if error is None:
+            access.readable += 1
+        elif error.status == 403:  # PrivilegeDenied (0x80040220, "is missing prvRead…")
+            access.denied.append(entity.logical_name)
+        else:
+            access.failed[entity.logical_name] = error
+    return access
+
+
+def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
+    """Run the whole check and return the success line; raise a one-line error otherwise.
+
+    ``tokens``: the token provider of a run (``--test``), so that the check costs no extra
+    sign-in. The check gets its own client either way: its short retry budget must not become
+    the sync's.
+    """
+    probe_org(settings)
+    client = DataverseClient(settings, tokens or build_token_provider(settings))
+    client.MAX_ATTEMPTS = CHECK_ATTEMPTS
+    try:
+        whoami, _ = client.get_json(client.url("WhoAmI"))
+        if not isinstance(whoami, dict):
+            whoami = {}
+        name = _org_name(client, whoami)
+        access = probe_tables(client, settings)
+    except ServiceUnavailable:
+        raise
+    except ServiceError as exc:
+        # A 4xx or a redirect: the service answered, and a person must change something.
+        raise ConnectionProblem(str(exc)) from None
+    user_id = whoami.get("UserId")
+    suffix = f", user id {user_id}" if user_id else ""
+    line = f"{name} ({settings.url}) as {client.tokens.identity()}{suffix}; {access.describe()}"
+    error = access.error(line)
+    if error is not None:
+        raise error
+    return f"connection available: {line}"
