@@ -26,6 +26,8 @@ from tap_dynamics.dataverse.discovery import discover_streams
 from tap_dynamics.engine import override
 from tap_dynamics.engine.run import RunContext
 from tap_dynamics.engine.sdk_compat import CompatTap, load_json
+from tap_dynamics.onprem.odata2 import is_odata2, open_client
+from tap_dynamics.onprem.v2streams import discover_v2_streams
 from tap_dynamics.errors import (
     EXIT_CONFIG,
     EXIT_CRASH,
@@ -63,15 +65,18 @@ class TapDynamics(CompatTap):
             max_concurrency=settings.max_concurrency,
             progress_interval=settings.progress_interval,
             strict=settings.strict,
-            totals=lambda names: fetch_totals(self.client, names),
+            # The OData v2 endpoint cannot count rows: no totals, no percentages.
+            totals=lambda names: {} if is_odata2(self.client) else fetch_totals(self.client, names),
         )
 
     @cached_property
     def client(self) -> DataverseClient:
-        """The run's one HTTP client (token cache, connection pools, counters)."""
-        return DataverseClient(
+        """The run's one HTTP client (token cache, connection pools, counters), for the endpoint
+        the server has (on-premises: the Web API, or CRM 2011-2015's OData v2 endpoint)."""
+        _settings, client = open_client(
             self.settings, build_token_provider(self.settings), on_retry=self.run_context.on_retry
         )
+        return client
 
     @property
     @override
@@ -150,8 +155,12 @@ class TapDynamics(CompatTap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """The system's streams: Dataverse's discovery (tap_dynamics/dataverse/discovery.py)."""
-        return discover_streams(self, self.settings, self.client, self.run_context, self.input_catalog)
+        """The system's streams: Dataverse's discovery (tap_dynamics/dataverse/discovery.py), or
+        the OData v2 endpoint's (tap_dynamics/onprem/v2streams.py)."""
+        client = self.client
+        if is_odata2(client):
+            return discover_v2_streams(self, client.settings, client, self.run_context, self.input_catalog)
+        return discover_streams(self, client.settings, client, self.run_context, self.input_catalog)
 
     @override
     def connection_test(self) -> None:

@@ -301,7 +301,7 @@ class OrganizationData(Service):
         after = None
         if "$skiptoken" in q:
             after_values, top = _read_token(q["$skiptoken"])
-            after = ts.cookie_key(order, after_values[:-1], after_values[-1])
+            after = ts.cookie_key(order, after_values, str(after_values[-1]))
             skip = 0
         limit = PAGE if top is None else min(PAGE, top)
         recs, more = ts.scan(order, pred, needs_full, after, skip + limit)
