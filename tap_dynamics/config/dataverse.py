@@ -80,8 +80,8 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         title="CRM version",
         description=(
             "CRMOnline: Dynamics 365 / Dataverse online (the default for the Azure schemes). "
-            "CRM2011+: an on-premises server with the Web API (CRM 2016 or later; the default "
-            "for auth_scheme NTLM and ADFS)"
+            "CRM2011+: an on-premises server, CRM 2011 or later (the Web API from CRM 2016 on, "
+            "the OData v2 endpoint before; the default for auth_scheme NTLM and ADFS)"
         ),
     ),
     th.Property(
