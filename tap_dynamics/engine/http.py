@@ -42,7 +42,7 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
-from tap_dynamics.engine.wire import connect_failure, never_connected, read_body, short
+from tap_dynamics.engine.wire import RawBody, connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
     ServiceError,
@@ -82,14 +82,6 @@ class Credential(t.Protocol):
     def identity(self) -> str:
         """Who the requests run as, for messages."""
         ...
-
-
-@dataclass(frozen=True)
-class RawBody:
-    """Asks :meth:`HttpTransport.get_json` for the body as bytes, not JSON (an XML document such
-    as an OData ``$metadata``), checking only that its content type names ``kind``."""
-
-    kind: str
 
 
 @dataclass
@@ -432,11 +424,8 @@ class HttpTransport:
         body = response.content  # already read (see wire.read_body)
         if isinstance(decoder, RawBody):
             if decoder.kind not in content_type or not body:
-                raise RetryableError(
-                    f"expected {decoder.kind} but got {content_type.split(';')[0] or 'no content type'}"
-                    + ("" if body else " with an empty body"),
-                    request_id=request_id,
-                )
+                got = f"{content_type.split(';')[0] or 'no content type'}{'' if body else ' (empty)'}"
+                raise RetryableError(f"expected {decoder.kind} but got {got}", request_id=request_id)
             return body
         if "json" not in content_type:
             raise RetryableError(
@@ -503,4 +492,4 @@ class HttpTransport:
             yield pending.pop()
 
 
-__all__ = ["Credential", "HttpTransport", "RawBody", "RequestStats"]
+__all__ = ["Credential", "HttpTransport", "RequestStats"]

@@ -23,7 +23,7 @@ from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES
 from tap_dynamics.dataverse.streams import FULL_TABLE, VERSION_CURSOR, EntityStream, choose_method
 from tap_dynamics.engine import override
 from tap_dynamics.engine.formats import ODataV2Verbose
-from tap_dynamics.engine.http import RawBody
+from tap_dynamics.engine.wire import RawBody
 from tap_dynamics.engine.replication import odata_datetime
 from tap_dynamics.onprem.v2tables import V2Table, parse_edmx
 
