@@ -4,9 +4,6 @@ from state, a killed run resumes, the endpoint choice, and the engine's v2 page 
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +13,8 @@ from emulator.onprem import OnPremEmulator
 from tap_dynamics.config import load_settings
 from tap_dynamics.engine.formats import ODataV2Verbose, v2_datetime
 from tap_dynamics.errors import ConfigError, ServiceError
-from tests.taprun import TAP, hermetic_env, normalise, run_tap, write_json
+from tests.taprun import normalise, run_tap, write_json
+from tests.test_incremental import _run_until
 
 TABLES = ("account", "contact", "systemuser")
 SV = "/XRMServices/2011/OrganizationData.svc"
@@ -129,27 +127,6 @@ def test_incremental_from_state(make_onprem) -> None:
     assert any("ModifiedOn%20ge%20datetime'" in q for q in queries)
 
 
-def _run_killed(config_path: str, state: dict | None, tmp: Path, kill_after: int | None) -> tuple[list[dict], bool]:
-    argv = [TAP, "--config", config_path]
-    if state is not None:
-        argv += ["--state", write_json(tmp, "state.json", state)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=hermetic_env())  # noqa: S603
-    assert proc.stdout is not None
-    messages, records, killed = [], 0, False
-    for line in proc.stdout:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            break  # a line cut by the kill
-        messages.append(message)
-        records += message["type"] == "RECORD"
-        if kill_after is not None and records >= kill_after and not killed:
-            proc.send_signal(signal.SIGKILL)
-            killed = True
-    proc.wait()
-    return messages, killed
-
-
 @pytest.mark.parametrize("method", ["modifiedon", "full_table"])
 def test_a_killed_run_resumes_and_loses_nothing(make_onprem, tmp_path: Path, method: str) -> None:
     emu = make_onprem({"account": 900, "contact": 2, "systemuser": 1}, tls=False, server_version="7.1")
@@ -159,7 +136,7 @@ def test_a_killed_run_resumes_and_loses_nothing(make_onprem, tmp_path: Path, met
     state = None
     kills = 0
     for kill_after in (130, 260, 410):
-        messages, killed = _run_killed(config_path, state, tmp_path, kill_after)
+        messages, killed = _run_until(config_path, state, tmp_path, kill_after)
         kills += killed
         seen.update(by_key([m["record"] for m in messages if m["type"] == "RECORD"], "accountid"))
         after_state = 0
@@ -170,7 +147,7 @@ def test_a_killed_run_resumes_and_loses_nothing(make_onprem, tmp_path: Path, met
         assert after_state <= 50 * 4, "more than a page per window would be re-read"
         state = [m["value"] for m in messages if m["type"] == "STATE"][-1]
     assert kills == 3
-    messages, killed = _run_killed(config_path, state, tmp_path, None)
+    messages, killed = _run_until(config_path, state, tmp_path, None)
     assert not killed
     seen.update(by_key([m["record"] for m in messages if m["type"] == "RECORD"], "accountid"))
     truth = by_key([normalise(r) for r in emu.rows("account")], "accountid")

@@ -413,19 +413,26 @@ class DataverseCursorQueries:
         """One window's ordered read: ``ge`` its bookmark (or low end), ``lt`` its high end."""
         stream = self.stream
         cursor, pk = stream.replication_key, stream.entity.primary_id
-        low = window.get("bookmark") or window.get("lo")
-        parts = []
-        if low is not None:
-            parts.append(f"{cursor} ge {low}")
-        if window.get("hi") is not None:
-            parts.append(f"{cursor} lt {window['hi']}")
-        where = " and ".join(parts)
-        if window.get("lo") is None and window.get("bookmark") is None:
-            where = f"({cursor} eq null or {where})" if where else ""
+        where = window_filter(window, str(cursor))
         options = {"$select": ",".join(stream.selected_columns()), "$orderby": f"{cursor} asc,{pk} asc"}
         if where:
             options["$filter"] = where
         return stream.client.url(stream.path, options)
+
+
+def window_filter(window: dict[str, t.Any], cursor: str, literal: t.Callable[[str], str] = str) -> str:
+    """A first-load window's ``$filter``: ``ge`` its bookmark (or low end), ``lt`` its high end;
+    the first window also takes the rows whose cursor is null. ``literal`` writes a date-time."""
+    low = window.get("bookmark") or window.get("lo")
+    parts = []
+    if low is not None:
+        parts.append(f"{cursor} ge {literal(low)}")
+    if window.get("hi") is not None:
+        parts.append(f"{cursor} lt {literal(window['hi'])}")
+    where = " and ".join(parts)
+    if window.get("lo") is None and window.get("bookmark") is None:
+        where = f"({cursor} eq null or {where})" if where else ""
+    return where
 
 
 class DataverseDelta:

@@ -20,7 +20,7 @@ import typing as t
 
 from tap_dynamics.dataverse.metadata import select_entities
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES
-from tap_dynamics.dataverse.streams import FULL_TABLE, VERSION_CURSOR, EntityStream, choose_method
+from tap_dynamics.dataverse.streams import FULL_TABLE, VERSION_CURSOR, EntityStream, choose_method, window_filter
 from tap_dynamics.engine import override
 from tap_dynamics.engine.formats import ODataV2Verbose
 from tap_dynamics.engine.wire import RawBody
@@ -150,15 +150,7 @@ class V2CursorQueries:
         stream = self.stream
         assert stream.replication_key is not None
         cursor, pk = stream.source(stream.replication_key), stream.source(stream.entity.primary_id)
-        low = window.get("bookmark") or window.get("lo")
-        parts = []
-        if low is not None:
-            parts.append(f"{cursor} ge {v2_literal(low)}")
-        if window.get("hi") is not None:
-            parts.append(f"{cursor} lt {v2_literal(window['hi'])}")
-        where = " and ".join(parts)
-        if window.get("lo") is None and window.get("bookmark") is None:
-            where = f"({cursor} eq null or {where})" if where else ""
+        where = window_filter(window, cursor, v2_literal)
         options = {"$select": stream.v2_select(), "$orderby": f"{cursor} asc,{pk} asc"}
         if where:
             options["$filter"] = where
