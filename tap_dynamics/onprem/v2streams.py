@@ -20,7 +20,14 @@ import typing as t
 
 from tap_dynamics.dataverse.metadata import select_entities
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES
-from tap_dynamics.dataverse.streams import FULL_TABLE, VERSION_CURSOR, EntityStream, choose_method, window_filter
+from tap_dynamics.dataverse.streams import (
+    FULL_TABLE,
+    VERSION_CURSOR,
+    DataverseCursorQueries,
+    EntityStream,
+    choose_method,
+    window_filter,
+)
 from tap_dynamics.engine import override
 from tap_dynamics.engine.formats import ODataV2Verbose
 from tap_dynamics.engine.wire import RawBody
@@ -106,17 +113,13 @@ class V2EntityStream(EntityStream):
         return V2CursorQueries(self, context)
 
 
-class V2CursorQueries:
-    """The v2 side of a cursor read: ``datetime'…'`` filters, ``$top=1`` extremes, a ``$skip`` size probe."""
+class V2CursorQueries(DataverseCursorQueries):
+    """The v2 side of a cursor read: ``datetime'…'`` filters, ``$top=1`` extremes, a ``$skip``
+    size probe (the read from the bookmark is the stream's own ``query_options``)."""
 
-    def __init__(self, stream: V2EntityStream, context: Context | None) -> None:
-        self.stream = stream
-        self.context = context
+    stream: V2EntityStream
 
-    def read_url(self) -> str:
-        stream = self.stream
-        return stream.client.url(stream.path, stream.query_options(self.context))
-
+    @override
     def total_rows(self) -> int | None:
         """At least how many rows (v2 cannot count them): windows pay off past a few pages each."""
         stream = self.stream
@@ -127,6 +130,7 @@ class V2CursorQueries:
         rows = ((payload.get("d") or {}) if isinstance(payload, dict) else {}).get("results") or []
         return enough + 1 if rows else None
 
+    @override
     def extreme(self, direction: str, start: dt.datetime | None) -> dt.datetime | None:
         """The first cursor value in ``direction`` (``$top=1``)."""
         stream = self.stream
@@ -145,6 +149,7 @@ class V2CursorQueries:
             return None
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
+    @override
     def window_url(self, window: dict[str, t.Any]) -> str:
         """One window's ordered read: ``ge`` its bookmark (or low end), ``lt`` its high end."""
         stream = self.stream
