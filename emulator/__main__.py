@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     onprem.add_argument("--onprem", action="store_true",
                         help="serve an on-premises server: NTLM sign-in, /{org}/api/data/v8.0-v9.1")
     onprem.add_argument("--onprem-http", action="store_true", help="on-premises over plain http://")
-    onprem.add_argument("--onprem-version", default="9.1", choices=("8.0", "8.1", "8.2", "9.0", "9.1"),
-                        help="the server's newest Web API version")
+    onprem.add_argument("--onprem-version", default="9.1",
+                        choices=("5.0", "6.0", "6.1", "7.0", "7.1", "8.0", "8.1", "8.2", "9.0", "9.1"),
+                        help="the server's newest Web API version (5.0-7.1: CRM 2011-2015, no Web API, "
+                             "only OrganizationData.svc)")
     args = ap.parse_args(argv)
     knobs = {"fault_seed": args.fault_seed, "retry_after": args.retry_after,
              "page_size_limit": args.page_size_limit,

@@ -240,13 +240,9 @@ def test_on_premises_settings_are_normalised() -> None:
          "(Dynamics 365 CE on-premises 9.x) or 8.2 (CRM 2016)"),
         ({"api_version": "7.0"},
          "setting 'api_version' is '7.0': CRM 2011-2015 have no Web API, only the OData v2 endpoint "
-         "(OrganizationData.svc), which tap-dynamics does not read yet — it reads CRM 2016 (8.0) and later; "
-         "use api_version 8.0-9.1"),
-        ({"api_version": "2011"}, "setting 'api_version' is '2011': CRM 2011-2015 have no Web API"),
-        ({"url": "https://crm.contoso.com/Contoso/XRMServices/2011/OrganizationData.svc"},
-         "setting 'url' points to the CRM 2011-2015 OData v2 endpoint (OrganizationData.svc), which "
-         "tap-dynamics does not read yet — give the organization's URL (e.g. https://crm.contoso.com/contoso) "
-         "of a CRM 2016 or later server, whose Web API it reads"),
+         "(XRMServices/2011/OrganizationData.svc, on all three) — set api_version 2011 to read it, or leave "
+         "api_version out and the tap picks the endpoint the server has"),
+        ({"api_version": "2015"}, "setting 'api_version' is '2015': CRM 2011-2015 have no Web API"),
         ({"url": "https://crm.contoso.com/Contoso/api/data/v9.1"},
          "setting 'url' must be the organization's URL without /api/data/…"),
         ({"url": "http://crm.contoso.com/Contoso"}, "setting 'url' is a plain http:// URL"),

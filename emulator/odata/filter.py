@@ -61,10 +61,11 @@ def tokenize(text: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- parser -> AST tuples
 
 class _Parser:
-    def __init__(self, text: str):
+    def __init__(self, text: str, version: int = 4):
         self.text = text
         self.toks = tokenize(text)
         self.i = 0
+        self.version = version
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.i]
@@ -132,11 +133,17 @@ class _Parser:
             return ("lit", "string", val[1:-1].replace("''", "'"))
         if kind == "enum":
             q = val.index("'")
-            return ("lit", "enum", val[q + 1:-1].replace("''", "'"))
+            inner = val[q + 1:-1].replace("''", "'")
+            if self.version == 2:
+                return self._v2_literal(val[:q], inner)
+            return ("lit", "enum", inner)
         if kind == "null":
             return ("lit", "null", None)
         if kind in ("true", "false"):
             return ("lit", "bool", kind == "true")
+        if kind in ("guid", "datetime", "date") and self.version == 2:
+            # OData v2 has no bare GUID or date literals: they are typed, guid'…'/datetime'…'.
+            raise bad_request(f"Syntax error at position {self.text.find(val)} in '{self.text}'.")
         if kind == "guid":
             return ("lit", "guid", val.lower())
         if kind == "datetime":
@@ -149,8 +156,26 @@ class _Parser:
         raise bad_request(f"Syntax error at '{val}' in '{self.text}'.")
 
 
-def parse_filter(text: str):
-    return _Parser(text).parse()
+    def _v2_literal(self, prefix: str, inner: str):
+        """An OData v2 typed literal: ``datetime'2012-01-01T00:00:00'`` (UTC when it has no
+        offset, as CRM reads it), ``datetimeoffset'…'``, ``guid'…'``."""
+        kind = prefix.lower()
+        if kind in ("datetime", "datetimeoffset"):
+            try:
+                return ("lit", "datetime", parse_datetime(inner))
+            except ValueError:
+                raise bad_request(f"Unrecognized 'Edm.DateTime' literal '{prefix}'{inner}'' "
+                                  f"in '{self.text}'.") from None
+        if kind == "guid":
+            if not re.fullmatch(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", inner):
+                raise bad_request(f"Unrecognized 'Edm.Guid' literal '{prefix}'{inner}'' in '{self.text}'.")
+            return ("lit", "guid", inner.lower())
+        raise bad_request(f"Unrecognized literal '{prefix}'{inner}'' in '{self.text}'.")
+
+
+def parse_filter(text: str, version: int = 4):
+    """``version`` 2: OData v2 literals (``datetime'…'``, ``guid'…'``; no bare ones)."""
+    return _Parser(text, version).parse()
 
 
 def parse_datetime(text: str) -> float:

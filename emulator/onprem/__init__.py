@@ -25,7 +25,10 @@ What differs from the online emulator, as a real Active Directory deployment doe
   resource from ``resource=`` (AD FS 2016) or from the ``scope`` (AD FS 2019). Error texts
   (``MSIS…``) are illustrative [unverified].
 - ``server_version`` is the product's newest Web API version: a 9.1 server serves v8.0-v9.1,
-  a CRM 2016 one (8.2) v8.0-v8.2 and no virtual tables (they arrived with 9.0).
+  a CRM 2016 one (8.2) v8.0-v8.2 and no virtual tables (they arrived with 9.0); 5.0-7.1 are
+  CRM 2011-2015, which have no Web API (``/api/data/`` is IIS's 404).
+- Every version serves the OData v2 endpoint ``/{org}/XRMServices/2011/OrganizationData.svc``
+  (:class:`~.odata2.OrganizationData`: verbose JSON or ATOM, 50-row pages, v2 literals).
 
     with OnPremEmulator(rows={"account": 100}, tls=False) as emu:
         config = emu.tap_config()   # auth_scheme NTLM, username, password, url with /{org}
@@ -45,20 +48,21 @@ from ..dataverse.deployment import DataverseHost
 from ..identity.adfs import DEFAULT_ADFS_CLIENT, DEFAULT_ADFS_SECRET, Adfs
 from ..identity.controls import IdentityControls
 from ..identity.ntlm import WindowsSignIn
-from .service import ON_PREMISES_VERSIONS, IisSite, OnPremDataverse, drop_online_only_tables
+from .odata2 import OrganizationData
+from .service import LEGACY_VERSIONS, ON_PREMISES_VERSIONS, IisSite, OnPremDataverse, drop_online_only_tables
 
 DEFAULT_ORG = "contoso"
 DEFAULT_USERNAME = "CONTOSO\\svc-tap"
 DEFAULT_PASSWORD = "Winter-Pa55word!onprem"
 
 __all__ = ["DEFAULT_ADFS_CLIENT", "DEFAULT_ADFS_SECRET", "DEFAULT_ORG", "DEFAULT_PASSWORD",
-           "DEFAULT_USERNAME", "ON_PREMISES_VERSIONS", "OnPremEmulator"]
+           "DEFAULT_USERNAME", "LEGACY_VERSIONS", "ON_PREMISES_VERSIONS", "OnPremEmulator"]
 
 
 class OnPremEmulator(DataverseHost):
     """An on-premises server: Windows (NTLM) sign-in, organization in the path, optional http."""
 
-    service_classes: ClassVar[tuple[type[Service], ...]] = (OnPremDataverse, Adfs, IisSite)
+    service_classes: ClassVar[tuple[type[Service], ...]] = (OrganizationData, OnPremDataverse, Adfs, IisSite)
 
     def __init__(self, rows: dict[str, int] | None = None, *, org: str = DEFAULT_ORG,
                  username: str = DEFAULT_USERNAME, password: str = DEFAULT_PASSWORD,
@@ -66,8 +70,8 @@ class OnPremEmulator(DataverseHost):
         super().__init__(rows, tls=tls, **kw)
         if auth not in ("ntlm", "adfs"):
             raise ValueError("auth must be 'ntlm' or 'adfs'")
-        if server_version not in {v[1:] for v in ON_PREMISES_VERSIONS}:
-            raise ValueError(f"server_version must be one of {ON_PREMISES_VERSIONS}")
+        if server_version not in {v[1:] for v in ON_PREMISES_VERSIONS} | set(LEGACY_VERSIONS):
+            raise ValueError(f"server_version must be one of {ON_PREMISES_VERSIONS} or {LEGACY_VERSIONS}")
         self.auth = auth
         # The product's Web API: a 9.1 server serves v8.0-v9.1, a CRM 2016 (8.2) one v8.0-v8.2.
         self.server_version = server_version
@@ -93,6 +97,9 @@ class OnPremEmulator(DataverseHost):
             self.adfs.register_resource(self.server_url)
         self.dataverse = OnPremDataverse(self, store, f"/{self.org}", self.server_version,
                                          signin=signin, adfs=self.adfs)
+        # Before the Web API: its site answers every path under the organization.
+        self.organization_data = OrganizationData(self, store, f"/{self.org}", self.dataverse)
+        self.register(self.organization_data)
         self.register(self.dataverse)
         if self.adfs is not None:
             self.register(self.adfs)

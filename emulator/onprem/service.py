@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ..identity.ntlm import WindowsSignIn
 
 ON_PREMISES_VERSIONS = ("v8.0", "v8.1", "v8.2", "v9.0", "v9.1")
+# CRM 2011 (5.0), 2013 (6.x) and 2015 (7.x): no Web API, only OrganizationData.svc (odata2.py).
+LEGACY_VERSIONS = ("5.0", "6.0", "6.1", "7.0", "7.1")
 ONLINE_ONLY_ENTITY_PROPS = frozenset({"TableType", "IsElasticTable", "IsVirtual"})
 # Virtual entities (and the properties describing them) arrived with 9.0.
 V9_ENTITY_PROPS = frozenset({"DataProviderId", "DataSourceId", "ExternalName", "ExternalCollectionName"})
@@ -51,7 +53,7 @@ class OnPremDataverse(DataverseService):
         if denied is not None:
             return denied
         m = re.match(r"^/api/data/(v\d+\.\d+)(?:[/?]|$)", req.path)
-        if not m:
+        if not m or not self.versions:  # a 2011-2015 server has no Web API application at all
             return NOT_FOUND
         if m.group(1) not in self.versions:
             err = {"error": {"code": "0x8006088a",
@@ -107,7 +109,7 @@ class OnPremDataverse(DataverseService):
 def drop_online_only_tables(store: Store, server_version: str, rows: dict[str, int]) -> None:
     """No elastic tables on-premises at all, and no virtual tables before 9.0 (asking for rows
     of one is a mistake in the test, not something to skip silently)."""
-    absent = {"Elastic"} | ({"Virtual"} if server_version.startswith("8") else set())
+    absent = {"Elastic"} | ({"Virtual"} if float(server_version) < 9 else set())
     for name in [n for n, td in store.tables.items() if td.table_type in absent]:
         if rows.get(name):
             raise ValueError(f"table {name} ({store.tables[name].table_type}) does not exist on-premises")

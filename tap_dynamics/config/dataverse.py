@@ -1,10 +1,13 @@
 """The Dataverse setting group: which org, online or on-premises, and which Web API version.
 
 Online (``crm_version`` CRMOnline) is an https org URL signed in to through Entra ID; on-premises
-(CRM2011+: CRM 2016 and later, which have the Web API) may carry the organization in the URL
-path, tops out at Web API v9.1, signs in with Windows (NTLM) or AD FS, and may use plain http
-with ``allow_http``. Which combinations are allowed is declared in :data:`DATAVERSE_RULES`; the
-URL's shape (which part is wrong, and what a CRM 2011 OData v2 URL means) is checked in code.
+(CRM2011+) may carry the organization in the URL path, tops out at Web API v9.1, signs in with
+Windows (NTLM) or AD FS, and may use plain http with ``allow_http``. On-premises, the endpoint is
+the Web API (CRM 2016 and later) or the OData v2 endpoint ``OrganizationData.svc`` (CRM
+2011-2015): ``api_version`` 2011 or an ``OrganizationData.svc`` URL ask for the latter, a Web API
+version for the former, and without either the run probes the server (:attr:`DataverseSettings.endpoint`
+is then ``auto``). Which combinations are allowed is declared in :data:`DATAVERSE_RULES`; the
+URL's shape (which part is wrong, and what an OData v2 URL means) is checked in code.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ CRM_VERSIONS = ("CRMOnline", "CRM2011+")
 API_VERSIONS = ("9.0", "9.1", "9.2")
 DEFAULT_API_VERSION = "9.2"
 # On-premises Web API: CRM 2016 (8.0-8.2) to Dynamics 365 CE on-premises 9.x, which tops out at 9.1.
-ON_PREMISES_API_VERSIONS = ("8.0", "8.1", "8.2", "9.0", "9.1")
+# "2011": CRM 2011-2015's OData v2 endpoint (XRMServices/2011/OrganizationData.svc on all three).
+ODATA_V2_VERSION = "2011"
+ODATA_V2_PATH = "/XRMServices/2011/OrganizationData.svc"
+ON_PREMISES_API_VERSIONS = ("8.0", "8.1", "8.2", "9.0", "9.1", ODATA_V2_VERSION)
 DEFAULT_ON_PREMISES_API_VERSION = "9.1"
+WEB_API, ODATA_V2, AUTO = "webapi", "odata2", "auto"
 EXAMPLE_ON_PREMISES_URL = "https://crm.contoso.com/contoso"
 
 DATAVERSE_PROPERTIES = th.PropertiesList(
@@ -45,7 +52,8 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         title="Web API version",
         description=(
             "Web API version. Online: 9.0, 9.1 or 9.2 (default 9.2). On-premises: 8.0, 8.1, 8.2 "
-            "(CRM 2016), 9.0 or 9.1 (default 9.1)"
+            "(CRM 2016), 9.0 or 9.1, or 2011 for the OData v2 endpoint of CRM 2011-2015 "
+            "(default: the Web API v9.1 when the server has one, else the OData v2 endpoint)"
         ),
     ),
     th.Property(
@@ -72,8 +80,8 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         title="CRM version",
         description=(
             "CRMOnline: Dynamics 365 / Dataverse online (the default for the Azure schemes). "
-            "CRM2011+: an on-premises server with the Web API (CRM 2016 or later; the default "
-            "for auth_scheme NTLM and ADFS)"
+            "CRM2011+: an on-premises server, CRM 2011 or later (the Web API from CRM 2016 on, "
+            "the OData v2 endpoint before; the default for auth_scheme NTLM and ADFS)"
         ),
     ),
     th.Property(
@@ -176,11 +184,11 @@ def _explain_api_version(value: t.Any, config: t.Mapping[str, t.Any]) -> str | N
             f"setting 'api_version' is {value!r}: on-premises servers top out at Web API v9.1 — "
             "set api_version 9.1 (Dynamics 365 CE on-premises 9.x) or 8.2 (CRM 2016)"
         )
-    if number is not None and (number < 8.0 or number >= 2011):  # 2011/2013/2015 or 5.0-7.x
+    if number is not None and (number < 8.0 or number >= 2011):  # 2013/2015 or 5.0-7.x
         return (
             f"setting 'api_version' is {value!r}: CRM 2011-2015 have no Web API, only the OData v2 "
-            "endpoint (OrganizationData.svc), which tap-dynamics does not read yet — it reads CRM "
-            "2016 (8.0) and later; use api_version 8.0-9.1"
+            "endpoint (XRMServices/2011/OrganizationData.svc, on all three) — set api_version 2011 "
+            "to read it, or leave api_version out and the tap picks the endpoint the server has"
         )
     return f"setting 'api_version' is {value!r}; valid values on-premises: {', '.join(ON_PREMISES_API_VERSIONS)}"
 
@@ -214,10 +222,21 @@ class DataverseSettings:
     # "" for IFD/one-org servers).
     org_path: str = ""
     allow_http: bool = False
+    # webapi, odata2 (OrganizationData.svc) or auto (on-premises without api_version: probe)
+    endpoint: str = WEB_API
+    # why the endpoint was chosen (the run logs it in one line)
+    reason: str = ""
 
     @property
     def api_base(self) -> str:
-        """The Web API root every request goes to."""
+        """The root every request goes to: the Web API's, or the OData v2 endpoint's."""
+        if self.endpoint == ODATA_V2:
+            return f"{self.url}{self.org_path}{ODATA_V2_PATH}"
+        return self.web_api_base
+
+    @property
+    def web_api_base(self) -> str:
+        """The Web API root of the configured (or default) version."""
         return f"{self.url}{self.org_path}/api/data/v{self.api_version}"
 
     @property
@@ -240,18 +259,35 @@ def load_dataverse(config: t.Mapping[str, t.Any]) -> DataverseSettings:
             url=https_origin("url", config["url"]),
             api_version=str(config.get("api_version") or DEFAULT_API_VERSION),
         )
-    url, org_path = _on_premises_url(str(config["url"]), allow_http)
+    url, org_path, names_v2 = _on_premises_url(str(config["url"]), allow_http)
+    version = config.get("api_version")
+    if names_v2 and version not in (None, ODATA_V2_VERSION):
+        msg = (
+            f"setting 'url' names the OData v2 endpoint (OrganizationData.svc) but api_version is "
+            f"{version!r}, a Web API version — remove api_version (or set it to 2011), or give the "
+            f"organization's URL (e.g. {EXAMPLE_ON_PREMISES_URL}) to read its Web API"
+        )
+        raise ConfigError(msg)
+    if names_v2 or version == ODATA_V2_VERSION:
+        endpoint = ODATA_V2
+        reason = "url names it" if names_v2 else "api_version is 2011"
+    else:
+        endpoint = WEB_API if version else AUTO
+        reason = f"api_version is {version}" if version else ""
     return DataverseSettings(
         url=url,
-        api_version=str(config.get("api_version") or DEFAULT_ON_PREMISES_API_VERSION),
+        api_version=str(version if version and version != ODATA_V2_VERSION else DEFAULT_ON_PREMISES_API_VERSION),
         crm_version=crm_version,
         org_path=org_path,
         allow_http=allow_http,
+        endpoint=endpoint,
+        reason=reason,
     )
 
 
-def _on_premises_url(value: str, allow_http: bool) -> tuple[str, str]:
-    """The origin and the organization path of an on-premises org URL.
+def _on_premises_url(value: str, allow_http: bool) -> tuple[str, str, bool]:
+    """The origin and the organization path of an on-premises org URL, and whether it names
+    the OData v2 endpoint (``…/XRMServices/2011/OrganizationData.svc``).
 
     ``http://`` is accepted only with ``allow_http``: the NTLM handshake resists replay, but every
     row and the session would cross the network in clear text, so it must be a deliberate choice.
@@ -268,13 +304,18 @@ def _on_premises_url(value: str, allow_http: bool) -> tuple[str, str]:
     checked_url("url", value, ("http", "https"), EXAMPLE_ON_PREMISES_URL)
     segments = [s for s in parts.path.split("/") if s]
     lowered = [s.lower() for s in segments]
+    names_v2 = False
     if "organizationdata.svc" in lowered or "xrmservices" in lowered:
-        msg = (
-            "setting 'url' points to the CRM 2011-2015 OData v2 endpoint (OrganizationData.svc), "
-            "which tap-dynamics does not read yet — give the organization's URL (e.g. "
-            f"{EXAMPLE_ON_PREMISES_URL}) of a CRM 2016 or later server, whose Web API it reads"
-        )
-        raise ConfigError(msg)
+        start = lowered.index("xrmservices") if "xrmservices" in lowered else -1
+        if start > 1 or lowered[start:] != ["xrmservices", "2011", "organizationdata.svc"]:
+            msg = (
+                f"setting 'url' is not an OData v2 endpoint URL (got {value!r}) — give the organization's "
+                f"URL (e.g. {EXAMPLE_ON_PREMISES_URL}), or its endpoint as "
+                f"{EXAMPLE_ON_PREMISES_URL}{ODATA_V2_PATH}"
+            )
+            raise ConfigError(msg)
+        segments, names_v2 = segments[:start], True
+        lowered = lowered[:start]
     if "api" in lowered or len(segments) > 1:
         msg = (
             f"setting 'url' must be the organization's URL without /api/data/… (got {value!r}) — "
@@ -283,4 +324,4 @@ def _on_premises_url(value: str, allow_http: bool) -> tuple[str, str]:
         )
         raise ConfigError(msg)
     org_path = f"/{segments[0]}" if segments else ""
-    return f"{scheme}://{parts.netloc.lower()}", org_path
+    return f"{scheme}://{parts.netloc.lower()}", org_path, names_v2

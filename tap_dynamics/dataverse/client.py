@@ -17,6 +17,7 @@ if t.TYPE_CHECKING:
 
     from tap_dynamics.auth import TokenProvider
     from tap_dynamics.config import Settings
+    from tap_dynamics.engine.policy import ServicePolicy
 
 LOGGER = logging.getLogger("tap-dynamics.progress")
 
@@ -31,9 +32,12 @@ class DataverseClient(HttpTransport):
         settings: Settings,
         tokens: TokenProvider,
         on_retry: Callable[[str | None, float], None] | None = None,
+        *,
+        policy: ServicePolicy | None = None,
     ) -> None:
+        """``policy``: another endpoint of the same org (the OData v2 one), else the Web API's."""
         super().__init__(
-            DataversePolicy(settings.api_base),
+            policy or DataversePolicy(settings.api_base),
             tokens,
             origin=settings.url,
             timeout=settings.request_timeout,

@@ -44,6 +44,7 @@ from tap_dynamics.engine.replication import (
     DeltaStrategy,
     FullTableStrategy,
     odata_datetime,
+    odata_etag,
 )
 from tap_dynamics.engine.stream import PagedStream
 from tap_dynamics.errors import ConfigError, ServiceError
@@ -56,6 +57,7 @@ if t.TYPE_CHECKING:
     from tap_dynamics.dataverse.client import DataverseClient
     from tap_dynamics.dataverse.metadata import EntityInfo
     from tap_dynamics.engine.pages import Page
+    from tap_dynamics.engine.replication.cursor import CursorQueries
     from tap_dynamics.engine.run import RunContext
     from tap_dynamics.config import Settings
 
@@ -309,17 +311,33 @@ class EntityStream(DataverseStream):
         else:
             yield from CursorStrategy(
                 self,
-                DataverseCursorQueries(self, context),
+                self.cursor_queries(context),
                 cursor=method,
                 key=(self.entity.primary_id,),
                 prefer=self._prefer(),
                 required=required,
-                page_size=self.settings.page_size,
+                page_size=self.rows_per_page,
                 first_load_windows=self.settings.first_load_windows,
                 lookback=bool(self.settings.lookback_seconds),
                 start=self.get_starting_timestamp(context),
                 bookmark_cap=self.bookmark_cap,
+                version=self.row_version,
             ).pages()
+
+    # -- what another Dataverse endpoint (OData v2) changes --------------------------------------
+    def cursor_queries(self, context: Context | None) -> CursorQueries:
+        """The query syntax of cursor reads (and of the first-load windows)."""
+        return DataverseCursorQueries(self, context)
+
+    @property
+    def rows_per_page(self) -> int:
+        """Rows per page the service sends (the first-load windows are planned in pages)."""
+        return self.settings.page_size
+
+    @staticmethod
+    def row_version(row: dict[str, t.Any]) -> t.Any:
+        """A row's version, which tells a changed boundary row from one already emitted."""
+        return odata_etag(row)
 
     def _initial_url(self) -> str:
         return self.client.url(self.path, {"$select": ",".join(self.selected_columns())})
@@ -395,19 +413,26 @@ class DataverseCursorQueries:
         """One window's ordered read: ``ge`` its bookmark (or low end), ``lt`` its high end."""
         stream = self.stream
         cursor, pk = stream.replication_key, stream.entity.primary_id
-        low = window.get("bookmark") or window.get("lo")
-        parts = []
-        if low is not None:
-            parts.append(f"{cursor} ge {low}")
-        if window.get("hi") is not None:
-            parts.append(f"{cursor} lt {window['hi']}")
-        where = " and ".join(parts)
-        if window.get("lo") is None and window.get("bookmark") is None:
-            where = f"({cursor} eq null or {where})" if where else ""
+        where = window_filter(window, str(cursor))
         options = {"$select": ",".join(stream.selected_columns()), "$orderby": f"{cursor} asc,{pk} asc"}
         if where:
             options["$filter"] = where
         return stream.client.url(stream.path, options)
+
+
+def window_filter(window: dict[str, t.Any], cursor: str, literal: t.Callable[[str], str] = str) -> str:
+    """A first-load window's ``$filter``: ``ge`` its bookmark (or low end), ``lt`` its high end;
+    the first window also takes the rows whose cursor is null. ``literal`` writes a date-time."""
+    low = window.get("bookmark") or window.get("lo")
+    parts = []
+    if low is not None:
+        parts.append(f"{cursor} ge {literal(low)}")
+    if window.get("hi") is not None:
+        parts.append(f"{cursor} lt {literal(window['hi'])}")
+    where = " and ".join(parts)
+    if window.get("lo") is None and window.get("bookmark") is None:
+        where = f"({cursor} eq null or {where})" if where else ""
+    return where
 
 
 class DataverseDelta:

@@ -7,6 +7,8 @@ import typing as t
 from tap_dynamics.dataverse.check import connection_check
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
 from tap_dynamics.dataverse.discovery import discover_streams
+from tap_dynamics.onprem.odata2 import is_odata2, open_client
+from tap_dynamics.onprem.v2streams import discover_v2_streams
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -19,7 +21,7 @@ if t.TYPE_CHECKING:
 
 
 class Dataverse:
-    """The Web API system: ``DataverseClient``, EntityDefinitions discovery, WhoAmI check."""
+    """Dataverse: ``DataverseClient``, EntityDefinitions (or OData v2 EDMX) discovery, WhoAmI check."""
 
     title = "Dataverse"
 
@@ -29,8 +31,10 @@ class Dataverse:
         tokens: t.Any,
         on_retry: Callable[[str | None, float], None] | None = None,
     ) -> HttpTransport:
-        """A :class:`DataverseClient` for the org."""
-        return DataverseClient(settings, tokens, on_retry=on_retry)
+        """A :class:`DataverseClient` for the endpoint the server has (on-premises: the Web API, or
+        CRM 2011-2015's OData v2 endpoint; the client's ``settings`` say which)."""
+        _settings, client = open_client(settings, tokens, on_retry)
+        return client
 
     def discover_streams(
         self,
@@ -40,11 +44,17 @@ class Dataverse:
         run: RunContext,
         input_catalog: t.Any,
     ) -> list[Stream]:
-        """One stream per table, then the metadata streams (see :mod:`.discovery`)."""
-        return discover_streams(tap, settings, t.cast("DataverseClient", client), run, input_catalog)
+        """One stream per table, then the metadata streams (see :mod:`.discovery`), or the OData v2
+        endpoint's tables (:mod:`tap_dynamics.onprem.v2streams`)."""
+        dataverse = t.cast("DataverseClient", client)
+        if is_odata2(dataverse):
+            return discover_v2_streams(tap, dataverse.settings, dataverse, run, input_catalog)
+        return discover_streams(tap, dataverse.settings, dataverse, run, input_catalog)
 
     def totals(self, client: HttpTransport, names: Iterable[str]) -> dict[str, int]:
-        """``RetrieveTotalRecordCount``."""
+        """``RetrieveTotalRecordCount``; the OData v2 endpoint cannot count rows: no totals."""
+        if is_odata2(t.cast("DataverseClient", client)):
+            return {}
         return fetch_totals(client, names)
 
     def connection_check(self, settings: Settings, tokens: t.Any | None) -> str:

@@ -6,13 +6,15 @@ arrives, but leaves each row raw) and hands the result to :meth:`PageFormat.page
 valid JSON of another shape arrives as plain JSON, and the format says what is wrong with it.
 
 :class:`ODataV4` is the JSON format of the Dataverse Web API, Finance & Operations' ``/data`` and
-Microsoft Graph (``value``, ``@odata.nextLink``, ``@odata.deltaLink``). The OData v2 verbose JSON
-of the CRM 2011 endpoint (``{"d": {"results": [...], "__next": ...}}``) is another class with its
-own ``msgspec.Struct`` and the same :meth:`page` contract.
+Microsoft Graph (``value``, ``@odata.nextLink``, ``@odata.deltaLink``). :class:`ODataV2Verbose` is
+OData v2's verbose JSON (WCF Data Services: ``{"d": {"results": [...], "__next": ...}}``,
+``/Date(ms)/`` dates) with the same :meth:`page` contract; what a product's rows mean (which
+properties are dates, how complex values flatten) comes in as a per-table row conversion.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import typing as t
 from itertools import repeat
@@ -20,6 +22,7 @@ from operator import contains, methodcaller
 
 import msgspec
 
+from tap_dynamics.engine import override
 from tap_dynamics.engine.pages import JSON_DECODER, Page, Rows, where
 from tap_dynamics.errors import ServiceError
 
@@ -135,6 +138,113 @@ class ODataV4:
             check_cursor(records, cursor, table, request_id)
 
 
+class _V2Results(msgspec.Struct):
+    results: list[msgspec.Raw]
+    next_link: str | None = msgspec.field(name="__next", default=None)
+
+
+class _ODataV2Body(msgspec.Struct):
+    """A v2 collection page: ``d.results`` (each row still raw JSON) and ``d.__next``."""
+
+    d: _V2Results
+
+
+RowConversion = t.Callable[[dict[str, t.Any]], dict[str, t.Any]]
+
+
+class ODataV2Verbose(ODataV4):
+    """OData v2 verbose JSON (``d.results`` / ``d.__next``; no delta links in v2).
+
+    ``convert`` turns one decoded row into the row the rest of the engine sees (flat columns,
+    ISO-8601 dates via :func:`v2_datetime`); it runs when the rows are decoded, before the row
+    checks, so cursors and keys are checked as they will be compared and written. One instance
+    per table (its conversion); without one, rows pass as served.
+    """
+
+    decoder = msgspec.json.Decoder(_ODataV2Body)
+
+    def __init__(self, convert: RowConversion | None = None) -> None:
+        self.convert = convert
+
+    @override
+    def page(
+        self,
+        payload: t.Any,
+        *,
+        table: str | None,
+        request_id: str | None,
+        seen: set[str],
+        required: tuple[str, ...] = (),
+        cursor: Cursor | None = None,
+    ) -> Page:
+        """One page; its rows stay raw JSON until used, then are converted and checked."""
+        convert = self.convert
+        if isinstance(payload, _ODataV2Body):
+            next_link = payload.d.next_link
+            check_loop(next_link, table, seen)
+
+            def check(rows: list[t.Any]) -> None:
+                self.check_rows(rows, table, request_id, required, cursor, convert)
+
+            return Page(Rows(payload.d.results, check), next_link or None, None, request_id)
+        inner = payload.get("d") if isinstance(payload, dict) else None
+        records = inner.get("results") if isinstance(inner, dict) else None
+        if not isinstance(records, list):
+            msg = f"{where(table)}the response has no 'd.results' list (request id {request_id})"
+            raise ServiceError(msg, table=table)
+        next_link = inner.get("__next")  # type: ignore[union-attr]
+        if next_link is not None and not isinstance(next_link, str):
+            msg = f"{where(table)}malformed __next link in the response"
+            raise ServiceError(msg, table=table)
+        self.check_rows(records, table, request_id, required, cursor, convert)
+        check_loop(next_link, table, seen)
+        return Page(records, next_link or None, None, request_id)
+
+    @override
+    def check_rows(
+        self,
+        records: list[t.Any],
+        table: str | None,
+        request_id: str | None,
+        required: tuple[str, ...],
+        cursor: Cursor | None = None,
+        convert: RowConversion | None = None,
+    ) -> None:
+        """Convert the rows in place (the list is the page's), then check them as v4 rows are."""
+        if convert is not None:
+            if not all(map(isinstance, records, repeat(dict))):
+                super().check_rows(records, table, request_id, required, cursor)  # names the problem
+            try:
+                records[:] = map(convert, records)
+            except (TypeError, ValueError, AttributeError) as exc:
+                msg = f"{where(table)}a row of a page cannot be read ({exc}) (request id {request_id}); the response is malformed"
+                raise ServiceError(msg, table=table) from None
+        super().check_rows(records, table, request_id, required, cursor)
+
+
+_V2_DATE_RE = re.compile(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/\Z")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def v2_datetime(value: t.Any) -> str | None:
+    """An OData v2 ``/Date(<ms since the epoch, UTC>[±hhmm])/`` as ISO-8601 UTC (None stays None).
+
+    Whole seconds as ``2012-01-01T00:00:00Z`` (how the Web API writes them, so both compare and
+    sort as text the same way); milliseconds, when a value has them, are kept.
+    """
+    if value is None:
+        return None
+    match = _V2_DATE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        msg = f"{str(value)[:40]!r} is not an OData v2 /Date(…)/ value"
+        raise ValueError(msg)
+    ms = int(match.group(1))
+    moment = _EPOCH + dt.timedelta(milliseconds=ms)
+    if ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def check_cursor(records: list[dict[str, t.Any]], cursor: Cursor, table: str | None, request_id: str | None) -> None:
     """Cursor values are null or of the cursor's type: a date-time (text) or a whole number.
 
@@ -179,4 +289,7 @@ def check_loop(next_link: str | None, table: str | None, seen: set[str]) -> None
 
 ODATA_V4 = ODataV4()
 
-__all__ = ["DATETIME_RE", "JSON_DECODER", "ODATA_V4", "Cursor", "ODataV4", "PageFormat", "check_cursor", "check_loop", "malformed_row"]
+__all__ = [
+    "DATETIME_RE", "JSON_DECODER", "ODATA_V4", "Cursor", "ODataV2Verbose", "ODataV4", "PageFormat", "RowConversion",
+    "check_cursor", "check_loop", "malformed_row", "v2_datetime",
+]

@@ -42,7 +42,7 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
-from tap_dynamics.engine.wire import connect_failure, never_connected, read_body, short
+from tap_dynamics.engine.wire import RawBody, connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
     ServiceError,
@@ -214,13 +214,14 @@ class HttpTransport:
         headers: Mapping[str, str] | None = None,
         table: str | None = None,
         page_sizer: PageSizer | None = None,
-        decoder: msgspec.json.Decoder | None = None,
+        decoder: msgspec.json.Decoder | RawBody | None = None,
         max_attempts: int | None = None,
     ) -> tuple[t.Any, requests.Response]:
         """GET ``url`` and return its decoded JSON body, retrying what is worth retrying.
 
         ``decoder`` (a typed msgspec decoder) replaces the plain one; a body that is valid JSON
-        but not of its type comes back as plain JSON, for the caller's own checks to name.
+        but not of its type comes back as plain JSON, for the caller's own checks to name. A
+        :class:`RawBody` returns the body's bytes instead (e.g. an XML ``$metadata``).
 
         - throttled (429): wait exactly ``Retry-After`` (every thread of the run waits), any
           number of times up to :attr:`MAX_THROTTLE_WAIT` seconds in total.
@@ -322,7 +323,7 @@ class HttpTransport:
         headers: Mapping[str, str] | None,
         table: str | None,
         refreshed: bool,
-        decoder: msgspec.json.Decoder | None = None,
+        decoder: msgspec.json.Decoder | RawBody | None = None,
     ) -> tuple[t.Any, requests.Response]:
         request_headers = dict(self.policy.base_headers)
         if headers:
@@ -416,9 +417,16 @@ class HttpTransport:
         )
 
     @staticmethod
-    def _decoded(response: requests.Response, decoder: msgspec.json.Decoder | None, request_id: str | None) -> t.Any:
+    def _decoded(
+        response: requests.Response, decoder: msgspec.json.Decoder | RawBody | None, request_id: str | None
+    ) -> t.Any:
         content_type = response.headers.get("Content-Type", "")
         body = response.content  # already read (see wire.read_body)
+        if isinstance(decoder, RawBody):
+            if decoder.kind not in content_type or not body:
+                got = f"{content_type.split(';')[0] or 'no content type'}{'' if body else ' (empty)'}"
+                raise RetryableError(f"expected {decoder.kind} but got {got}", request_id=request_id)
+            return body
         if "json" not in content_type:
             raise RetryableError(
                 f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "

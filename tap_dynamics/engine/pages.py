@@ -35,7 +35,8 @@ class Rows(Sequence):
     5,000-row ``account`` page is 5.7 MB of JSON but 13 MB of decoded dicts, so buffered pages
     are kept raw and only the page being written is decoded: the same CPU (decoding row by row
     costs no more than the whole body at once), half the memory. The row checks run when the
-    rows are decoded and raise the same errors they raised on arrival.
+    rows are decoded and raise the same errors they raised on arrival; a format whose rows need
+    converting (OData v2's dates and complex values) converts them in place in that check.
     """
 
     __slots__ = ("__weakref__", "_check", "_raw", "_rows")
@@ -163,8 +164,10 @@ class PageSource(t.Protocol):
         table: str | None = None,
         required: tuple[str, ...] = (),
         cursor: tuple[str, type] | None = None,
+        page_format: t.Any = None,
     ) -> Iterator[Page]:
-        """Follow a collection's next links from ``url`` to its end, one page at a time."""
+        """Follow a collection's next links from ``url`` to its end, one page at a time
+        (``page_format``: the table's own, else the service's)."""
         ...
 
 

@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
+    from tap_dynamics.engine.formats import PageFormat
     from tap_dynamics.engine.http import HttpTransport
     from tap_dynamics.engine.pages import Page
     from tap_dynamics.engine.prefetch import PageBudget
@@ -52,6 +53,9 @@ class PagedStream(sdk_compat.CompatStream):
         self._read_state: dict[str, t.Any] = {}
         self.windowed = False  # several sequences interleave (see set_windowed)
         self.cap_in_force: str | None = None  # the latest a date-time bookmark may be (this read)
+        # The table's page format when it has one of its own (rows converted per table), else
+        # None: the service's (the transport's policy).
+        self.page_format: PageFormat | None = None
         super().__init__(tap, schema=schema, name=name)
 
     @override
@@ -146,7 +150,9 @@ class PagedStream(sdk_compat.CompatStream):
         """One page sequence, the next page fetched while this one is written."""
 
         def source() -> Iterator[Page]:
-            return self.client.iter_pages(url, prefer=prefer, table=self.name, required=required, cursor=cursor)
+            return self.client.iter_pages(
+                url, prefer=prefer, table=self.name, required=required, cursor=cursor, page_format=self.page_format
+            )
 
         for page in prefetch(source, self.run.page_budget, name=self.name):
             self.count_pages(1)

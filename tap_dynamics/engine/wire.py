@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import requests
 import urllib3
 
@@ -55,4 +57,14 @@ def connect_failure(exc: requests.exceptions.RequestException) -> str:
     return "no connection"
 
 
-__all__ = ["connect_failure", "never_connected", "read_body", "short"]
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """Asks ``HttpTransport.get_json`` for the body as bytes, not JSON (an XML document such as
+    an OData ``$metadata``), checking only that its content type names ``kind``."""
+
+    kind: str
+
+
+__all__ = ["RawBody", "connect_failure", "never_connected", "read_body", "short"]

@@ -68,6 +68,7 @@ class Reader(t.Protocol):
 
     name: str
     deletes_emitted: int
+    page_format: t.Any  # the table's own page format, or None for the service's
 
     @property
     def client(self) -> PageSource:

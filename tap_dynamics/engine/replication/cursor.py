@@ -166,7 +166,8 @@ class CursorStrategy:
         def source(window: dict[str, t.Any]) -> Callable[[], Iterator[Page]]:
             url = self.queries.window_url(window)
             return lambda: reader.client.iter_pages(
-                url, prefer=prefer, table=reader.name, required=required, cursor=cursor_type
+                url, prefer=prefer, table=reader.name, required=required, cursor=cursor_type,
+                page_format=reader.page_format,
             )
 
         sources = [source(w) for w in pending]
