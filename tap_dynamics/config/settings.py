@@ -215,7 +215,8 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     merged = normalise(merge_connection_string(config), CONFIG_SCHEMA)
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
     prepare_system(merged)  # before the rules: they branch on edition
-    if merged["edition"] in EDITIONS and system_of(merged) == DATAVERSE:
+    edition = merged["edition"]
+    if isinstance(edition, str) and EDITIONS.get(edition) == DATAVERSE:  # a bad value: the schema says so
         prepare_dataverse(merged)
     check(merged, CONFIG_SCHEMA, _MESSAGES, _EXPLAINERS)
     return merged
