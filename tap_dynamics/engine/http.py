@@ -60,6 +60,8 @@ if t.TYPE_CHECKING:
     from tap_dynamics.engine.policy import ServicePolicy
 
 LOGGER = logging.getLogger("tap-dynamics")
+# The "decoder" that asks get_json for the body as bytes, checked to be XML (see get_xml).
+XML_BODY = msgspec.json.Decoder()
 
 
 class Credential(t.Protocol):
@@ -382,7 +384,9 @@ class HttpTransport:
         if verdict is Verdict.REFRESH:
             if not refreshed and self.tokens.refreshable:
                 raise TokenRejectedError
-            raise self.tokens.rejected(self.origin)
+            # A fresh token refused too: the service may know why (F&O: app not registered).
+            refusal = policy.refusal(status, code, self.tokens.identity(), self.origin)
+            raise refusal or self.tokens.rejected(self.origin)
         if verdict is Verdict.THROTTLE:
             reason = code or "no error code"
             if message:
@@ -419,6 +423,12 @@ class HttpTransport:
     def _decoded(response: requests.Response, decoder: msgspec.json.Decoder | None, request_id: str | None) -> t.Any:
         content_type = response.headers.get("Content-Type", "")
         body = response.content  # already read (see wire.read_body)
+        if decoder is XML_BODY:
+            if "xml" not in content_type:
+                raise RetryableError(
+                    f"expected XML but got {content_type.split(';')[0] or 'no content type'}", request_id=request_id
+                )
+            return body
         if "json" not in content_type:
             raise RetryableError(
                 f"expected JSON but got {content_type.split(';')[0] or 'no content type'} "
@@ -435,6 +445,15 @@ class HttpTransport:
         if not isinstance(payload, (dict, msgspec.Struct)):
             raise RetryableError("unexpected JSON shape in the response", request_id=request_id)
         return payload
+
+    def get_xml(self, url: str, *, table: str | None = None) -> bytes:
+        """GET an XML document (a CSDL ``$metadata``) as bytes, with the retries of :meth:`get_json`.
+
+        The caller parses it incrementally (the parsed tree of a service's full metadata is many
+        times the size of its text).
+        """
+        body, _response = self.get_json(url, headers={"Accept": "application/xml"}, table=table, decoder=XML_BODY)
+        return t.cast("bytes", body)
 
     # -- collections ------------------------------------------------------------------------------
     def iter_pages(
