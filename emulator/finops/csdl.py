@@ -29,7 +29,7 @@ def csdl(entities: Iterable[Entity]) -> bytes:
         parts.append("</Key>")
         for p in e.props:
             kind = f"{NS}.{p.type}" if p.enum else p.type
-            attrs = f' Nullable="false"' if not p.nullable else ""
+            attrs = ' Nullable="false"' if not p.nullable else ""
             if p.max_length:
                 attrs += f' MaxLength="{p.max_length}"'
             if p.type == "Edm.Decimal":

@@ -305,10 +305,7 @@ def _compare(a: dict[str, Any], b: dict[str, Any], terms: list[tuple[str, bool]]
             x, y = x.casefold(), y.casefold()  # SQL Server's case-insensitive collation
         if x == y:
             continue
-        if x is None or y is None:
-            result = -1 if x is None else 1
-        else:
-            result = -1 if x < y else 1
+        result = -1 if x is None or (y is not None and x < y) else 1
         return -result if desc else result
     return 0
 

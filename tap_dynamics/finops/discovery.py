@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from tap_dynamics.errors import ServiceError
+from tap_dynamics.errors import ConnectionProblem, ServiceError
 from tap_dynamics.finops.metadata import Metadata, parse_metadata, schema_of, select_entities
 from tap_dynamics.finops.metadata_streams import METADATA_STREAM_NAMES, METADATA_STREAMS
 from tap_dynamics.finops.streams import EntityStream, choose_method
@@ -30,7 +30,7 @@ def read_metadata(client: FinOpsClient) -> Metadata:
                 f"{client.settings.url} has no Finance & Operations OData service at /data (HTTP 404) — set url "
                 "to the environment's address as the browser shows it, e.g. https://contoso.operations.dynamics.com"
             )
-            raise ServiceError(msg, status=404) from None
+            raise ConnectionProblem(msg) from None
         raise
     metadata = parse_metadata(document)
     del document
@@ -39,7 +39,7 @@ def read_metadata(client: FinOpsClient) -> Metadata:
             f"{client.settings.url}/data/$metadata lists no entity sets — is url a Finance & Operations "
             "environment (and edition FinOpsOnline/FinOpsOnPremise right)?"
         )
-        raise ServiceError(msg)
+        raise ConnectionProblem(msg)
     return metadata
 
 

@@ -19,7 +19,7 @@ import typing as t
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from tap_dynamics.errors import ConfigError, ServiceError
+from tap_dynamics.errors import ConfigError, ConnectionProblem
 
 COMPANY_COLUMN = "dataAreaId"
 # Properties F&O stamps on change, in the order they are preferred as the default cursor.
@@ -118,7 +118,7 @@ def parse_metadata(document: bytes) -> Metadata:
             elem.clear()  # the document's tree is never kept
     except ET.ParseError as exc:
         msg = f"the environment's $metadata is not valid XML ({exc}) — is url a Finance & Operations environment?"
-        raise ServiceError(msg) from None
+        raise ConnectionProblem(msg) from None
     entities = {}
     for name, type_name in sets.items():
         found = types.get(type_name)
