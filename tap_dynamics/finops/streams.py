@@ -19,7 +19,12 @@ import datetime as dt
 import typing as t
 
 from tap_dynamics.engine import override
-from tap_dynamics.engine.replication import CursorStrategy, FullTableStrategy, odata_datetime
+from tap_dynamics.engine.replication import (
+    CursorStrategy,
+    FullTableStrategy,
+    margin_cap,
+    odata_datetime,
+)
 from tap_dynamics.engine.replication.partitions import PartitionedCursor, PartitionedFullTable
 from tap_dynamics.engine.stream import PagedStream
 from tap_dynamics.errors import ConfigError
@@ -154,11 +159,7 @@ class EntityStream(PagedStream):
 
     def bookmark_cap(self, start: t.Any) -> str | None:
         """The latest a bookmark may take: the server's time minus ``commit_margin_seconds``."""
-        margin = self.settings.commit_margin_seconds
-        if not margin:
-            return None
-        cap = odata_datetime(self.client.server_time() - dt.timedelta(seconds=margin))
-        return start if isinstance(start, str) and start > cap else cap
+        return margin_cap(self.client.server_time(), self.settings.commit_margin_seconds, start)
 
     # -- reading --------------------------------------------------------------------------------
     @override
