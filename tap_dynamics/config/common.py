@@ -195,6 +195,9 @@ COMMON_PROPERTIES = th.PropertiesList(
 
 _TABLES = "setting '{name}' must be a list of table logical names (globs allowed)"
 COMMON_MESSAGES: dict[str, dict[str, str]] = {
+    "page_size": {  # below 1 (above the system's largest page: the system's own rule names it)
+        "minimum": "setting 'page_size' must be from 1 to 5000 (Dataverse) or 10000 (Finance & Operations), got {value}",
+    },
     "entities": {"*": _TABLES},
     "exclude_entities": {"*": _TABLES},
     "label_languages": {

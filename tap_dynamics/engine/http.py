@@ -60,8 +60,7 @@ if t.TYPE_CHECKING:
     from tap_dynamics.engine.policy import ServicePolicy
 
 LOGGER = logging.getLogger("tap-dynamics")
-# The "decoder" that asks get_json for the body as bytes, checked to be XML (see get_xml).
-XML_BODY = msgspec.json.Decoder()
+XML_BODY = msgspec.json.Decoder()  # as get_json's decoder: the body as bytes, checked to be XML
 
 
 class Credential(t.Protocol):
@@ -425,9 +424,7 @@ class HttpTransport:
         body = response.content  # already read (see wire.read_body)
         if decoder is XML_BODY:
             if "xml" not in content_type:
-                raise RetryableError(
-                    f"expected XML but got {content_type.split(';')[0] or 'no content type'}", request_id=request_id
-                )
+                raise RetryableError(f"expected XML, got {content_type.split(';')[0]}", request_id=request_id)
             return body
         if "json" not in content_type:
             raise RetryableError(
@@ -447,11 +444,7 @@ class HttpTransport:
         return payload
 
     def get_xml(self, url: str, *, table: str | None = None) -> bytes:
-        """GET an XML document (a CSDL ``$metadata``) as bytes, with the retries of :meth:`get_json`.
-
-        The caller parses it incrementally (the parsed tree of a service's full metadata is many
-        times the size of its text).
-        """
+        """An XML document (CSDL ``$metadata``, parsed incrementally by the caller) as bytes, retried."""
         body, _response = self.get_json(url, headers={"Accept": "application/xml"}, table=table, decoder=XML_BODY)
         return t.cast("bytes", body)
 
