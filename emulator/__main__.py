@@ -17,6 +17,7 @@ import sys
 import threading
 
 from . import DEFAULT_ROWS, Emulator, OnPremEmulator
+from .core.faults import DEFAULTS as _CORE_FAULTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("5.0", "6.0", "6.1", "7.0", "7.1", "8.0", "8.1", "8.2", "9.0", "9.1"),
                         help="the server's newest Web API version (5.0-7.1: CRM 2011-2015, no Web API, "
                              "only OrganizationData.svc)")
+    finops = ap.add_argument_group("Finance & Operations environment (see emulator/finops/)")
+    finops.add_argument("--finops", action="store_true",
+                        help="serve an F&O environment (/data) instead; --rows then names its entity sets "
+                             "(CustomersV3=N, SalesOrderHeadersV2=N)")
+    finops.add_argument("--finops-entities", type=int, default=0, metavar="N",
+                        help="add N synthetic ~40-property entities to $metadata (discovery benchmark)")
     args = ap.parse_args(argv)
     knobs = {"fault_seed": args.fault_seed, "retry_after": args.retry_after,
              "page_size_limit": args.page_size_limit,
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.fault:
         key, _, value = spec.partition("=")
         knobs[key.strip()] = json.loads(value)
+    if args.finops:
+        return _serve_finops(args, knobs)
     rows = dict(DEFAULT_ROWS)
     for spec in args.rows:
         table, _, n = spec.partition("=")
@@ -93,6 +102,27 @@ def main(argv: list[str] | None = None) -> int:
             "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id, "client_id": emu.client_id,
             "client_secret": emu.client_secret, "control_url": emu.org_url + "/_emulator/",
             "rows": rows}
+    return _serve(emu, info)
+
+
+def _serve_finops(args: argparse.Namespace, knobs: dict) -> int:
+    """An F&O environment: the faults every service shares, its own rows and entities."""
+    from .finops import DEFAULT_ROWS as FINOPS_ROWS
+    from .finops import FinOpsEmulator
+
+    rows = dict(FINOPS_ROWS)
+    for spec in args.rows:
+        entity_set, _, n = spec.partition("=")
+        rows[entity_set.strip()] = int(n)
+    shared = {k: v for k, v in knobs.items() if k in _CORE_FAULTS or k in ("forbidden_entities", "failing_entities")}
+    emu = FinOpsEmulator(rows=rows, seed=args.seed, big=args.finops_entities, latency_ms=args.latency_ms,
+                         token_lifetime=args.token_lifetime, port=args.port, latency_scope=args.latency_scope,
+                         **shared).start()
+    config = emu.tap_config()
+    info = {"base_url": emu.env_url, "org_url": emu.env_url, "authority_host": emu.authority_host,
+            "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id, "client_id": emu.client_id,
+            "client_secret": emu.client_secret, "control_url": emu.env_url + "/_emulator/",
+            "edition": config["edition"], "rows": rows}
     return _serve(emu, info)
 
 

@@ -17,7 +17,8 @@ from singer_sdk import typing as th
 
 from tap_dynamics.errors import ConfigError
 
-MAX_PAGE_SIZE = 5000
+MAX_PAGE_SIZE = 5000  # Dataverse's largest page (its rules cap page_size at it)
+LARGEST_PAGE_SIZE = 10_000  # any system's (Finance & Operations)
 # Date-time bookmarks stay this far behind the server's clock: Dataverse stamps modifiedon when a
 # write starts and allows a synchronous plug-in 2 minutes, so a row may become visible that late.
 DEFAULT_COMMIT_MARGIN = 300
@@ -97,10 +98,13 @@ COMMON_PROPERTIES = th.PropertiesList(
     ),
     th.Property(
         "page_size",
-        th.IntegerType(minimum=1, maximum=MAX_PAGE_SIZE),
+        th.IntegerType(minimum=1, maximum=LARGEST_PAGE_SIZE),
         default=MAX_PAGE_SIZE,
         title="Page size",
-        description="Rows per page requested with Prefer: odata.maxpagesize (1-5000)",
+        description=(
+            "Rows per page requested with Prefer: odata.maxpagesize: 1-5000 for Dataverse "
+            "(default 5000), 1-10000 for Finance & Operations (default 10000)"
+        ),
     ),
     th.Property(
         "max_concurrency",
@@ -191,6 +195,9 @@ COMMON_PROPERTIES = th.PropertiesList(
 
 _TABLES = "setting '{name}' must be a list of table logical names (globs allowed)"
 COMMON_MESSAGES: dict[str, dict[str, str]] = {
+    "page_size": {  # below 1 (above the system's largest page: the system's own rule names it)
+        "minimum": "setting 'page_size' must be from 1 to 5000 (Dataverse) or 10000 (Finance & Operations), got {value}",
+    },
     "entities": {"*": _TABLES},
     "exclude_entities": {"*": _TABLES},
     "label_languages": {

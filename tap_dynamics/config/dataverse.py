@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 
 from tap_dynamics.config.auth import ON_PREMISES_AUTH_SCHEMES
+from tap_dynamics.config.common import MAX_PAGE_SIZE
 from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.values import Explainer, checked_url, https_origin
 from tap_dynamics.errors import ConfigError
@@ -112,6 +113,7 @@ def _online_refuses(scheme: str, kind: str) -> dict[str, t.Any]:
 # Online or on-premises (crm_version, defaulted from auth_scheme before the check): the schemes
 # and API versions each allows, and what url is when it is missing.
 DATAVERSE_RULES: list[dict[str, t.Any]] = [
+    {"properties": {"page_size": {"maximum": MAX_PAGE_SIZE}}},  # Dataverse pages hold at most 5000 rows
     {
         "if": {"properties": {"crm_version": {"const": "CRM2011+"}}, "required": ["crm_version"]},
         "then": {

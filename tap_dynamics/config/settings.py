@@ -48,10 +48,14 @@ from tap_dynamics.config.dataverse import (
     load_dataverse,
     prepare_dataverse,
 )
+from tap_dynamics.config.finops import FINOPS_PROPERTIES, FINOPS_RULES
+from tap_dynamics.config.finops import MAX_PAGE_SIZE as FINOPS_PAGE_SIZE
+from tap_dynamics.config.finops import load_finops
 from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.system import (
     DATAVERSE,
     EDITIONS,
+    FINOPS,
     SYSTEM_PROPERTIES,
     for_editions,
     prepare_system,
@@ -64,8 +68,10 @@ from tap_dynamics.errors import ConfigError
 # or on-premises) first, then what the chosen auth_scheme needs — the order a person fixes them.
 CONFIG_SCHEMA: dict[str, t.Any] = {
     "type": "object",
-    "properties": {**SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES},
-    "allOf": [for_editions(DATAVERSE, DATAVERSE_RULES), *AUTH_RULES],
+    "properties": {
+        **SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **FINOPS_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES
+    },
+    "allOf": [for_editions(DATAVERSE, DATAVERSE_RULES), for_editions(FINOPS, FINOPS_RULES), *AUTH_RULES],
 }
 _MESSAGES: dict[str, dict[str, str]] = {**AUTH_MESSAGES, **COMMON_MESSAGES}
 _EXPLAINERS: dict[str, Explainer] = {**AUTH_EXPLAINERS, **DATAVERSE_EXPLAINERS}
@@ -93,7 +99,10 @@ class SystemSettings(t.Protocol):
 # Each system's setting group, built from the schema-checked config (its rules already held).
 _SYSTEM_LOADERS: dict[str, t.Callable[[t.Mapping[str, t.Any]], SystemSettings]] = {
     DATAVERSE: load_dataverse,
+    FINOPS: load_finops,
 }
+# A system whose pages may be larger than the schema's default page_size.
+_DEFAULT_PAGE_SIZES: dict[str, int] = {FINOPS: FINOPS_PAGE_SIZE}
 
 
 def _default(name: str) -> t.Any:
@@ -244,7 +253,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         verify=verify_setting(checked),
         request_timeout=int(get("request_timeout")),
         max_concurrency=int(get("max_concurrency")),
-        page_size=int(get("page_size")),
+        page_size=int(checked.get("page_size", _DEFAULT_PAGE_SIZES.get(system, _default("page_size")))),
         start_date=start_date_setting(checked.get("start_date")),
         entities=names(checked["entities"]) if "entities" in checked else None,
         exclude_entities=names(checked.get("exclude_entities")),

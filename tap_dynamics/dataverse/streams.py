@@ -43,6 +43,7 @@ from tap_dynamics.engine.replication import (
     CursorStrategy,
     DeltaStrategy,
     FullTableStrategy,
+    margin_cap,
     odata_datetime,
     odata_etag,
 )
@@ -234,13 +235,7 @@ class EntityStream(DataverseStream):
         already emitted unchanged are dropped by their etags (the strategy's boundary). Never
         below ``start``, the bookmark the read starts from: a bookmark does not move backwards.
         """
-        margin = self.settings.commit_margin_seconds
-        if not margin:
-            return None
-        cap = odata_datetime(self.client.server_time() - dt.timedelta(seconds=margin))
-        if isinstance(start, str) and start > cap:
-            return start
-        return cap
+        return margin_cap(self.client.server_time(), self.settings.commit_margin_seconds, start)
 
     def selected_columns(self) -> list[str]:
         """Columns for ``$select``: the selected properties, plus the key and the cursor."""

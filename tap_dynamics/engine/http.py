@@ -60,6 +60,7 @@ if t.TYPE_CHECKING:
     from tap_dynamics.engine.policy import ServicePolicy
 
 LOGGER = logging.getLogger("tap-dynamics")
+XML_BODY = RawBody("xml")  # as get_json's decoder: the body as bytes, checked to be XML
 
 
 class Credential(t.Protocol):
@@ -383,7 +384,9 @@ class HttpTransport:
         if verdict is Verdict.REFRESH:
             if not refreshed and self.tokens.refreshable:
                 raise TokenRejectedError
-            raise self.tokens.rejected(self.origin)
+            # A fresh token refused too: the service may know why (F&O: app not registered).
+            refusal = policy.refusal(status, code, self.tokens.identity(), self.origin)
+            raise refusal or self.tokens.rejected(self.origin)
         if verdict is Verdict.THROTTLE:
             reason = code or "no error code"
             if message:
@@ -443,6 +446,11 @@ class HttpTransport:
         if not isinstance(payload, (dict, msgspec.Struct)):
             raise RetryableError("unexpected JSON shape in the response", request_id=request_id)
         return payload
+
+    def get_xml(self, url: str, *, table: str | None = None) -> bytes:
+        """An XML document (CSDL ``$metadata``, parsed incrementally by the caller) as bytes, retried."""
+        body, _response = self.get_json(url, headers={"Accept": "application/xml"}, table=table, decoder=XML_BODY)
+        return t.cast("bytes", body)
 
     # -- collections ------------------------------------------------------------------------------
     def iter_pages(

@@ -63,6 +63,16 @@ def odata_datetime(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def margin_cap(server_time: dt.datetime, margin_seconds: int, start: t.Any) -> str | None:
+    """The latest a date-time bookmark may take: the server's time minus a commit margin (rows
+    stamped when a write starts become visible when it commits), never below ``start``, the
+    bookmark a read starts from. None when the margin is 0 (no limit)."""
+    if not margin_seconds:
+        return None
+    cap = odata_datetime(server_time - dt.timedelta(seconds=margin_seconds))
+    return start if isinstance(start, str) and start > cap else cap
+
+
 class Reader(t.Protocol):
     """What a strategy needs from its stream (engine/stream.py's ``PagedStream`` provides it)."""
 

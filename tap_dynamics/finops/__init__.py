@@ -1,0 +1,1 @@
+"""Dynamics 365 Finance & Operations: the ``/data`` OData service as streams, on the shared engine."""

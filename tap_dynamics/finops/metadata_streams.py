@@ -1,0 +1,152 @@
+"""F&O metadata streams: what enum values mean, and which entities there are.
+
+- ``enum_labels``: one row per (enum, member, language) with the member's value and label — what
+  analysts join an enum column (``SalesOrderStatus``) to. Members and label ids come from the
+  enumerations metadata service (``/Metadata/PublicEnumerations``), the labels from
+  ``/Metadata/Labels`` per installed language (the languages F&O answers for).
+- ``entity_definitions``: the environment's entity sets as discovered: entity type, key,
+  company-specific or shared, the cursor the tap uses.
+
+Opt-in like Dataverse's metadata streams: select them by name.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+from singer_sdk import typing as th
+
+from tap_dynamics.engine import override
+from tap_dynamics.engine.stream import PagedStream
+from tap_dynamics.errors import ServiceError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from singer_sdk.helpers.types import Context
+
+    from tap_dynamics.engine.run import RunContext
+    from tap_dynamics.finops.client import FinOpsClient
+    from tap_dynamics.finops.metadata import EntityInfo, Metadata
+
+# Languages asked for when reading labels (F&O answers 404 for a language not installed).
+LANGUAGES = ("en-us", "de", "fr", "es", "nl", "da", "it", "ja", "zh-hans", "pt-br", "sv", "nb-no", "fi", "pl")
+
+
+class FinOpsMetadataStream(PagedStream):
+    """Base: a fixed-schema, opt-in stream (rows counted for the run summary)."""
+
+    client: FinOpsClient
+    stream_name = ""
+    selected_by_default = False
+    key: tuple[str, ...] = ()
+    properties: th.PropertiesList
+
+    def __init__(self, tap: t.Any, *, client: FinOpsClient, run: RunContext, entities: list[EntityInfo],
+                 metadata: Metadata) -> None:
+        super().__init__(tap, client=client, run=run, name=self.stream_name, schema=self.properties.to_dict())
+        self.primary_keys = list(self.key)
+        self.entities = entities
+        self.catalog_metadata = metadata
+
+    @property
+    @override
+    def metadata(self) -> t.Any:
+        """Every column selected by default: only the stream itself is opt-in."""
+        mapping = super().metadata
+        if not self.catalog_given or not self.catalog_given.get_stream(self.tap_stream_id):
+            for breadcrumb, entry in mapping.items():
+                if breadcrumb:
+                    entry.selected_by_default = True
+        return mapping
+
+    @override
+    def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
+        self.rows_emitted += 1
+        return row
+
+
+class EnumLabelsStream(FinOpsMetadataStream):
+    """Every enum member with its value and its label in each installed language."""
+
+    stream_name = "enum_labels"
+    key = ("enum", "member", "language")
+    properties = th.PropertiesList(
+        th.Property("enum", th.StringType, required=True),
+        th.Property("member", th.StringType, required=True),
+        th.Property("value", th.IntegerType),
+        th.Property("language", th.StringType, required=True),
+        th.Property("label", th.StringType),
+    )
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        client = self.client
+        payload, _ = client.get_json(f"{client.settings.url}/Metadata/PublicEnumerations", table=self.name)
+        enums = payload.get("value") if isinstance(payload, dict) else None
+        if not isinstance(enums, list):
+            msg = "the enumerations metadata service (/Metadata/PublicEnumerations) answered without a 'value' list"
+            raise ServiceError(msg, table=self.name)
+        members = [(str(e.get("Name")), m) for e in enums if isinstance(e, dict)
+                   for m in e.get("Members") or [] if isinstance(m, dict)]
+        label_ids = sorted({str(m["LabelId"]) for _e, m in members if m.get("LabelId")})
+        languages = self._languages(label_ids[:1])
+        labels = self._labels(label_ids, languages)
+        for enum, member in members:
+            for language in languages:
+                label_id = member.get("LabelId")
+                yield {"enum": enum, "member": member.get("Name"), "value": member.get("Value"),
+                       "language": language, "label": labels.get((str(label_id), language)) if label_id else None}
+
+    def _label(self, label_id: str, language: str) -> str | None:
+        client = self.client
+        url = f"{client.settings.url}/Metadata/Labels(Id='{label_id}',Language='{language}')"
+        try:
+            payload, _ = client.get_json(url, table=self.name)
+        except ServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = payload.get("Value") if isinstance(payload, dict) else None
+        return value if isinstance(value, str) else None
+
+    def _languages(self, probe: list[str]) -> list[str]:
+        """The installed languages: those F&O answers a label for."""
+        if not probe:
+            return ["en-us"]
+        with ThreadPoolExecutor(self.client.settings.max_concurrency) as pool:
+            found = list(pool.map(lambda lang: self._label(probe[0], lang) is not None, LANGUAGES))
+        return [lang for lang, ok in zip(LANGUAGES, found, strict=True) if ok] or ["en-us"]
+
+    def _labels(self, label_ids: list[str], languages: list[str]) -> dict[tuple[str, str], str | None]:
+        pairs = [(label_id, lang) for label_id in label_ids for lang in languages]
+        with ThreadPoolExecutor(self.client.settings.max_concurrency) as pool:
+            values = list(pool.map(lambda pair: self._label(*pair), pairs))
+        return dict(zip(pairs, values, strict=True))
+
+
+class EntityDefinitionsStream(FinOpsMetadataStream):
+    """The discovered entity sets."""
+
+    stream_name = "entity_definitions"
+    key = ("entity_set",)
+    properties = th.PropertiesList(
+        th.Property("entity_set", th.StringType, required=True),
+        th.Property("entity_type", th.StringType),
+        th.Property("keys", th.ArrayType(th.StringType)),
+        th.Property("company_specific", th.BooleanType),
+        th.Property("cursor", th.StringType),
+        th.Property("property_count", th.IntegerType),
+    )
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        for entity in self.entities:
+            yield {"entity_set": entity.entity_set, "entity_type": entity.type_name, "keys": list(entity.keys),
+                   "company_specific": entity.company_specific, "cursor": entity.default_cursor,
+                   "property_count": len(entity.properties)}
+
+
+METADATA_STREAMS: tuple[type[FinOpsMetadataStream], ...] = (EnumLabelsStream, EntityDefinitionsStream)
+METADATA_STREAM_NAMES = frozenset(cls.stream_name for cls in METADATA_STREAMS)
