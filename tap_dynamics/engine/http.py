@@ -482,16 +482,12 @@ class HttpTransport:
             payload, response = self.get_json(
                 next_url, headers=headers, table=table, page_sizer=sizer, decoder=page_format.decoder
             )
-            pending = [
-                page_format.page(
-                    payload,
-                    table=table,
-                    request_id=self.policy.request_id(response),
-                    seen=seen,
-                    required=required,
-                    cursor=cursor,
-                )
-            ]
+            request_id = self.policy.request_id(response)
+            page = page_format.page(
+                payload, table=table, request_id=request_id, seen=seen, required=required, cursor=cursor
+            )
+            pending = [page]
+            del page
             del payload, response
             next_url = pending[0].next_link
             # Yield without keeping a reference: a prefetch feed may leave this generator
