@@ -4,6 +4,7 @@ from state, a killed run resumes, the endpoint choice, and the engine's v2 page 
 
 from __future__ import annotations
 
+import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from emulator.onprem import OnPremEmulator
 from tap_dynamics.config import load_settings
 from tap_dynamics.engine.formats import ODataV2Verbose, v2_datetime
 from tap_dynamics.errors import ConfigError, ServiceError
-from tests.taprun import normalise, run_tap, write_json
+from tests.taprun import normalise, run_command, run_tap, write_json
+from tests.test_check import FIX, error_lines, free_port
 from tests.test_incremental import _run_until
 
 TABLES = ("account", "contact", "systemuser")
@@ -170,6 +172,73 @@ def test_first_load_reads_windows_concurrently(make_onprem) -> None:
     assert len({r["accountid"] for r in run.records("account")}) == 1000
 
 
+# --- check and --test ------------------------------------------------------------------------------
+def test_check_reads_the_v2_endpoint_of_a_server_without_web_api(make_onprem) -> None:
+    """No WhoAmI on v2: the user from SystemUserSet by DomainName, the organization from
+    OrganizationSet, one `$select=<Key>&$top=1` per table; the line names the endpoint."""
+    emu = make_onprem({"account": 7, "contact": 3, "systemuser": 2}, tls=False, server_version="6.1")
+    emu.read_denied = {"contact"}
+    [user] = [r for r in emu.rows("systemuser") if r["domainname"] == emu.username]
+    emu.reset_stats()
+    run = run_command(["check"], {**emu.tap_config(), "entities": list(TABLES)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == (
+        f"connection available: Contoso Emulated ({emu.server_url}, OData v2 endpoint) as Windows account "
+        f"{emu.username}, user id {user['systemuserid']}; can read 2 of 3 tables — no read privilege on: "
+        f"contact {FIX}")
+    assert not any("WhoAmI" in p for _m, p, _s in emu.request_log())
+    queries = [(p.removeprefix(SV + "/"), urllib.parse.unquote(q)) for p, q, _h in emu.query_log() if p.startswith(SV)]
+    assert ("AccountSet", "$select=AccountId&$top=1") in queries, queries
+    assert ("SystemUserSet", f"$select=SystemUserId&$filter=DomainName eq '{emu.username}'&$top=1") in queries
+    assert ("OrganizationSet", "$select=Name&$top=1") in queries
+    # The organization not readable either: named after the URL, still a working connection.
+    emu.read_denied = {"contact", "organization", "systemuser"}
+    run = run_command(["check"], {**emu.tap_config(), "entities": ["account"]})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == (
+        f"connection available: organization contoso ({emu.server_url}, OData v2 endpoint) as Windows "
+        f"account {emu.username}; can read 1 of 1 table")
+    # Nothing readable: exit 2, one line.
+    emu.read_denied = {"account", "contact"}
+    run = run_command(["check"], {**emu.tap_config(), "entities": ["account", "contact"]})
+    assert run.returncode == 2
+    assert error_lines(run.stderr)[-1:] == [
+        f"connection unavailable: Contoso Emulated ({emu.server_url}, OData v2 endpoint) as Windows account "
+        f"{emu.username}, user id {user['systemuserid']}; can read 0 of 2 tables — no read privilege on: "
+        f"account, contact {FIX}"]
+
+
+def test_check_names_the_endpoint_it_chose_and_test_flag(make_onprem) -> None:
+    web = make_onprem({"account": 3, "contact": 1, "systemuser": 1}, tls=False, server_version="9.1")
+    run = run_command(["check"], {**web.tap_config(), "entities": ["account"]})
+    assert run.returncode == 0, run.stderr
+    assert f"({web.server_url}, Web API v9.1) as Windows account" in run.stdout
+    explicit = run_command(["check"], {**web.tap_config(), "entities": ["account"], "api_version": "2011"})
+    assert explicit.returncode == 0, explicit.stderr
+    assert f"({web.server_url}, OData v2 endpoint) as Windows account" in explicit.stdout
+    legacy = make_onprem({"account": 3, "contact": 1, "systemuser": 1}, tls=False, server_version="7.1")
+    run = run_command(["--test"], {**legacy.tap_config(), "entities": ["account"]})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "connection available: Contoso Emulated" in run.stderr and "OData v2 endpoint)" in run.stderr
+    assert not any("WhoAmI" in p for _m, p, _s in legacy.request_log())
+
+
+def test_check_wrong_password_and_unreachable_server_are_one_line(make_onprem) -> None:
+    emu = make_onprem({"account": 3, "contact": 1, "systemuser": 1}, tls=False, server_version="5.0")
+    run = run_command(["check"], {**emu.tap_config(), "password": "Wrong-Pa55word!guess"})
+    assert run.returncode == 2
+    assert [x for x in error_lines(run.stderr) if not x.startswith("Connecting to ")] == [
+        f"connection unavailable: {emu.server_url} rejected the Windows sign-in of {emu.username} (HTTP 401 "
+        "after the NTLM handshake) — check username (DOMAIN\\user or user@domain) and password, and that the "
+        "account is enabled, not locked out, and a user of the Dynamics organization"]
+    assert emu.failed_logons == 1 and emu.windows_logons == []
+    gone = {**emu.tap_config(), "url": f"http://127.0.0.1:{free_port()}/contoso", "api_version": "2011"}
+    run = run_command(["check"], gone)
+    assert run.returncode == 2
+    [line] = [x for x in error_lines(run.stderr) if not x.startswith("Connecting to ")]
+    assert line.startswith(f"connection unavailable: cannot reach {gone['url'].removesuffix('/contoso')} (")
+
+
 # --- the emulator's service ---------------------------------------------------------------------------
 def test_emulator_serves_verbose_json_atom_and_v2_literals(make_onprem) -> None:
     import requests
@@ -211,11 +280,34 @@ def test_v2_page_format_converts_and_checks_rows() -> None:
                       table="t", request_id="r", seen=set())
     with pytest.raises(ServiceError, match="cannot be read"):
         list(broken.records)
-    assert v2_datetime("/Date(1325376000500)/") == "2012-01-01T00:00:00.500Z" and v2_datetime(None) is None
+    assert v2_datetime(None) is None
     money = ODataV2Verbose(lambda row: {"id": row["Id"], "revenue": Decimal(row["Revenue"]["Value"])})
     page = money.page(money.decoder.decode(b'{"d":{"results":[{"Id":"a","Revenue":{"Value":"0.1000"}}]}}'),
                       table="t", request_id=None, seen=set())
     assert list(page.records) == [{"id": "a", "revenue": Decimal("0.1000")}]
+
+
+def test_v2_date_times_have_one_width_and_sort_as_text_in_time_order() -> None:
+    """Whole seconds, as the Web API writes the same value: a fraction would sort before the
+    whole second as text ('.' < 'Z') and break the cursor's sort check and bookmark."""
+    served = [1325376000000, 1325376000500, 1325376000999, 1325376001000, 1325376001001, -1500]
+    values = [v2_datetime(f"/Date({ms})/") for ms in served]
+    assert values[:5] == ["2012-01-01T00:00:00Z"] * 3 + ["2012-01-01T00:00:01Z"] * 2
+    assert values[5] == "1969-12-31T23:59:58Z"  # cut towards the past: a `ge` bookmark still takes it
+    assert {len(v) for v in values} == {20} and sorted(values[:5]) == values[:5]
+
+
+def test_sub_second_date_time_reads_the_same_through_both_endpoints(make_onprem) -> None:
+    emu = make_onprem({"account": 4, "contact": 1, "systemuser": 1}, tls=False, server_version="9.1")
+    row_id = emu.rows("account")[0]["accountid"]
+    emu.update("account", row_id, {"lastusedincampaign": "2024-01-01T00:00:00.5Z"})
+    base = {**emu.tap_config(), "entities": ["account"], "replication": {"*": "modifiedon"}}
+    values = []
+    for version in ("9.1", "2011"):
+        run = run_tap({**base, "api_version": version})
+        assert run.returncode == 0, run.stderr
+        values += [r["lastusedincampaign"] for r in run.records("account") if r["accountid"] == row_id]
+    assert values == ["2024-01-01T00:00:00Z"] * 2  # CRM keeps date-times to the second
 
 
 # --- settings (no network) -----------------------------------------------------------------------------

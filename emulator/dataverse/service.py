@@ -243,14 +243,7 @@ class DataverseService(MetadataApi, DataApi, Service):
         app = req.principal
         if app is None or logical not in app.read_denied:
             return
-        privilege = f"prvRead{schema}"
-        raise ODataError(403, "0x80040220", (
-            f"Principal user (Id={app.user_id}, type=8, roleCount=1, privilegeCount=412, "
-            f"accessMode='0 Read-Write', AADObjectId='{app.object_id}', "
-            f"MetadataCachePrivilegesCount=12471, businessUnitId={BUSINESS_UNIT_ID}), is missing "
-            f"{privilege} privilege (Id={stable_guid('privilege', privilege)}) on OTC={otc} for "
-            f"entity '{logical}' (LocalizedName='{display}'). context.Caller={app.user_id}. "
-            "Consider adding missed privilege to one of the principal (user/team) roles."))
+        raise privilege_denied(app.user_id, logical, schema, otc, display, aad_object_id=app.object_id)
 
     # ------------------------------------------------------------ functions
     def total_count(self, req: Request, base: str, rest: str) -> Response:
@@ -271,3 +264,18 @@ class DataverseService(MetadataApi, DataApi, Service):
             "@odata.context": base + f"$metadata#{NS}.RetrieveTotalRecordCountResponse",
             "EntityRecordCountCollection": {"Count": len(names), "IsReadOnly": False,
                                             "Keys": names, "Values": values}})
+
+
+def privilege_denied(user_id: str, logical: str, schema: str, otc: int, display: str, *,
+                     aad_object_id: str | None = None) -> ODataError:
+    """Dataverse's 403 PrivilegeDenied for a caller whose role lacks ``prvRead<SchemaName>``
+    (an on-premises user has no Entra ID object id in the message)."""
+    privilege = f"prvRead{schema}"
+    aad = f"AADObjectId='{aad_object_id}', " if aad_object_id else ""
+    return ODataError(403, "0x80040220", (
+        f"Principal user (Id={user_id}, type=8, roleCount=1, privilegeCount=412, "
+        f"accessMode='0 Read-Write', {aad}"
+        f"MetadataCachePrivilegesCount=12471, businessUnitId={BUSINESS_UNIT_ID}), is missing "
+        f"{privilege} privilege (Id={stable_guid('privilege', privilege)}) on OTC={otc} for "
+        f"entity '{logical}' (LocalizedName='{display}'). context.Caller={user_id}. "
+        "Consider adding missed privilege to one of the principal (user/team) roles."))

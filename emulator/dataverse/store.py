@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import random
 import threading
 
 from . import generate as G  # noqa: N812 - the module's functions read as G.generate
+from ..odata.filter import row_datetime
 from .rows import Rec, TableStore
 from .schema import BASE_EPOCH, CURRENCY_NAME, ORG_NAME, Attr
 from .tables import all_tables
@@ -122,7 +124,7 @@ class Store:
         it commits as SQL Server's change tracking does, so a delta read meanwhile misses it.
         """
         ts = self.table(table)
-        values = dict(values or {})
+        values = whole_seconds(ts, dict(values or {}))
         ts._validate(values)
         with self.lock:
             rng = self.rngs[table]
@@ -149,6 +151,7 @@ class Store:
 
     def update(self, table: str, row_id: str, values: dict, *, commit_after: float = 0) -> dict:
         ts = self.table(table)
+        values = whole_seconds(ts, dict(values))
         ts._validate(values)
         with self.lock:
             rec = ts.rows.get(row_id.lower())
@@ -188,3 +191,14 @@ class Store:
         ts = self.table(table)
         recs = sorted(ts.rows.values(), key=lambda r: r.pk)
         return [self.public_row(ts, r) for r in recs]
+
+
+def whole_seconds(ts: TableStore, values: dict) -> dict:
+    """Date-times as the platform stores them: to the whole second, the fraction dropped (the
+    Web API never serves one; ``2024-01-01T00:00:00.5Z`` is kept as ``…00Z``) [unverified]."""
+    for name, value in values.items():
+        attr = ts.t.by_prop.get(name)
+        if (attr is not None and attr.atype == "DateTime" and attr.behavior != "DateOnly"
+                and isinstance(value, str) and "." in value):
+            values[name] = G.iso_ts(math.floor(row_datetime(value)))
+    return values

@@ -29,6 +29,10 @@ What differs from the online emulator, as a real Active Directory deployment doe
   CRM 2011-2015, which have no Web API (``/api/data/`` is IIS's 404).
 - Every version serves the OData v2 endpoint ``/{org}/XRMServices/2011/OrganizationData.svc``
   (:class:`~.odata2.OrganizationData`: verbose JSON or ATOM, 50-row pages, v2 literals).
+- The Windows account is a user of the organization, as it must be to sign in to CRM at all: a
+  ``systemuser`` row whose ``domainname`` is the account (``CONTOSO\\svc-tap``) and whose id is
+  the ``UserId`` of ``WhoAmI``. ``read_denied`` names the tables its security role cannot read
+  (403 PrivilegeDenied on both endpoints).
 
     with OnPremEmulator(rows={"account": 100}, tls=False) as emu:
         config = emu.tap_config()   # auth_scheme NTLM, username, password, url with /{org}
@@ -49,7 +53,14 @@ from ..identity.adfs import DEFAULT_ADFS_CLIENT, DEFAULT_ADFS_SECRET, Adfs
 from ..identity.controls import IdentityControls
 from ..identity.ntlm import WindowsSignIn
 from .odata2 import OrganizationData
-from .service import LEGACY_VERSIONS, ON_PREMISES_VERSIONS, IisSite, OnPremDataverse, drop_online_only_tables
+from .service import (
+    LEGACY_VERSIONS,
+    ON_PREMISES_VERSIONS,
+    IisSite,
+    OnPremDataverse,
+    add_windows_user,
+    drop_online_only_tables,
+)
 
 DEFAULT_ORG = "contoso"
 DEFAULT_USERNAME = "CONTOSO\\svc-tap"
@@ -83,10 +94,12 @@ class OnPremEmulator(DataverseHost):
         # the name they have online.
         self.entra = IdentityControls(self)
         self._signin_max_requests: int | None = None
+        self.read_denied: set[str] = set()  # tables the Windows account's role lacks Read on
 
     def build(self) -> None:
         store = self.make_store()
         drop_online_only_tables(store, self.server_version, self._rows_cfg)
+        add_windows_user(store, self._account[0])
         self.windows = WindowsSignIn(*self._account)
         self.windows.max_requests = self._signin_max_requests
         self.org_url = f"{self.server_url}/{self.org}"

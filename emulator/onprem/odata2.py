@@ -36,6 +36,7 @@ from ..odata.filter import compile_filter, parse_filter
 from ..odata.query import parse_orderby, parse_select
 from ..odata.v4 import link
 from ..dataverse.rows import LIGHT, kind_of
+from ..dataverse.schema import ORG_NAME, ORGANIZATION_ID, stable_guid
 
 if TYPE_CHECKING:
     from ..core.host import Host
@@ -204,14 +205,46 @@ class OrganizationData(Service):
         if rest == "$metadata":
             return 200, self.headers(v2.XML_CONTENT_TYPE), edmx(self.types.values())
         m = re.match(r"^([A-Za-z_]\w*)(?:\((.*)\))?$", rest)
+        if m and m.group(1) == "OrganizationSet" and m.group(2) is None:
+            return self.organization(req)
         et = self.types.get(m.group(1)) if m else None
         if et is None:
             raise ODataError(404, "", f"Resource not found for the segment '{rest.split('(')[0]}'.")
         if "$expand" in req.query:
             raise bad_request("$expand is not supported by the emulator.")
+        self.check_read(req, et.td.logical, et.name)
         if m.group(2) is not None:
             return self.single(req, et, m.group(2))
         return self.collection(req, et)
+
+    def check_read(self, req: Request, logical: str, schema: str) -> None:
+        """403 when the signed-in identity's security role lacks Read on the table (the
+        platform's PrivilegeDenied, -2147220960; the status code is [unverified])."""
+        if logical in getattr(self.host, "read_denied", ()):
+            privilege = stable_guid("privilege", f"prvRead{schema}")
+            raise ODataError(403, "-2147220960", "SecLib::CheckPrivilege failed. Returned hr = -2147220960 "
+                             f"on UserId: {req.user_id} and PrivilegeId: {privilege}")
+
+    def organization(self, req: Request) -> Response:
+        """``OrganizationSet``: the one organization (its id and name; the emulator serves no
+        other column of it, and lists it in no ``$metadata``)."""
+        self.check_read(req, "organization", "Organization")
+        row = {"OrganizationId": ORGANIZATION_ID, "Name": ORG_NAME}
+        names = parse_select(req.query["$select"]) if "$select" in req.query else list(row)
+        for name in names:
+            if name not in row:
+                raise bad_request(f"No property '{name}' exists in type '{NS}.Organization' at position 0.")
+        top = _whole(req.query, "$top")
+        uri = f"{self.service_url}/OrganizationSet(guid'{ORGANIZATION_ID}')"
+        entries = [] if top == 0 else [{"__metadata": {"uri": uri, "type": f"{NS}.Organization"},
+                                        **{n: row[n] for n in names}}]
+        if not v2.wants_json(req.headers.get("accept", "")):
+            props = [[(n, "Edm.Guid" if n == "OrganizationId" else "Edm.String", row[n]) for n in names]
+                     for _ in entries]
+            return 200, self.headers(v2.ATOM_CONTENT_TYPE), v2.atom_feed(
+                "OrganizationSet", f"{self.service_url}/OrganizationSet",
+                [(uri, f"{NS}.Organization", p) for p in props], None, self.store.clock)
+        return 200, self.headers(v2.JSON_CONTENT_TYPE), v2.page([v2.dumps(e) for e in entries], None)
 
     def service_document(self, req: Request) -> Response:
         names = sorted(self.types)

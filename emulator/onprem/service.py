@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..core.service import NOT_FOUND, Request, Response, Service
-from ..dataverse.service import DataverseService
+from ..dataverse.service import DataverseService, privilege_denied
 from ..identity import user_object_id
 from ..identity.ntlm import CHALLENGES
 from ..odata import ODataError
@@ -86,6 +86,12 @@ class OnPremDataverse(DataverseService):
             return 401, self.headers(None) + CHALLENGES, b""
         return None
 
+    def check_read(self, req: Request, logical: str, schema: str, otc: int, display: str) -> None:
+        """The Windows account's role (``host.read_denied``), or an AD FS application's."""
+        if req.principal is None and logical in getattr(self.host, "read_denied", ()):
+            raise privilege_denied(req.user_id or "", logical, schema, otc, display)
+        super().check_read(req, logical, schema, otc, display)
+
     def total_count(self, req: Request, base: str, rest: str) -> Response:
         if "/api/data/v8." in base:
             raise ODataError(404, "0x8006088a",
@@ -104,6 +110,14 @@ class OnPremDataverse(DataverseService):
             allowed = [a for a in allowed if a not in absent]
             d = {k: v for k, v in d.items() if k not in absent}
         return DataverseService._project(d, select, allowed, type_name)
+
+
+def add_windows_user(store: Store, account: str) -> None:
+    """The Windows account as the organization's user (``DOMAIN\\user``; its id is WhoAmI's)."""
+    name = account.rpartition("\\")[2].partition("@")[0]
+    store.insert("systemuser", {"systemuserid": user_object_id(account), "domainname": account,
+                                "fullname": name, "firstname": None, "lastname": name,
+                                "isdisabled": False, "accessmode": 0})
 
 
 def drop_online_only_tables(store: Store, server_version: str, rows: dict[str, int]) -> None:

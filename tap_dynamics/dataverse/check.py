@@ -30,19 +30,23 @@ from tap_dynamics.errors import (
 )
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tap_dynamics.auth import TokenProvider
     from tap_dynamics.config import Settings
 
 LOGGER = logging.getLogger("tap-dynamics")
 
 
-def probe_org(settings: Settings) -> None:
+def probe_org(settings: Settings, base: str | None = None) -> None:
     """Make sure ``url`` is a reachable Dynamics org before any credential is used.
 
     Dataverse answers an unauthenticated Web API request with 401 and a ``WWW-Authenticate:
     Bearer authorization_uri=…`` challenge; anything else means the URL is not an org.
+    ``base``: another root to ask (on-premises, the OData v2 endpoint every version has).
     """
-    target = f"{settings.api_base}/"
+    base = base or settings.api_base
+    target = f"{base}/"
     try:
         response = requests.get(
             target,
@@ -66,7 +70,7 @@ def probe_org(settings: Settings) -> None:
             msg = (
                 f"{settings.url} does not look like an on-premises Dynamics server with Windows "
                 f"sign-in (HTTP {response.status_code} without an NTLM/Negotiate challenge at "
-                f"{settings.api_base}/) — set url to the organization's URL, e.g. "
+                f"{base}/) — set url to the organization's URL, e.g. "
                 "https://crm.contoso.com/contoso, and check api_version"
             )
             raise ConnectionProblem(msg)
@@ -157,26 +161,76 @@ def probe_tables(client: DataverseClient, settings: Settings) -> TableAccess:
     entities = select_entities(
         metadata_guard(list_entities, client), settings.entities, settings.exclude_entities
     )
-    access = TableAccess(total=len(entities))
+    probes = [(e.logical_name, client.url(e.entity_set, {"$select": e.primary_id, "$top": "1"})) for e in entities]
+    return read_probes(client, settings, probes)
 
-    def probe(entity: EntityInfo) -> ServiceError | None:
-        url = client.url(entity.entity_set, {"$select": entity.primary_id, "$top": "1"})
+
+def read_probes(client: DataverseClient, settings: Settings, probes: list[tuple[str, str]]) -> TableAccess:
+    """GET each (table, url) of ``probes``, ``max_concurrency`` at a time: what could be read."""
+    access = TableAccess(total=len(probes))
+
+    def probe(table_url: tuple[str, str]) -> ServiceError | None:
+        table, url = table_url
         try:
-            client.get_json(url, table=entity.logical_name)
+            client.get_json(url, table=table)
         except ServiceError as exc:
             return exc
         return None
 
     with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
-        outcomes = list(pool.map(probe, entities))
-    for entity, error in zip(entities, outcomes, strict=True):
+        outcomes = list(pool.map(probe, probes))
+    for (table, _url), error in zip(probes, outcomes, strict=True):
         if error is None:
             access.readable += 1
         elif error.status == 403:  # PrivilegeDenied (0x80040220, "is missing prvRead…")
-            access.denied.append(entity.logical_name)
+            access.denied.append(table)
         else:
-            access.failed[entity.logical_name] = error
+            access.failed[table] = error
     return access
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a check found out: the organisation's name, the user's id (if known), the tables,
+    and which endpoint it read (said after the URL, when a server has two)."""
+
+    name: str
+    user_id: str | None
+    access: TableAccess
+    where: str = ""
+
+
+def check_client(settings: Settings, tokens: TokenProvider | None) -> DataverseClient:
+    """The check's own client: its short retry budget must not become the sync's."""
+    client = DataverseClient(settings, tokens or build_token_provider(settings))
+    client.MAX_ATTEMPTS = CHECK_ATTEMPTS
+    return client
+
+
+def web_api_findings(client: DataverseClient, settings: Settings) -> Findings:
+    """``WhoAmI``, the organisation's name, the tables (the Web API's way)."""
+    whoami, _ = client.get_json(client.url("WhoAmI"))
+    if not isinstance(whoami, dict):
+        whoami = {}
+    user_id = whoami.get("UserId")
+    return Findings(_org_name(client, whoami), str(user_id) if user_id else None, probe_tables(client, settings))
+
+
+def report(settings: Settings, tokens: TokenProvider, find: Callable[[], Findings]) -> str:
+    """Run ``find`` and return the success line; raise a one-line error otherwise."""
+    try:
+        found = find()
+    except ServiceUnavailable:
+        raise
+    except ServiceError as exc:
+        # A 4xx or a redirect: the service answered, and a person must change something.
+        raise ConnectionProblem(str(exc)) from None
+    suffix = f", user id {found.user_id}" if found.user_id else ""
+    line = f"{found.name} ({settings.url}{found.where}) as {tokens.identity()}{suffix}; {found.access.describe()}"
+    error = found.access.error(line)
+    if error is not None:
+        raise error
+    return f"connection available: {line}"
 
 
 def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
@@ -187,23 +241,5 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
     the sync's.
     """
     probe_org(settings)
-    client = DataverseClient(settings, tokens or build_token_provider(settings))
-    client.MAX_ATTEMPTS = CHECK_ATTEMPTS
-    try:
-        whoami, _ = client.get_json(client.url("WhoAmI"))
-        if not isinstance(whoami, dict):
-            whoami = {}
-        name = _org_name(client, whoami)
-        access = probe_tables(client, settings)
-    except ServiceUnavailable:
-        raise
-    except ServiceError as exc:
-        # A 4xx or a redirect: the service answered, and a person must change something.
-        raise ConnectionProblem(str(exc)) from None
-    user_id = whoami.get("UserId")
-    suffix = f", user id {user_id}" if user_id else ""
-    line = f"{name} ({settings.url}) as {client.tokens.identity()}{suffix}; {access.describe()}"
-    error = access.error(line)
-    if error is not None:
-        raise error
-    return f"connection available: {line}"
+    client = check_client(settings, tokens)
+    return report(settings, client.tokens, lambda: web_api_findings(client, settings))

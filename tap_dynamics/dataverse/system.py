@@ -7,7 +7,9 @@ import typing as t
 from tap_dynamics.dataverse.check import connection_check
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
 from tap_dynamics.dataverse.discovery import discover_streams
+from tap_dynamics.config.dataverse import WEB_API
 from tap_dynamics.onprem.odata2 import is_odata2, open_client
+from tap_dynamics.onprem.v2check import onprem_check
 from tap_dynamics.onprem.v2streams import discover_v2_streams
 
 if t.TYPE_CHECKING:
@@ -58,7 +60,10 @@ class Dataverse:
         return fetch_totals(client, names)
 
     def connection_check(self, settings: Settings, tokens: t.Any | None) -> str:
-        """See :mod:`.check`."""
+        """See :mod:`.check`; on-premises without a Web API version set (the endpoint yet to be
+        decided, or the OData v2 one), :mod:`tap_dynamics.onprem.v2check`."""
+        if settings.dataverse.on_premises and settings.dataverse.endpoint != WEB_API:
+            return onprem_check(settings, tokens)
         return connection_check(settings, tokens)
 
 

@@ -229,8 +229,11 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 def v2_datetime(value: t.Any) -> str | None:
     """An OData v2 ``/Date(<ms since the epoch, UTC>[±hhmm])/`` as ISO-8601 UTC (None stays None).
 
-    Whole seconds as ``2012-01-01T00:00:00Z`` (how the Web API writes them, so both compare and
-    sort as text the same way); milliseconds, when a value has them, are kept.
+    Always to the whole second, ``2012-01-01T00:00:00Z``: that is how the Web API writes the same
+    value (CRM keeps date-times to the second), and one fixed width is what makes values sort as
+    text the way they sort in time (``…00.500Z`` would sort before ``…00Z``: '.' < 'Z'), which
+    the cursor's sort check and bookmark rely on. A fraction, should a server send one, is cut
+    off rather than rounded: an inclusive ``ge`` bookmark of the cut value still takes the row.
     """
     if value is None:
         return None
@@ -238,10 +241,7 @@ def v2_datetime(value: t.Any) -> str | None:
     if match is None:
         msg = f"{str(value)[:40]!r} is not an OData v2 /Date(…)/ value"
         raise ValueError(msg)
-    ms = int(match.group(1))
-    moment = _EPOCH + dt.timedelta(milliseconds=ms)
-    if ms % 1000:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    moment = _EPOCH + dt.timedelta(seconds=int(match.group(1)) // 1000)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -162,12 +162,17 @@ class V2CursorQueries(DataverseCursorQueries):
         return stream.client.url(stream.path, options)
 
 
+def fetch_tables(client: DataverseClient) -> list[V2Table]:
+    """The endpoint's tables, from its ``$metadata`` (EDMX)."""
+    body, _ = client.get_json(client.url("$metadata"), decoder=RawBody("xml"))
+    return parse_edmx(body)
+
+
 def discover_v2_streams(
     tap: t.Any, settings: Settings, client: DataverseClient, run: RunContext, input_catalog: t.Any
 ) -> list[Stream]:
     """One stream per table of the v2 ``$metadata`` (the input catalog's, when given)."""
-    body, _ = client.get_json(client.url("$metadata"), decoder=RawBody("xml"))
-    tables = parse_edmx(body)
+    tables = fetch_tables(client)
     if input_catalog is not None:
         by_name = {table.entity.logical_name: table for table in tables}
         chosen = []
@@ -189,4 +194,4 @@ def discover_v2_streams(
     return streams
 
 
-__all__ = ["PAGE_SIZE", "V2CursorQueries", "V2EntityStream", "discover_v2_streams", "v2_literal"]
+__all__ = ["PAGE_SIZE", "V2CursorQueries", "V2EntityStream", "discover_v2_streams", "fetch_tables", "v2_literal"]
