@@ -13,8 +13,8 @@ import math
 import random
 import threading
 
-from . import generate as G  # noqa: N812 - the module's functions read as G.generate
 from ..odata.filter import row_datetime
+from . import generate as G  # noqa: N812 - the module's functions read as G.generate
 from .rows import Rec, TableStore
 from .schema import BASE_EPOCH, CURRENCY_NAME, ORG_NAME, Attr
 from .tables import all_tables

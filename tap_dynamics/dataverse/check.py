@@ -19,7 +19,7 @@ import requests
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.discovery import metadata_guard
-from tap_dynamics.dataverse.metadata import EntityInfo, list_entities, select_entities
+from tap_dynamics.dataverse.metadata import list_entities, select_entities
 from tap_dynamics.engine.retry import CHECK_ATTEMPTS
 from tap_dynamics.errors import (
     ConnectionProblem,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_dynamics.config.dataverse import WEB_API
 from tap_dynamics.dataverse.check import connection_check
 from tap_dynamics.dataverse.client import DataverseClient, fetch_totals
 from tap_dynamics.dataverse.discovery import discover_streams
-from tap_dynamics.config.dataverse import WEB_API
 from tap_dynamics.onprem.odata2 import is_odata2, open_client
 from tap_dynamics.onprem.v2check import onprem_check
 from tap_dynamics.onprem.v2streams import discover_v2_streams
