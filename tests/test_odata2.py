@@ -210,9 +210,14 @@ def test_check_reads_the_v2_endpoint_of_a_server_without_web_api(make_onprem) ->
 
 def test_check_names_the_endpoint_it_chose_and_test_flag(make_onprem) -> None:
     web = make_onprem({"account": 3, "contact": 1, "systemuser": 1}, tls=False, server_version="9.1")
-    run = run_command(["check"], {**web.tap_config(), "entities": ["account"]})
+    web.read_denied = {"contact"}  # the same role on both endpoints
+    [user] = [r for r in web.rows("systemuser") if r["domainname"] == web.username]
+    run = run_command(["check"], {**web.tap_config(), "entities": ["account", "contact"]})
     assert run.returncode == 0, run.stderr
-    assert f"({web.server_url}, Web API v9.1) as Windows account" in run.stdout
+    assert run.stdout.strip() == (
+        f"connection available: Contoso Emulated ({web.server_url}, Web API v9.1) as Windows account "
+        f"{web.username}, user id {user['systemuserid']}; can read 1 of 2 tables — no read privilege on: "
+        f"contact {FIX}")  # WhoAmI's UserId is the account's systemuser row
     explicit = run_command(["check"], {**web.tap_config(), "entities": ["account"], "api_version": "2011"})
     assert explicit.returncode == 0, explicit.stderr
     assert f"({web.server_url}, OData v2 endpoint) as Windows account" in explicit.stdout

@@ -17,6 +17,9 @@ sign-in or AD FS bearer tokens. As the reference (§3.1) describes it:
   ``StateCode/Value eq 0``); ``$orderby`` on the entity's own properties; ``$format`` and
   ``$inlinecount`` are refused.
 - ``$metadata`` is EDMX 1.0 / CSDL 2008-09 with the CRM complex types.
+- No functions (no ``WhoAmI``): a client finds its user in ``SystemUserSet`` (``DomainName``)
+  and the organization's name in ``OrganizationSet``; a table the signed-in identity's role may
+  not read (``host.read_denied``) answers 403 with the platform's PrivilegeDenied.
 """
 
 from __future__ import annotations
