@@ -2,7 +2,7 @@
 
 Online (``crm_version`` CRMOnline) is an https org URL signed in to through Entra ID; on-premises
 (CRM2011+: CRM 2016 and later, which have the Web API) may carry the organization in the URL
-path, tops out at Web API v9.1, signs in with Windows (NTLM) or AD FS, and may use plain http
+path, tops out at Web API v9.1, signs in with Windows (NTLM or Kerberos) or AD FS, and may use plain http
 with ``allow_http``. Which combinations are allowed is declared in :data:`DATAVERSE_RULES`; the
 URL's shape (which part is wrong, and what a CRM 2011 OData v2 URL means) is checked in code.
 """
@@ -73,7 +73,7 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         description=(
             "CRMOnline: Dynamics 365 / Dataverse online (the default for the Azure schemes). "
             "CRM2011+: an on-premises server with the Web API (CRM 2016 or later; the default "
-            "for auth_scheme NTLM and ADFS)"
+            "for auth_scheme NTLM, Kerberos and ADFS)"
         ),
     ),
     th.Property(
@@ -82,7 +82,7 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         default=False,
         title="Allow http://",
         description=(
-            "On-premises (auth_scheme NTLM or ADFS) only: accept a plain http:// org URL. Every row "
+            "On-premises (auth_scheme NTLM, Kerberos or ADFS) only: accept a plain http:// org URL. Every row "
             "then crosses the network unencrypted; use it only on a network you trust. Never "
             "allowed with the Azure schemes"
         ),
@@ -113,8 +113,8 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
                     "x-error": (
                         "setting 'crm_version' is 'CRM2011+' (on-premises) but auth_scheme is "
                         "{auth_scheme}, which signs in to the Microsoft cloud — for an on-premises "
-                        "server set auth_scheme NTLM (username and password) or ADFS (an AD FS "
-                        "application); for Dynamics 365 online set crm_version CRMOnline"
+                        "server set auth_scheme NTLM (username and password), Kerberos or ADFS (an "
+                        "AD FS application); for Dynamics 365 online set crm_version CRMOnline"
                     ),
                 },
                 "api_version": {"enum": list(ON_PREMISES_API_VERSIONS)},
@@ -125,7 +125,11 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
         "else": {
             "properties": {
                 "auth_scheme": {
-                    "allOf": [_online_refuses("NTLM", "Windows (NTLM)"), _online_refuses("ADFS", "AD FS")]
+                    "allOf": [
+                        _online_refuses("NTLM", "Windows (NTLM)"),
+                        _online_refuses("Kerberos", "Windows (Kerberos)"),
+                        _online_refuses("ADFS", "AD FS"),
+                    ]
                 },
                 "api_version": {"enum": list(API_VERSIONS)},
             },
@@ -134,7 +138,7 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
         },
     },
     {
-        # Plain http only where no Entra token travels: NTLM resists replay, AD FS tokens are
+        # Plain http only where no Entra token travels: NTLM and Kerberos resist replay, AD FS tokens are
         # the deployment's own; access tokens for the Microsoft cloud must never go unencrypted.
         "if": {"properties": {"allow_http": {"const": True}}, "required": ["allow_http"]},
         "then": {
@@ -144,7 +148,7 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
                     "x-error": (
                         "setting 'allow_http' is true but auth_scheme is {auth_scheme}: access "
                         "tokens for the Microsoft cloud must never travel unencrypted — remove "
-                        "allow_http (it is only for on-premises servers with auth_scheme NTLM or ADFS)"
+                        "allow_http (it is only for on-premises servers with auth_scheme NTLM, Kerberos or ADFS)"
                     ),
                 },
             },
