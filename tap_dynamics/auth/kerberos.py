@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import sys
 import threading
 import typing as t
@@ -179,6 +180,8 @@ class KerberosSignIn:
         who, code = self.principal, error_code(exc)
         realm = who.rpartition("@")[2] if "@" in who else "the default realm"
         source = self.auth.source
+        if source == "the default ticket cache" and os.environ.get("KRB5CCNAME"):
+            source = f"the ticket cache {os.environ['KRB5CCNAME']} (KRB5CCNAME)"
         messages: dict[int, str] = {
             PREAUTH_FAILED: (
                 f"the KDC rejected the password of {who} (KDC_ERR_PREAUTH_FAILED) — check "
@@ -235,6 +238,8 @@ class KerberosSignIn:
         }
         messages[BAD_INTEGRITY] = messages[PREAUTH_FAILED].replace("KDC_ERR_PREAUTH_FAILED", "KRB_AP_ERR_BAD_INTEGRITY")
         messages[REALM_CANT_RESOLVE] = messages[KDC_UNREACHABLE]
+        if code == CC_NOTFOUND and not self.auth.username:
+            code = FCC_NOFILE  # no principal named: the cache has no ticket at all
         text = messages.get(code) if code is not None else None
         if text is None:
             if isinstance(exc, spnego.exceptions.CredentialsExpiredError):
