@@ -140,6 +140,25 @@ def test_check_command_names_the_principal(make_site, realm: KerberosRealm, krb_
     assert f"as Kerberos principal {realm.principal}" in run.stdout + run.stderr
 
 
+def test_a_server_that_cannot_prove_its_identity_is_refused(make_site, realm: KerberosRealm,
+                                                             krb_env: dict[str, str]) -> None:
+    emu = make_site(rows={"account": 5, "contact": 1, "systemuser": 1})
+    emu.kerberos.mutual = False  # the 200 carries no AP-REP: no proof it holds the service key
+    run = run_tap({**emu.tap_config(), "username": realm.principal, "password": PASSWORD,
+                   "entities": ["account"]}, env=krb_env)
+    assert run.returncode == 2
+    [line] = error_lines(run.stderr)
+    assert line == (
+        f"tap-dynamics: error: {emu.server_url} accepted the Kerberos ticket but sent no "
+        "mutual-authentication token (WWW-Authenticate: Negotiate …): it could not prove it is the "
+        "service HTTP/localhost — refusing its answer (is a proxy between the tap and the Dynamics "
+        "server answering in its place?)"
+    )
+    assert run.records("account") == []
+    # The replay cache of the site is its own (in the emulator's directory), and it was used.
+    assert Path(emu.kerberos.replay_cache).exists()
+
+
 # --- NTLM falls back to Kerberos ------------------------------------------------------------------
 @pytest.mark.parametrize("username", [f"{USER}@{REALM.lower()}", f"TAPDYN\\{USER}"])
 def test_ntlm_falls_back_to_kerberos_when_the_server_offers_only_negotiate(
@@ -180,12 +199,13 @@ def test_ntlm_fallback_without_a_reachable_kdc_is_one_line(make_site, krb_env: d
 
 
 # --- one attempt, one line ------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme", ["Kerberos", "NTLM"])
 def test_wrong_password_is_one_line_exit_2_and_one_attempt_at_the_kdc(
-    make_site, realm: KerberosRealm, krb_env: dict[str, str]
+    make_site, realm: KerberosRealm, krb_env: dict[str, str], scheme: str
 ) -> None:
-    emu = make_site()
-    config = {**emu.tap_config(), "username": realm.principal, "password": "Wrong-Pa55word!guess",
-              "entities": list(TABLES), "max_concurrency": 8}
+    emu = make_site()  # NTLM: it falls back to Kerberos, so the KDC judges the password
+    config = {**emu.tap_config(), "auth_scheme": scheme, "username": realm.principal,
+              "password": "Wrong-Pa55word!guess", "entities": list(TABLES), "max_concurrency": 8}
     run = run_tap(config, env=krb_env)
     assert run.returncode == 2
     [line] = error_lines(run.stderr)
@@ -196,7 +216,7 @@ def test_wrong_password_is_one_line_exit_2_and_one_attempt_at_the_kdc(
     )
     # The KDC's own lockout counter saw exactly one failed attempt; no ticket reached the site.
     assert realm.failed_attempts() == 1
-    assert emu.kerberos_logons == [] and emu.refused_tickets == 0
+    assert emu.kerberos_logons == [] and emu.refused_tickets == 0 and emu.windows.refused_ntlm == 0
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,9 @@ the tickets and holds the user's password and failure count.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 from typing import Any
 
@@ -30,11 +33,21 @@ class KerberosAcceptor:
         self._lock = threading.Lock()
         self.logons: list[str] = []  # client principals signed in, one entry per connection
         self.failed = 0  # tickets refused
+        # False: the success carries no AP-REP, as when something other than the server (a
+        # proxy holding no service key) answers in its place; the client must refuse that.
+        self.mutual = True
+        # The replay cache (authenticators seen) is the site's own, not the machine's default.
+        self._dir = tempfile.mkdtemp(prefix="onprem-krb-")
+        self.replay_cache = os.path.join(self._dir, "rcache")
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _credentials(self) -> Any:
         import gssapi  # noqa: PLC0415 - only a Kerberos deployment needs the GSSAPI library
 
-        return gssapi.Credentials(usage="accept", store={b"keytab": self.keytab.encode()})
+        store = {b"keytab": self.keytab.encode(), b"rcache": f"file2:{self.replay_cache}".encode()}
+        return gssapi.Credentials(usage="accept", store=store)
 
     def accept(self, token: bytes) -> tuple[str, bytes | None]:
         """The client principal of a one-leg Kerberos handshake and the AP-REP to send back."""
@@ -56,4 +69,4 @@ class KerberosAcceptor:
             raise KerberosRefused("the Negotiate handshake needs more than one leg")
         with self._lock:
             self.logons.append(principal)
-        return principal, reply
+        return principal, reply if self.mutual else None

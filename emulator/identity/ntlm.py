@@ -64,6 +64,8 @@ class WindowsSignIn:
 
     def close(self) -> None:
         shutil.rmtree(self._store_dir, ignore_errors=True)
+        if self.kerberos is not None:
+            self.kerberos.close()
 
     def _write_user_file(self) -> None:
         domain, sep, user = self.username.partition("\\")
