@@ -280,7 +280,7 @@ def test_a_missing_gssapi_library_is_one_line(make_site, realm: KerberosRealm, k
     # The tap's own entry point, in a Python where the gssapi package cannot be imported.
     script = ("import sys; sys.modules['gssapi'] = None; sys.argv = ['tap-dynamics', '--config', sys.argv[1]]; "
               "from tap_dynamics.tap import cli; cli()")
-    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,  # noqa: S603
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
                             timeout=300, env=hermetic_env(krb_env))
     assert_no_secrets(result.stdout + result.stderr, config)
     assert result.returncode == 2

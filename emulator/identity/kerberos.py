@@ -44,15 +44,15 @@ class KerberosAcceptor:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _credentials(self) -> Any:
-        import gssapi  # noqa: PLC0415 - only a Kerberos deployment needs the GSSAPI library
+        import gssapi  # only a Kerberos deployment needs the GSSAPI library
 
         store = {b"keytab": self.keytab.encode(), b"rcache": f"file2:{self.replay_cache}".encode()}
         return gssapi.Credentials(usage="accept", store=store)
 
     def accept(self, token: bytes) -> tuple[str, bytes | None]:
         """The client principal of a one-leg Kerberos handshake and the AP-REP to send back."""
-        import gssapi  # noqa: PLC0415
-        import gssapi.exceptions  # noqa: PLC0415
+        import gssapi
+        import gssapi.exceptions
 
         try:
             context = gssapi.SecurityContext(creds=self._credentials(), usage="accept")

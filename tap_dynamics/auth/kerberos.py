@@ -39,11 +39,10 @@ import spnego
 import spnego.exceptions
 
 from tap_dynamics.auth.negotiate import (
+    ConnectionCredential,
     OriginLockedAuth,
     offered,
-    origin_of,
     scheme_token,
-    warn_if_plain_http,
 )
 from tap_dynamics.errors import AuthError, SecurityError, TapDynamicsError
 
@@ -316,20 +315,16 @@ class OriginLockedKerberosAuth(OriginLockedAuth):
             raise SecurityError(msg)
 
 
-class KerberosCredential:
+class KerberosCredential(ConnectionCredential[OriginLockedKerberosAuth]):
     """auth_scheme Kerberos: one sign-in per run, one handler per thread (its connections)."""
 
-    refreshable = False  # the same ticket or password again would only be refused again
+    scheme = "Kerberos"
     credential = "Windows (Kerberos) credentials"
 
     def __init__(self, auth: KerberosAuth, http: HttpOptions, resource: Resource) -> None:
+        super().__init__(http, resource)
         self.auth = auth
-        self.http = http
-        self.resource = resource
-        self.origin = origin_of(resource.audience)
-        self.signin = KerberosSignIn(auth, urlsplit(resource.audience).hostname or "")
-        self._local = threading.local()
-        warn_if_plain_http(resource.audience)
+        self.signin = KerberosSignIn(auth, self.host)
         missing = kerberos_library_missing()
         if missing is not None:  # before any request: nothing else can work
             msg = f"auth_scheme Kerberos needs the GSSAPI library: {missing} — {INSTALL_FIX}"
@@ -339,29 +334,13 @@ class KerberosCredential:
         """The principal, as configured (or where it comes from)."""
         return f"Kerberos principal {self.signin.principal}"
 
-    def token(self) -> str:
-        """There is none: Kerberos signs in each connection."""
-        msg = "auth_scheme Kerberos signs each connection in with a Kerberos ticket; it has no bearer token"
-        raise AuthError(msg)
-
-    def invalidate(self) -> None:
-        """Nothing to forget: the ticket is good until it expires, and a 401 is not retried."""
-
-    def _handler(self) -> OriginLockedKerberosAuth:
-        handler = getattr(self._local, "handler", None)
-        if handler is None:
-            handler = OriginLockedKerberosAuth(self.signin, self.origin)
-            self._local.handler = handler
-        return t.cast("OriginLockedKerberosAuth", handler)
-
-    def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
-        """No header: the request goes anonymously and the handler answers the 401 challenge."""
-        return self._handler()
+    @override
+    def new_handler(self) -> OriginLockedKerberosAuth:
+        return OriginLockedKerberosAuth(self.signin, self.origin)
 
     def rejected(self, origin: str) -> TapDynamicsError:
         """Not a Negotiate challenge (wrong kind of server), or the ticket was refused."""
-        handler = self._handler()
-        return kerberos_rejected(origin, handler, self.signin.principal)
+        return kerberos_rejected(origin, self.handler(), self.signin.principal)
 
 
 def kerberos_rejected(origin: str, handler: OriginLockedKerberosAuth, principal: str) -> TapDynamicsError:

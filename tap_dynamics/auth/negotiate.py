@@ -17,6 +17,7 @@ binding (Extended Protection); the schemes override only the answer to the chall
 from __future__ import annotations
 
 import logging
+import threading
 import typing as t
 from urllib.parse import urlsplit
 
@@ -24,7 +25,11 @@ import requests
 import spnego
 from requests_ntlm import HttpNtlmAuth
 
-from tap_dynamics.errors import SecurityError
+from tap_dynamics.errors import AuthError, SecurityError
+
+if t.TYPE_CHECKING:
+    from tap_dynamics.config.common import HttpOptions
+    from tap_dynamics.config.resource import Resource
 
 LOGGER = logging.getLogger("tap-dynamics.auth")
 
@@ -117,3 +122,50 @@ class OriginLockedAuth(HttpNtlmAuth):
         request = response.request.copy()
         request.headers[header] = value
         return response.connection.send(request, **args)
+
+
+H = t.TypeVar("H", bound=OriginLockedAuth)
+
+
+class ConnectionCredential(t.Generic[H]):
+    """What a Windows scheme is to the transport: no bearer token, and one handler per thread.
+
+    One handler per thread because each client thread has its own ``requests.Session`` (and so
+    its own connections, each signed in once), and a handler keeps per-handshake state. The
+    handler answers challenges only from the resource's origin.
+    """
+
+    refreshable = False  # a second try with the same password is one more failed logon in AD
+    scheme = ""  # the auth_scheme, for messages
+
+    def __init__(self, http: HttpOptions, resource: Resource) -> None:
+        self.http = http
+        self.resource = resource
+        self.origin = origin_of(resource.audience)
+        self.host = urlsplit(resource.audience).hostname or ""
+        self._local = threading.local()
+        warn_if_plain_http(resource.audience)
+
+    def token(self) -> str:
+        """There is none: the scheme signs in each connection."""
+        msg = f"auth_scheme {self.scheme} signs each connection in with Windows credentials; it has no bearer token"
+        raise AuthError(msg)
+
+    def invalidate(self) -> None:
+        """Nothing is cached beyond the signed-in connections (and a Kerberos ticket) themselves."""
+
+    def new_handler(self) -> H:
+        """This thread's handler; each scheme builds its own."""
+        raise NotImplementedError
+
+    def handler(self) -> H:
+        """The calling thread's handler, built on first use."""
+        handler = getattr(self._local, "handler", None)
+        if handler is None:
+            handler = self.new_handler()
+            self._local.handler = handler
+        return t.cast("H", handler)
+
+    def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
+        """No header: the request goes anonymously and the handler answers the 401 challenge."""
+        return self.handler()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import logging
 import sys
-import threading
 import typing as t
 from urllib.parse import urlsplit
 
@@ -37,11 +36,10 @@ from tap_dynamics.auth.kerberos import (
     kerberos_rejected,
 )
 from tap_dynamics.auth.negotiate import (
+    ConnectionCredential,
     OriginLockedAuth,
     offered,
-    origin_of,
     scheme_token,
-    warn_if_plain_http,
 )
 from tap_dynamics.config.windows import KerberosAuth
 from tap_dynamics.errors import AuthError, TapDynamicsError
@@ -144,55 +142,31 @@ class OriginLockedNtlmAuth(OriginLockedAuth):
         return third
 
 
-class WindowsCredential:
-    """auth_scheme NTLM: a Windows account's sign-in, one handler per thread.
+class WindowsCredential(ConnectionCredential[OriginLockedNtlmAuth]):
+    """auth_scheme NTLM: a Windows account's sign-in, one handler per thread."""
 
-    One handler per thread because each client thread has its own ``requests.Session`` (and so
-    its own connections, each signed in once), and a handler keeps per-handshake state. The
-    handler answers challenges only from the resource's origin.
-    """
-
-    refreshable = False  # a second try with the same password is one more failed logon in AD
+    scheme = "NTLM"
     credential = "Windows (NTLM) credentials"
 
     def __init__(self, auth: WindowsAuth, http: HttpOptions, resource: Resource) -> None:
+        super().__init__(http, resource)
         self.auth = auth
-        self.http = http
-        self.resource = resource
-        self.origin = origin_of(resource.audience)
-        self._local = threading.local()
         # For a server that offers only Negotiate: the same account, as a Kerberos principal.
         kerberos = KerberosAuth(username=kerberos_principal(auth.username), password=auth.password)
-        self.kerberos = KerberosSignIn(kerberos, urlsplit(resource.audience).hostname or "")
-        warn_if_plain_http(resource.audience)
+        self.kerberos = KerberosSignIn(kerberos, self.host)
 
     def identity(self) -> str:
         """The Windows account, as configured (DOMAIN\\user or user@domain)."""
         return f"Windows account {self.auth.username}"
 
-    def token(self) -> str:
-        """There is none: NTLM signs in each connection."""
-        msg = "auth_scheme NTLM signs each connection in with Windows credentials; it has no bearer token"
-        raise AuthError(msg)
-
-    def invalidate(self) -> None:
-        """Nothing is cached beyond the signed-in connections themselves."""
-
-    def _handler(self) -> OriginLockedNtlmAuth:
-        handler = getattr(self._local, "handler", None)
-        if handler is None:
-            fallback = OriginLockedKerberosAuth(self.kerberos, self.origin)
-            handler = OriginLockedNtlmAuth(self.auth.username, self.auth.password, self.origin, fallback)
-            self._local.handler = handler
-        return t.cast("OriginLockedNtlmAuth", handler)
-
-    def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
-        """No header: the request goes anonymously and the handler answers the 401 challenge."""
-        return self._handler()
+    @override
+    def new_handler(self) -> OriginLockedNtlmAuth:
+        fallback = OriginLockedKerberosAuth(self.kerberos, self.origin)
+        return OriginLockedNtlmAuth(self.auth.username, self.auth.password, self.origin, fallback)
 
     def rejected(self, origin: str) -> TapDynamicsError:
         """Not a Windows challenge (wrong kind of server), or the account was refused."""
-        handler = self._handler()
+        handler = self.handler()
         if handler.kerberos is not None and handler.kerberos.answered:
             return kerberos_rejected(origin, handler.kerberos, self.kerberos.principal)
         schemes = offered(handler.last_challenge)
