@@ -76,6 +76,7 @@ class KerberosRealm:
         self.user_keytab = self.root / "user.keytab"
         self.default_ccache = self.root / "default-ccache"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._dead: socket.socket | None = None
 
     @property
     def principal(self) -> str:
@@ -138,36 +139,29 @@ class KerberosRealm:
         )
         (self.root / "kadm5.acl").write_text("", encoding="utf-8")
 
-    def kadmin(self, query: str) -> str:
-        """Run one ``kadmin.local`` query against the realm's database; its output."""
-        result = subprocess.run(
-            [tool("kadmin.local"), "-r", REALM, "-q", query],
-            env=self._admin_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    def _run(self, argv: list[str], what: str, env: dict[str, str]) -> str:
+        """Run one Kerberos tool; its output, or a loud failure with what it said."""
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0 or "error" in result.stderr.lower():
-            msg = f"kadmin.local {query.split()[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+            msg = f"{what} failed: {result.stderr.strip() or result.stdout.strip()}"
             raise RuntimeError(msg)
         return result.stdout
 
+    def kadmin(self, query: str) -> str:
+        """Run one ``kadmin.local`` query against the realm's database; its output."""
+        return self._run([tool("kadmin.local"), "-r", REALM, "-q", query], f"kadmin.local {query.split()[0]}",
+                         self._admin_env())
+
     def start(self) -> KerberosRealm:
         self.port = _free_port()
-        self.dead_port = _free_port()
+        # The unreachable realm's "KDC": a TCP port held bound but never listening (connections
+        # are refused at once, and nothing else can take the port while the realm lives).
+        self._dead = socket.socket()
+        self._dead.bind(("127.0.0.1", 0))
+        self.dead_port = self._dead.getsockname()[1]
         self._write_config()
-        created = subprocess.run(
-            [tool("kdb5_util"), "create", "-s", "-r", REALM, "-P", "throw-away-master-key"],
-            env=self._admin_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if created.returncode != 0:
-            msg = f"kdb5_util could not create the realm: {created.stderr.strip()}"
-            raise RuntimeError(msg)
+        self._run([tool("kdb5_util"), "create", "-s", "-r", REALM, "-P", "throw-away-master-key"],
+                  "kdb5_util create (the realm's database)", self._admin_env())
         self.kadmin(f"addpol -maxfailure {LOCKOUT_AFTER} -failurecountinterval 0 -lockoutduration 0 lockout")
         self.kadmin(f"addprinc -policy lockout -pw {PASSWORD} {self.principal}")
         self.kadmin(f"addprinc -randkey {self.service_principal}")
@@ -224,17 +218,8 @@ class KerberosRealm:
 
     def kinit_from_keytab(self, ccache: Path) -> None:
         """Put a ticket of the user into ``ccache`` the way an operator does (``kinit -k -t``)."""
-        result = subprocess.run(
-            [tool("kinit"), "-k", "-t", str(self.user_keytab), "-c", f"FILE:{ccache}", self.principal],
-            env={**os.environ, **self.env()},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            msg = f"kinit -k failed: {result.stderr.strip()}"
-            raise RuntimeError(msg)
+        self._run([tool("kinit"), "-k", "-t", str(self.user_keytab), "-c", f"FILE:{ccache}", self.principal],
+                  "kinit -k", {**os.environ, **self.env()})
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -246,4 +231,6 @@ class KerberosRealm:
                 self.proc.wait()
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
+        if self._dead is not None:
+            self._dead.close()
         shutil.rmtree(self.root, ignore_errors=True)
