@@ -255,6 +255,25 @@ def test_sign_in_errors_are_one_line(make_site, realm: KerberosRealm, tmp_path: 
     assert emu.kerberos_logons == [] and realm.failed_attempts() == 0
 
 
+def test_a_refused_ticket_is_one_line_after_one_handshake(make_emulator, realm: KerberosRealm,
+                                                           krb_env: dict[str, str]) -> None:
+    # A server that offers Negotiate but cannot use the ticket (here: one without Kerberos).
+    emu = make_emulator({"account": 5, "contact": 1, "systemuser": 1}, kind=OnPremEmulator)
+    url = emu.tap_config()["url"].replace("://127.0.0.1:", "://localhost:")
+    config = {**emu.tap_config(), "auth_scheme": "Kerberos", "url": url, "username": realm.principal,
+              "password": PASSWORD, "entities": ["account"], "max_concurrency": 8}
+    run = run_tap(config, env=krb_env)
+    assert run.returncode == 2
+    [line] = error_lines(run.stderr)
+    origin = url.rsplit("/", 1)[0]
+    assert line == (
+        f"tap-dynamics: error: {origin} refused the Kerberos ticket of {realm.principal} (HTTP 401 "
+        "after the Negotiate handshake) — check that the account is a user of the Dynamics "
+        "organization and that HTTP/localhost is registered for the account the web site runs as"
+    )
+    assert emu.windows_logons == [] and emu.failed_logons == 0
+
+
 def test_a_host_without_a_service_principal_is_one_line(make_site, realm: KerberosRealm,
                                                          krb_env: dict[str, str]) -> None:
     emu = make_site(rows={"account": 5, "contact": 1, "systemuser": 1})

@@ -126,7 +126,10 @@ class KerberosSignIn:
     def __init__(self, auth: KerberosAuth, host: str) -> None:
         self.auth = auth
         self.host = host
-        self.principal = auth.username or ("the keytab's principal" if auth.keytab else "the ticket cache's principal")
+        # Who signs in, for messages: the principal, or where the tap takes it from.
+        self.principal = auth.username or (
+            f"the first principal of {auth.keytab}" if auth.keytab else "the principal of the ticket cache"
+        )
         self._lock = threading.RLock()  # fail() is called with and without it held
         self._template: spnego.ContextProxy | None = None
         self._failure: TapDynamicsError | None = None
