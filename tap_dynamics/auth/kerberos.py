@@ -104,6 +104,18 @@ def kerberos_library_missing() -> str | None:
     return None
 
 
+def kerberos_errors() -> tuple[type[BaseException], ...]:
+    """What GSSAPI, krb5 and SSPI raise through pyspnego for a refused or impossible sign-in
+    (anything else is a bug, and stays a traceback)."""
+    errors: list[type[BaseException]] = [spnego.exceptions.SpnegoError, OSError]  # OSError: SSPI
+    try:
+        import gssapi.raw  # optional: only auth_scheme Kerberos needs it
+        import krb5
+    except ImportError:
+        return tuple(errors)
+    return (*errors, gssapi.raw.GSSError, krb5.Krb5Error)
+
+
 def error_code(exc: BaseException) -> int | None:
     """The Kerberos error code inside a pyspnego, GSSAPI or krb5 exception, if any."""
     base = getattr(exc, "base_error", None) or exc  # pyspnego wraps the GSSAPI error
@@ -133,7 +145,6 @@ class KerberosSignIn:
         self._lock = threading.RLock()  # fail() is called with and without it held
         self._template: spnego.ContextProxy | None = None
         self._failure: TapDynamicsError | None = None
-        self.attempts = 0  # credential acquisitions started (a password: AS exchanges)
 
     def context(self) -> spnego.ContextProxy:
         """A fresh initiator context for one connection, from the run's one credential."""
@@ -147,7 +158,6 @@ class KerberosSignIn:
                         f"auth_scheme Kerberos needs the GSSAPI library: {missing} — {INSTALL_FIX}"
                     )
                     raise self._failure
-                self.attempts += 1
                 try:
                     self._template = spnego.client(
                         self._credentials(),
@@ -156,7 +166,7 @@ class KerberosSignIn:
                         protocol="kerberos",
                         context_req=spnego.ContextReq.mutual_auth | spnego.ContextReq.sequence_detect,
                     )
-                except Exception as exc:
+                except kerberos_errors() as exc:
                     raise self.fail(exc) from None
             return self._template.new_context()
 
@@ -282,7 +292,7 @@ class OriginLockedKerberosAuth(OriginLockedAuth):
         bindings = self.channel_bindings(response)
         try:
             ticket = context.step(channel_bindings=bindings) if bindings else context.step()
-        except Exception as exc:
+        except kerberos_errors() as exc:
             raise self.signin.fail(exc) from None
         self.release(response)
         self.answered = True
