@@ -66,7 +66,7 @@ __all__ = ["DEFAULT_ADFS_CLIENT", "DEFAULT_ADFS_SECRET", "DEFAULT_ORG", "DEFAULT
 
 
 class OnPremEmulator(DataverseHost):
-    """An on-premises server: Windows (NTLM) sign-in, organization in the path, optional http."""
+    """An on-premises server: Windows (NTLM/Kerberos) sign-in, organization in the path, optional http."""
 
     service_classes: ClassVar[tuple[type[Service], ...]] = (OnPremDataverse, Adfs, IisSite)
 
