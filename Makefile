@@ -9,28 +9,40 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@command -v krb5-config >/dev/null 2>&1 || { echo "The venv builds python-gssapi (auth_scheme Kerberos) against MIT Kerberos: run make test-deps (as root), or install libkrb5-dev and gcc" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]' 'meltano~=4.4'
 	touch $(STAMP)
 
-## test-deps: system packages the tests need: a PostgreSQL server (Debian's postgresql package),
-## installed with apt-get when missing (as root); the tests start their own throw-away server
+## test-deps: system packages the tests need, installed with apt-get when missing (as root): a
+## PostgreSQL server (postgresql) and an MIT Kerberos KDC with its admin and client tools
+## (krb5-kdc, krb5-admin-server, krb5-user) — the tests start their own throw-away server and
+## KDC — plus what the venv needs to build python-gssapi for auth_scheme Kerberos (libkrb5-dev,
+## gcc, and python3-dev when the interpreter has no headers)
 test-deps:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+	@missing=""; \
+	{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	for pair in krb5kdc:krb5-kdc kadmin.local:krb5-admin-server kinit:krb5-user krb5-config:libkrb5-dev gcc:gcc; do \
+		cmd=$${pair%%:*}; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $${pair#*:}"; \
+	done; \
+	$(PYTHON) -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+		|| missing="$$missing python3-dev"; \
+	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "Installing the PostgreSQL server (Debian package postgresql) for the tests..."; \
+		echo "Installing the Debian packages the tests need:$$missing"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	else \
-		echo "The tests need PostgreSQL's server binaries (initdb, postgres): install your distribution's postgresql package (Debian/Ubuntu: sudo apt-get install postgresql)" >&2; \
+		echo "The tests need these system packages:$$missing — install them (Debian/Ubuntu: sudo apt-get install$$missing)" >&2; \
 		exit 1; \
 	fi
 
 ## test: type-check tap_dynamics/ (mypy, config in pyproject.toml), then run the whole suite
 ## (unit, emulator integration, Meltano end to end, PostgreSQL, Airflow)
-test: venv test-deps
+test: test-deps venv
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

@@ -3,6 +3,7 @@
     python -m emulator --port 0 --rows account=200000 --rows contact=1000 \
         --latency-ms 300 --seed 42
     python -m emulator --onprem --onprem-http      # on-premises server, NTLM, plain http
+    python -m emulator --onprem --onprem-keytab http.keytab   # Kerberos only (HTTP/localhost)
 
 Prints one JSON line with the connection details to stdout, serves until SIGTERM/SIGINT and
 prints request/page statistics to stderr on exit.
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     onprem.add_argument("--onprem", action="store_true",
                         help="serve an on-premises server: NTLM sign-in, /{org}/api/data/v8.0-v9.1")
     onprem.add_argument("--onprem-http", action="store_true", help="on-premises over plain http://")
+    onprem.add_argument("--onprem-keytab", metavar="PATH",
+                        help="Kerberos sign-in (NTLM off): tickets for HTTP/localhost verified with this "
+                             "keytab, issued by your KDC")
     onprem.add_argument("--onprem-version", default="9.1",
                         choices=("5.0", "6.0", "6.1", "7.0", "7.1", "8.0", "8.1", "8.2", "9.0", "9.1"),
                         help="the server's newest Web API version (5.0-7.1: CRM 2011-2015, no Web API, "
@@ -90,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.onprem:
         emu = OnPremEmulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms, port=args.port,
                              org_tables=args.tables, clones=clones, latency_scope=args.latency_scope,
-                             tls=not args.onprem_http, server_version=args.onprem_version, **knobs).start()
+                             tls=not args.onprem_http, server_version=args.onprem_version,
+                             auth="kerberos" if args.onprem_keytab else "ntlm", keytab=args.onprem_keytab,
+                             **knobs).start()
         info = {"org_url": emu.org_url, "tap_config": emu.tap_config(),
                 "control_url": emu.server_url + "/_emulator/", "rows": rows}
         return _serve(emu, info)

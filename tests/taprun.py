@@ -17,13 +17,14 @@ TAP = str(Path(sys.executable).parent / "tap-dynamics")
 
 # What a tap process started by the tests must never inherit from whoever runs them: a proxy
 # (the emulator is on loopback), a managed-identity endpoint (MSAL would use it), the tap's or
-# Meltano's own settings, or a CA bundle that would change which certificates are trusted.
+# Meltano's own settings, a CA bundle that would change which certificates are trusted, or the
+# caller's Kerberos configuration and tickets (KRB5_CONFIG, KRB5CCNAME, KRB5_KTNAME, ...).
 SCRUBBED_NAMES = frozenset(
     name
     for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
     for name in (base, base.lower())
 ) | {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
-SCRUBBED_PREFIXES = ("TAP_DYNAMICS_", "MELTANO_", "TARGET_DUCKDB_", "IDENTITY_", "MSI_", "IMDS_", "MSAL_")
+SCRUBBED_PREFIXES = ("TAP_DYNAMICS_", "MELTANO_", "TARGET_DUCKDB_", "IDENTITY_", "MSI_", "IMDS_", "MSAL_", "KRB5")
 
 
 def scrubbed(name: str) -> bool:
