@@ -4,39 +4,49 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-deps demo bench bench-discovery bench-faults clean
+.PHONY: venv test test-deps build-deps apt-install demo bench bench-discovery bench-faults clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@command -v krb5-config >/dev/null 2>&1 || { echo "The venv builds python-gssapi (auth_scheme Kerberos) against MIT Kerberos: run make test-deps (as root), or install libkrb5-dev and gcc" >&2; exit 1; }
+$(STAMP): pyproject.toml | build-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]' 'meltano~=4.4'
 	touch $(STAMP)
 
-## test-deps: system packages the tests need, installed with apt-get when missing (as root): a
-## PostgreSQL server (postgresql) and an MIT Kerberos KDC with its admin and client tools
-## (krb5-kdc, krb5-admin-server, krb5-user) — the tests start their own throw-away server and
-## KDC — plus what the venv needs to build python-gssapi for auth_scheme Kerberos (libkrb5-dev,
-## gcc, and python3-dev when the interpreter has no headers)
-test-deps:
+## build-deps: what the venv needs to build python-gssapi (auth_scheme Kerberos) against MIT
+## Kerberos — libkrb5-dev, gcc, and python3-dev when the interpreter has no headers — installed
+## with apt-get when missing (as root), so that `make demo` works on a fresh machine too
+build-deps:
 	@missing=""; \
-	{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
-	for pair in krb5kdc:krb5-kdc kadmin.local:krb5-admin-server kinit:krb5-user krb5-config:libkrb5-dev gcc:gcc; do \
-		cmd=$${pair%%:*}; \
-		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $${pair#*:}"; \
+	for pair in krb5-config:libkrb5-dev gcc:gcc; do \
+		cmd=$${pair%%:*}; command -v $$cmd >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
 	done; \
 	$(PYTHON) -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 		|| missing="$$missing python3-dev"; \
-	if [ -z "$$missing" ]; then \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
+
+## test-deps: system packages the tests need, installed with apt-get when missing (as root): a
+## PostgreSQL server (postgresql) and an MIT Kerberos KDC with its admin and client tools
+## (krb5-kdc, krb5-admin-server, krb5-user) — the tests start their own throw-away server and KDC
+test-deps: build-deps
+	@missing=""; \
+	{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	for pair in krb5kdc:krb5-kdc kadmin.local:krb5-admin-server kinit:krb5-user; do \
+		cmd=$${pair%%:*}; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $${pair#*:}"; \
+	done; \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
+
+apt-install:
+	@if [ -z "$(strip $(PACKAGES))" ]; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "Installing the Debian packages the tests need:$$missing"; \
+		echo "Installing Debian packages:$(PACKAGES)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(PACKAGES); \
 	else \
-		echo "The tests need these system packages:$$missing — install them (Debian/Ubuntu: sudo apt-get install$$missing)" >&2; \
+		echo "Missing system packages:$(PACKAGES) — install them (Debian/Ubuntu: sudo apt-get install$(PACKAGES))" >&2; \
 		exit 1; \
 	fi
 
