@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import typing as t
 
-from tap_dynamics.config.system import DATAVERSE
+from tap_dynamics.config.system import DATAVERSE, GRAPH
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -62,6 +62,7 @@ class System(t.Protocol):
 # system name -> module whose ``SYSTEM`` implements System
 _MODULES: dict[str, str] = {
     DATAVERSE: "tap_dynamics.dataverse.system",
+    GRAPH: "tap_dynamics.graph.system",
 }
 
 

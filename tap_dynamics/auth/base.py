@@ -67,8 +67,8 @@ class BearerCredential:
     def rejected(self, origin: str) -> TapDynamicsError:
         """A fresh token refused: the token is for another org or tenant than ``origin``."""
         msg = (
-            f"Dataverse rejected a freshly issued token (401) for {origin} — check that "
-            "url is the org the app has access to and that the token's tenant is the org's tenant"
+            f"{self.resource.service} rejected a freshly issued token (401) for {origin} — check that "
+            "url is the service the app has access to and that the token's tenant is its tenant"
         )
         return AuthError(msg)
 

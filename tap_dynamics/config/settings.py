@@ -39,6 +39,7 @@ from tap_dynamics.config.common import (
     start_date_setting,
     verify_setting,
 )
+from tap_dynamics.config.clouds import CLOUD_PROPERTIES, prepare_cloud
 from tap_dynamics.config.connection import merge_connection_string
 from tap_dynamics.config.dataverse import (
     DATAVERSE_EXPLAINERS,
@@ -48,10 +49,12 @@ from tap_dynamics.config.dataverse import (
     load_dataverse,
     prepare_dataverse,
 )
+from tap_dynamics.config.graph import GRAPH_PROPERTIES, GRAPH_RULES, load_graph
 from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.system import (
     DATAVERSE,
     EDITIONS,
+    GRAPH,
     SYSTEM_PROPERTIES,
     for_editions,
     prepare_system,
@@ -64,8 +67,11 @@ from tap_dynamics.errors import ConfigError
 # or on-premises) first, then what the chosen auth_scheme needs — the order a person fixes them.
 CONFIG_SCHEMA: dict[str, t.Any] = {
     "type": "object",
-    "properties": {**SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES},
-    "allOf": [for_editions(DATAVERSE, DATAVERSE_RULES), *AUTH_RULES],
+    "properties": {
+        **SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES,
+        **CLOUD_PROPERTIES, **GRAPH_PROPERTIES,
+    },
+    "allOf": [for_editions(DATAVERSE, DATAVERSE_RULES), *AUTH_RULES, for_editions(GRAPH, GRAPH_RULES)],
 }
 _MESSAGES: dict[str, dict[str, str]] = {**AUTH_MESSAGES, **COMMON_MESSAGES}
 _EXPLAINERS: dict[str, Explainer] = {**AUTH_EXPLAINERS, **DATAVERSE_EXPLAINERS}
@@ -93,6 +99,7 @@ class SystemSettings(t.Protocol):
 # Each system's setting group, built from the schema-checked config (its rules already held).
 _SYSTEM_LOADERS: dict[str, t.Callable[[t.Mapping[str, t.Any]], SystemSettings]] = {
     DATAVERSE: load_dataverse,
+    GRAPH: load_graph,
 }
 
 
@@ -215,8 +222,10 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     merged = normalise(merge_connection_string(config), CONFIG_SCHEMA)
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
     prepare_system(merged)  # before the rules: they branch on edition
-    if merged["edition"] in EDITIONS and system_of(merged) == DATAVERSE:
+    system = system_of(merged) if merged["edition"] in EDITIONS else None
+    if system == DATAVERSE:
         prepare_dataverse(merged)
+    prepare_cloud(merged, graph=system == GRAPH)  # the cloud's login (and Graph) host
     check(merged, CONFIG_SCHEMA, _MESSAGES, _EXPLAINERS)
     return merged
 
