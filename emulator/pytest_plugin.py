@@ -41,3 +41,22 @@ def make_emulator() -> Iterator[Callable[..., Any]]:
     finally:
         for emu in started:
             emu.stop()
+
+
+@pytest.fixture
+def make_graph_emulator() -> Iterator[Callable[..., Any]]:
+    """A started Office 365 tenant (:class:`~emulator.graph.GraphEmulator`), stopped at teardown."""
+    from .graph import GraphEmulator
+
+    started: list[GraphEmulator] = []
+
+    def factory(**kw: Any) -> GraphEmulator:
+        emu = GraphEmulator(**kw).start()
+        started.append(emu)
+        return emu
+
+    try:
+        yield factory
+    finally:
+        for emu in started:
+            emu.stop()

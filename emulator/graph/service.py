@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-import secrets
+import hashlib
 import threading
 import time
 import urllib.parse
@@ -115,6 +115,7 @@ class GraphService(Service):
         self.directory = directory
         self.identity = identity
         self.sequences: dict[str, Sequence] = {}
+        self._starts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.in_flight: dict[str, int] = {}
         self.max_per_mailbox = 0
@@ -254,9 +255,14 @@ class GraphService(Service):
         return out
 
     # ------------------------------------------------------------ sequences and pages
-    def start(self, seq: Sequence) -> str:
-        sid = secrets.token_urlsafe(12)
+    def start(self, seq: Sequence, req: Request) -> str:
+        """Register a sequence; its id depends only on the request that started it and how often
+        that request came before, so that the fault pipeline's per-URL decisions (a hash of the
+        URL) are the same in every run whatever the threads' order."""
         with self._lock:
+            n = self._starts.get(req.target, 0)
+            self._starts[req.target] = n + 1
+            sid = base64.urlsafe_b64encode(hashlib.sha256(f"{req.target}|{n}".encode()).digest()[:12]).decode()
             self.sequences[sid] = seq
         return sid
 
@@ -322,7 +328,7 @@ class GraphService(Service):
         token = req.query.get("$skiptoken")
         if token is None:
             seq = Sequence("list", collection, entries, select, 0, {})
-            sid, pos = self.start(seq), 0
+            sid, pos = self.start(seq, req), 0
         else:
             seq, pos = self.resume(token)
             sid = _decode(token)[0]
@@ -369,7 +375,7 @@ class GraphService(Service):
                     member_changes = {}
         entries = self.delta_entries(ids, member_changes, select)
         seq = Sequence("delta", collection, entries, select, until, {})
-        return self.delta_page(seq, self.start(seq), 0, size, base, collection)
+        return self.delta_page(seq, self.start(seq, req), 0, size, base, collection)
 
     def delta_entries(self, ids: list[str], member_changes: dict[str, list[str]],
                       select: list[str] | None) -> list[tuple[str, Any]]:
@@ -468,9 +474,9 @@ class GraphService(Service):
         seq = Sequence("events", collection, [("event", i) for i in ids], None, until, {**window, "user": user})
         if not delta:
             top = int(req.query.get("$top", size))
-            rows, next_link = self.page_of(seq, self.start(seq), 0, top, base)
+            rows, _ = self.page_of(seq, self.start(seq, req), 0, top, base)
             return self.json({"@odata.context": self.context("events", None), "value": rows})
-        return self.events_page(seq, self.start(seq), 0, size, base)
+        return self.events_page(seq, self.start(seq, req), 0, size, base)
 
     def events_page(self, seq: Sequence, sid: str, pos: int, size: int, base: str) -> Response:
         rows, next_link = self.page_of(seq, sid, pos, size, base + "$skiptoken=")
