@@ -1,7 +1,7 @@
 """Microsoft Graph v1.0: directory collections, delta queries, memberships and calendar views.
 
 - collections (``/v1.0/users`` …): ``$select`` checked against the entity type, ``$top`` within
-  the collection's bounds (users 1–999; 500 with ``signInActivity``), opaque ``$skiptoken``
+  the collection's bounds (users 1-999; 500 with ``signInActivity``), opaque ``$skiptoken``
   next links that keep the caller's other query pieces verbatim; ``domains``,
   ``organization``, ``subscribedSkus`` and ``directoryRoles`` do not page and refuse ``$top``;
 - delta (``/v1.0/<collection>/delta``): ``$top``/``$orderby``/``$expand`` refused; pages end
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 import hashlib
+import re
 import threading
 import time
 import urllib.parse
@@ -208,7 +208,7 @@ class GraphService(Service):
         self.require(collection)
         delta = len(parts) == 2
         if delta and collection not in m.DELTA_COLLECTIONS:
-            raise ODataError(400, "BadRequest", f"Resource not found for the segment 'delta'.")
+            raise ODataError(400, "BadRequest", "Resource not found for the segment 'delta'.")
         if delta:
             return self.delta(req, collection)
         select = self.select(req, collection)
@@ -455,7 +455,7 @@ class GraphService(Service):
         else:
             for option in ("startDateTime", "endDateTime"):
                 if option not in req.query:
-                    raise ODataError(400, "ErrorInvalidParameter", f"This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.")
+                    raise ODataError(400, "ErrorInvalidParameter", "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.")
             try:
                 window = {k: _utc(req.query[v]) for k, v in (("start", "startDateTime"), ("end", "endDateTime"))}
             except ValueError:

@@ -15,7 +15,12 @@ import typing as t
 from tap_dynamics.errors import ConfigError
 from tap_dynamics.graph.events import EventsStream
 from tap_dynamics.graph.resources import BY_STREAM, RESOURCES
-from tap_dynamics.graph.streams import DirectoryStream, GraphStream, GroupMembersStream, stream_schema
+from tap_dynamics.graph.streams import (
+    DirectoryStream,
+    GraphStream,
+    GroupMembersStream,
+    stream_schema,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence

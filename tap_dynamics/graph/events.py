@@ -233,7 +233,7 @@ class EventsStream(GraphStream):
                 put(("done", user, mailbox.get(DELTA_LINK_KEY)))
             except ServiceError as exc:
                 put(("failed", user, exc))
-            except BaseException as exc:  # noqa: BLE001 - surfaces in the stream's thread
+            except BaseException as exc:
                 put(("crashed", user, exc))
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox")

@@ -214,7 +214,7 @@ def type_schema(kind: str, many: bool = False) -> dict[str, t.Any]:
         raise KeyError(msg)
     if not many:
         return one
-    item = {k: v for k, v in one.items()}
+    item = dict(one)
     item["type"] = [x for x in one["type"] if x != "null"]
     return {"type": ["array", "null"], "items": item}
 

@@ -23,7 +23,12 @@ from __future__ import annotations
 import typing as t
 
 from tap_dynamics.engine import override
-from tap_dynamics.engine.replication import DELETED_AT, DELETED_AT_SCHEMA, DeltaStrategy, FullTableStrategy
+from tap_dynamics.engine.replication import (
+    DELETED_AT,
+    DELETED_AT_SCHEMA,
+    DeltaStrategy,
+    FullTableStrategy,
+)
 from tap_dynamics.engine.stream import PagedStream
 from tap_dynamics.errors import ConfigError, ServiceError
 from tap_dynamics.graph.policy import GraphDelta, GroupMembersDelta, is_denied, permission_denied
