@@ -20,7 +20,6 @@ own (a connection check may pass a smaller one without changing the sync's).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import threading
@@ -43,6 +42,7 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
+from tap_dynamics.engine.slots import ResourceSlots
 from tap_dynamics.engine.wire import connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
@@ -136,9 +136,9 @@ class HttpTransport:
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        # The service's own cap per resource (Outlook: 4 requests at a time per mailbox), taken
-        # before a global slot so that a request waiting for its mailbox holds no global slot.
-        self._key_slots: dict[str, threading.BoundedSemaphore] = {}
+        # The service's own cap per resource (Outlook: 4 at a time per mailbox), taken before a
+        # global slot so that a request waiting for its mailbox holds no global slot.
+        self._resource_slots = ResourceSlots(policy.per_key_limit)
         # Run-wide pause: a 429 (or a nearly spent budget) holds back every thread, because
         # the services' limits are per user, not per request.
         self.pause = RunPause(policy.service_name, self.MAX_PACE)
@@ -189,17 +189,6 @@ class HttpTransport:
             if sizer is None or sizer.requested != requested:
                 sizer = self._sizers[table] = PageSizer(requested)
             return sizer
-
-    def key_slot(self, url: str) -> t.ContextManager[t.Any]:
-        """The slot of ``url``'s resource under the policy's per-resource cap (or none)."""
-        key = self.policy.concurrency_key(url)
-        if key is None:
-            return contextlib.nullcontext()
-        with self._stats_lock:
-            slot = self._key_slots.get(key)
-            if slot is None:
-                slot = self._key_slots[key] = threading.BoundedSemaphore(self.policy.per_key_limit)
-        return slot
 
     def server_time(self) -> dt.datetime:
         """The server's time now (its last ``Date`` header plus the seconds since)."""
@@ -343,7 +332,7 @@ class HttpTransport:
         if headers:
             request_headers.update(headers)
         try:
-            with self.key_slot(url), self._slots:
+            with self._resource_slots.hold(self.policy.concurrency_key(url)), self._slots:
                 # The token request (when one is due) is an HTTP request too: it counts against
                 # the in-flight cap like everything else.
                 auth = self.tokens.prepare(request_headers)
