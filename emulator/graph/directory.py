@@ -177,3 +177,20 @@ class Directory:
                 else:
                     member_changes.setdefault(change.object_id, {})[change.member_id] = None
         return list(order), {group: list(ids) for group, ids in member_changes.items()}
+
+    def truth(self) -> dict[str, Any]:
+        """What a full sync must hold, per stream name (and the ids the demo changes)."""
+        with self.lock:
+            names = {"users": "users", "groups": "groups", "devices": "devices", "applications": "applications",
+                     "servicePrincipals": "service_principals", "directoryRoles": "directory_roles"}
+            out: dict[str, Any] = {stream: len(self.objects[c]) for c, stream in names.items()}
+            out.update({name: len(rows) for name, rows in (("domains", self.static["domains"]),
+                        ("organization", self.static["organization"]), ("subscribed_skus", self.static["subscribedSkus"]))})
+            out["group_members"] = sum(len(members) for members in self.members.values())
+            now = dt.datetime.now(dt.timezone.utc)  # the events stream's default window
+            start, end = (m.iso(now - dt.timedelta(days=365))[:19], m.iso(now + dt.timedelta(days=180))[:19])
+            out["events"] = sum(1 for events in self.events.values() for row in events.values()
+                                if start <= row["start"]["dateTime"][:19] < end)
+            out["user_ids"] = sorted(self.objects["users"])
+            out["memberships"] = sorted([g, u] for g, members in self.members.items() for u in members)
+            return out

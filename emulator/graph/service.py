@@ -178,6 +178,8 @@ class GraphService(Service):
         if parts == ["graph", "stats"] and method == "GET":
             return 200, json, orjson.dumps({"max_per_mailbox": self.max_per_mailbox,
                                             "mailbox_requests": self.mailbox_requests})
+        if parts == ["graph", "truth"] and method == "GET":
+            return 200, json, orjson.dumps(self.directory.truth())
         if parts == ["graph", "change"] and method == "POST":
             op = data.pop("op")
             result = getattr(self.directory, op)(**data)
