@@ -319,3 +319,22 @@ def test_a_graph_host_of_another_cloud_names_the_fix(make_graph_emulator) -> Non
     run = run_command(["check"], config)
     assert run.returncode == 2
     assert "AADSTS500011" in run.stderr and "azure_environment" in run.stderr
+
+
+def test_sign_in_activity_is_opt_in_and_read_in_full_500_per_page(make_graph_emulator) -> None:
+    emu = make_graph_emulator(counts={"users": 1200})
+    config = {**emu.tap_config(), "entities": ["users"], "opt_in_properties": ["users.signInActivity"]}
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    records = [m["record"] for m in _messages(run, "RECORD", "users")]
+    assert {r["id"] for r in records} == _truth(emu, "users") and len(records) == 1200
+    assert all(r["signInActivity"]["lastSignInDateTime"] for r in records)
+    assert len(_messages(run, "ACTIVATE_VERSION", "users")) == 2  # a full table read, as a version
+    pages = [q for q in emu.query_log() if q[0] == "/v1.0/users"]
+    assert len(pages) == 3 and "$top=500" in pages[0][1] and "signInActivity" in pages[0][1]
+    emu.deny("AuditLog.Read.All")
+    denied = run_tap(config)
+    assert denied.returncode == 2
+    assert "User.Read.All and AuditLog.Read.All (for the opt-in signInActivity)" in denied.stderr
+    plain = run_tap({**emu.tap_config(), "entities": ["users"]})  # without the opt-in: no such column
+    assert plain.returncode == 0 and "signInActivity" not in plain.schemas()["users"]["schema"]["properties"]

@@ -193,8 +193,15 @@ class GraphStream(PagedStream):
                 yield from FullTableStrategy(self, prefer=None, required=("id",)).pages(self.list_url())
         except ServiceError as exc:
             if is_denied(exc):
-                raise permission_denied(self.name, self.resource.permission, exc) from None
+                raise permission_denied(self.name, self.permission, exc) from None
             raise
+
+    @property
+    def permission(self) -> str:
+        """The application permission(s) this read needs, as the 403 message names them."""
+        if "signInActivity" in self.selected_columns():
+            return f"{self.resource.permission} and AuditLog.Read.All (for the opt-in signInActivity)"
+        return self.resource.permission
 
     @override
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
