@@ -338,3 +338,21 @@ def test_sign_in_activity_is_opt_in_and_read_in_full_500_per_page(make_graph_emu
     assert "User.Read.All and AuditLog.Read.All (for the opt-in signInActivity)" in denied.stderr
     plain = run_tap({**emu.tap_config(), "entities": ["users"]})  # without the opt-in: no such column
     assert plain.returncode == 0 and "signInActivity" not in plain.schemas()["users"]["schema"]["properties"]
+
+
+def test_settings_are_mirrored_in_meltano_and_the_readme() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from tap_dynamics.config import CONFIG_SCHEMA
+
+    root = Path(__file__).resolve().parent.parent
+    plugins = yaml.safe_load((root / "meltano.yml").read_text())["plugins"]["extractors"]
+    tap = next(p for p in plugins if p["name"] == "tap-dynamics")
+    office = next(p for p in plugins if p["name"] == "tap-office365")
+    assert office["inherit_from"] == "tap-dynamics" and office["config"]["edition"] == "Office365"
+    declared = set(CONFIG_SCHEMA["properties"])
+    assert declared <= {s["name"] for s in tap["settings"]}
+    assert declared <= set(re.findall(r"^\| `(\w+)` \|", (root / "README.md").read_text(), re.M))
