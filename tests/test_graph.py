@@ -213,26 +213,49 @@ def test_expired_delta_token_is_rebaselined(make_graph_emulator) -> None:
     assert {r["id"] for r in (m["record"] for m in _messages(second, "RECORD", "groups"))} == _truth(emu, "groups")
 
 
-def test_interrupted_initial_read_resumes_from_its_next_link(make_graph_emulator) -> None:
-    emu = make_graph_emulator(counts={"users": 300}, graph_delta_page_size=40, graph_replay_every=0)
+def _run_killed(config: dict, tmp_path, stream: str, after_pages: int) -> tuple[list[dict], dict]:
+    """Run the tap and SIGKILL it at its ``after_pages``-th STATE holding an in-flight next link."""
+    import json
+    import signal
+    import subprocess
+
+    from tests.taprun import TAP, hermetic_env, write_json
+
+    argv = [TAP, "--config", write_json(tmp_path, "config.json", config)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=hermetic_env())  # noqa: S603
+    assert proc.stdout is not None
+    messages: list[dict] = []
+    seen = 0
+    for line in proc.stdout:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            break  # a line cut by the kill
+        messages.append(message)
+        if message["type"] == "STATE" and message["value"]["bookmarks"].get(stream, {}).get("next_link"):
+            seen += 1
+            if seen == after_pages:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait()
+    assert seen == after_pages, "the run finished before the kill point"
+    return messages, next(m["value"] for m in reversed(messages) if m["type"] == "STATE")
+
+
+def test_killed_initial_read_resumes_from_its_next_link(make_graph_emulator, tmp_path) -> None:
+    # Slow pages: the kill lands where the STATE that triggers it says, not pages later.
+    emu = make_graph_emulator(counts={"users": 300}, graph_delta_page_size=40, latency_ms=150,
+                              latency_scope="pages")
     config = {**emu.tap_config(), "entities": ["users"]}
-    first = run_tap(config)
-    assert first.returncode == 0, first.stderr
-    # The state a run killed after its third page left: the in-flight nextLink.
-    states = [m["value"] for m in _messages(first, "STATE") if m["value"]["bookmarks"]["users"].get("next_link")]
-    killed = states[3]
-    emitted = set()
-    for message in first.messages:
-        if message["type"] == "RECORD":
-            emitted.add(message["record"]["id"])
-        if message["type"] == "STATE" and message["value"] == killed:
-            break
+    messages, state = _run_killed(config, tmp_path, "users", after_pages=3)
+    emitted = {m["record"]["id"] for m in messages if m["type"] == "RECORD"}
+    assert state["bookmarks"]["users"]["phase"] == "initial" and "delta_link" not in state["bookmarks"]["users"]
     emu.reset_stats()
-    resumed = run_tap(config, state=killed)
+    resumed = run_tap(config, state=state)
     assert resumed.returncode == 0, resumed.stderr
     rest = {m["record"]["id"] for m in _messages(resumed, "RECORD", "users")}
     assert emitted | rest == _truth(emu, "users")
-    assert not emitted & rest  # it went on from the next link, not from the start
+    assert len(rest) < 300  # it went on from the next link, not from the start
     first_request = emu.query_log()[0]
     assert first_request[0] == "/v1.0/users/delta" and first_request[1].startswith("$skiptoken=")
     assert "$deltatoken=" in resumed.last_state["bookmarks"]["users"]["delta_link"]
