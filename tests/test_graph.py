@@ -379,3 +379,25 @@ def test_settings_are_mirrored_in_meltano_and_the_readme() -> None:
     declared = set(CONFIG_SCHEMA["properties"])
     assert declared <= {s["name"] for s in tap["settings"]}
     assert declared <= set(re.findall(r"^\| `(\w+)` \|", (root / "README.md").read_text(), re.M))
+
+
+def test_discovery_and_catalog_selection(make_graph_emulator) -> None:
+    from tests.taprun import select_streams
+
+    emu = make_graph_emulator()
+    discovered = run_tap(emu.tap_config(), "--discover")
+    assert discovered.returncode == 0, discovered.stderr
+    catalog = discovered.catalog
+    streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
+    assert set(streams) == {"users", "groups", "group_members", "devices", "applications", "service_principals",
+                            "directory_roles", "domains", "organization", "subscribed_skus", "events"}
+    assert streams["group_members"]["key_properties"] == ["group_id", "member_id"]
+    assert streams["events"]["key_properties"] == ["user_id", "id"]
+    run = run_tap(emu.tap_config(), catalog=select_streams(catalog, ["groups", "domains"]))
+    assert run.returncode == 0, run.stderr
+    assert {m["stream"] for m in _messages(run, "RECORD")} == {"groups", "domains"}
+    assert [q for q in emu.query_log() if "users" in q[0]] == []
+    globbed = run_tap({**emu.tap_config(), "entities": ["group*"], "exclude_entities": ["groups"]})
+    assert {m["stream"] for m in _messages(globbed, "RECORD")} == {"group_members"}
+    typo = run_tap({**emu.tap_config(), "entities": ["user"]})
+    assert typo.returncode == 2 and "no Microsoft Graph stream (similar: users)" in typo.stderr
