@@ -10,7 +10,7 @@ import pytest
 
 from tap_dynamics.config import load_settings
 from tap_dynamics.errors import ConfigError
-from tests.taprun import run_command, run_tap
+from tests.taprun import run_command, run_killed, run_tap
 
 APP = {
     "tenant_id": "11111111-2222-3333-4444-555555555555",
@@ -213,41 +213,13 @@ def test_expired_delta_token_is_rebaselined(make_graph_emulator) -> None:
     assert {r["id"] for r in (m["record"] for m in _messages(second, "RECORD", "groups"))} == _truth(emu, "groups")
 
 
-def _run_killed(config: dict, tmp_path, stream: str, after_pages: int) -> tuple[list[dict], dict]:
-    """Run the tap and SIGKILL it at its ``after_pages``-th STATE holding an in-flight next link."""
-    import json
-    import signal
-    import subprocess
-
-    from tests.taprun import TAP, hermetic_env, write_json
-
-    argv = [TAP, "--config", write_json(tmp_path, "config.json", config)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=hermetic_env())  # noqa: S603
-    assert proc.stdout is not None
-    messages: list[dict] = []
-    seen = 0
-    for line in proc.stdout:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            break  # a line cut by the kill
-        messages.append(message)
-        if message["type"] == "STATE" and message["value"]["bookmarks"].get(stream, {}).get("next_link"):
-            seen += 1
-            if seen == after_pages:
-                proc.send_signal(signal.SIGKILL)
-                break
-    proc.wait()
-    assert seen == after_pages, "the run finished before the kill point"
-    return messages, next(m["value"] for m in reversed(messages) if m["type"] == "STATE")
-
-
-def test_killed_initial_read_resumes_from_its_next_link(make_graph_emulator, tmp_path) -> None:
+def test_killed_initial_read_resumes_from_its_next_link(make_graph_emulator) -> None:
     # Slow pages: the kill lands where the STATE that triggers it says, not pages later.
     emu = make_graph_emulator(counts={"users": 300}, graph_delta_page_size=40, latency_ms=150,
                               latency_scope="pages")
     config = {**emu.tap_config(), "entities": ["users"]}
-    messages, state = _run_killed(config, tmp_path, "users", after_pages=3)
+    pages = iter(range(1, 100))
+    messages, state = run_killed(config, lambda v: bool(v["bookmarks"].get("users", {}).get("next_link")) and next(pages) == 3)
     emitted = {m["record"]["id"] for m in messages if m["type"] == "RECORD"}
     assert state["bookmarks"]["users"]["phase"] == "initial" and "delta_link" not in state["bookmarks"]["users"]
     emu.reset_stats()

@@ -153,6 +153,17 @@ class Settings:
         return HttpOptions(self.verify, self.request_timeout)
 
     @property
+    def transport(self) -> dict[str, t.Any]:
+        """The keywords every system's transport takes from the settings (origin lock, timeout,
+        trust anchor, in-flight cap)."""
+        return {
+            "origin": self.url,
+            "timeout": self.request_timeout,
+            "verify": self.verify,
+            "max_concurrency": self.max_concurrency,
+        }
+
+    @property
     def system(self) -> str:
         """Which system the run reads (``dataverse``, …): see :mod:`tap_dynamics.config.system`."""
         return EDITIONS[self.edition]

@@ -32,15 +32,7 @@ class DataverseClient(HttpTransport):
         tokens: TokenProvider,
         on_retry: Callable[[str | None, float], None] | None = None,
     ) -> None:
-        super().__init__(
-            DataversePolicy(settings.api_base),
-            tokens,
-            origin=settings.url,
-            timeout=settings.request_timeout,
-            verify=settings.verify,
-            max_concurrency=settings.max_concurrency,
-            on_retry=on_retry,
-        )
+        super().__init__(DataversePolicy(settings.api_base), tokens, on_retry=on_retry, **settings.transport)
         self.settings = settings
 
 

@@ -30,15 +30,7 @@ class GraphClient(HttpTransport):
         tokens: TokenProvider,
         on_retry: Callable[[str | None, float], None] | None = None,
     ) -> None:
-        super().__init__(
-            GraphPolicy(settings.api_base),
-            tokens,
-            origin=settings.url,
-            timeout=settings.request_timeout,
-            verify=settings.verify,
-            max_concurrency=settings.max_concurrency,
-            on_retry=on_retry,
-        )
+        super().__init__(GraphPolicy(settings.api_base), tokens, on_retry=on_retry, **settings.transport)
         self.settings = settings
 
     @property
