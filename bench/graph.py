@@ -6,7 +6,7 @@
   allows) next to the floors measured in the same run, as for Dataverse: (a) a bare requests +
   orjson client following the same pages, (b) the same writing each row as a JSON line.
 * ``events-300ms``: the ``events`` stream for N mailboxes at 300 ms per page: wall time against
-  the bound pages × 300 ms ÷ max_concurrency, and the caps measured by the emulator — requests in
+  the bound pages x 300 ms / max_concurrency, and the caps measured by the emulator — requests in
   flight at once over everything (≤ max_concurrency) and per mailbox (≤ 4, Outlook's limit).
 
 Each tap run and each floor is its own process (CPU and peak RSS belong to it); the emulator runs
@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import requests
 
-from bench.run import PY, TAP, Measure, median, print_table, summarize, timed
+from bench.run import PY, TAP, Measure, print_table, summarize, timed
 
 MAX_CONCURRENCY = 8
 

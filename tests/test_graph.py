@@ -123,6 +123,7 @@ def test_first_run_reads_every_stream_exactly(make_graph_emulator) -> None:
     assert warehouse.ids("users") == _truth(emu, "users")
     assert warehouse.ids("groups") == _truth(emu, "groups")
     assert warehouse.ids("group_members") == _memberships(emu)
+    assert {row["member_type"] for _, row in warehouse.tables["group_members"].values()} == {"user"}
     assert warehouse.ids("directory_roles") == _truth(emu, "directoryRoles")
     assert [len(warehouse.ids(s)) for s in ("domains", "organization", "subscribed_skus")] == [1, 1, 1]
     # replays (the same object on a later page) come again but are the same row in the target
@@ -259,6 +260,18 @@ def test_throttling_waits_retry_after(make_graph_emulator) -> None:
     assert {r["id"] for r in (m["record"] for m in _messages(run, "RECORD", "users"))} == _truth(emu, "users")
 
 
+def test_unavailable_waits_retry_after(make_graph_emulator) -> None:
+    emu = make_graph_emulator(error_5xx_rate=0.4, error_5xx_statuses=[503], error_5xx_retry_after=2, fault_seed=5)
+    run = run_tap({**emu.tap_config(), "entities": ["users", "groups", "devices"]})
+    assert run.returncode == 0, run.stderr
+    unavailable = [e for e in emu.faults.events if e.status == 503]
+    assert unavailable
+    for event in unavailable:
+        later = [a for a in emu.faults.arrivals[event.target] if a > event.at]
+        assert later and later[0] - event.at >= 2.0
+    assert {r["id"] for r in (m["record"] for m in _messages(run, "RECORD", "devices"))} == _truth(emu, "devices")
+
+
 # --- permissions and errors --------------------------------------------------------------------
 
 
@@ -305,7 +318,8 @@ def test_a_token_for_another_resource_is_refused_in_one_line(make_graph_emulator
     config.pop("client_secret")
     run = run_tap({**config, "entities": ["users"]})
     assert run.returncode == 2
-    assert "Microsoft Graph rejected" in run.stderr and "(401)" in run.stderr
+    assert "Microsoft Graph rejected the access token (401): it is for https://contoso.crm.dynamics.com" in run.stderr
+    assert "a token for the wrong resource" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_graph_host_of_another_cloud_names_the_fix(make_graph_emulator) -> None:

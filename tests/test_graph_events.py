@@ -121,3 +121,21 @@ def test_missing_calendar_permission_names_it(make_graph_emulator) -> None:
     assert run.returncode == 2
     assert "missing Microsoft Graph application permission Calendars.Read" in run.stderr
     assert len([m for m in run.messages if m["type"] == "RECORD" and m["stream"] == "users"]) >= 30
+
+
+def test_the_window_is_reanchored_when_a_week_old_or_changed(make_graph_emulator) -> None:
+    emu = make_graph_emulator(counts={"users": 5}, events_per_user=4)
+    config = {**emu.tap_config(), "entities": ["events"]}
+    first = run_tap(config)
+    state = first.last_state
+    window = state["bookmarks"]["events"]["window"]
+    assert (window["back"], window["forward"]) == (365, 180)
+    quiet = run_tap(config, state=state)  # same window: only changes (none)
+    assert _events(quiet) == []
+    old = dict(window, anchor="2020-01-01T00:00:00Z")
+    aged = {"bookmarks": {"events": {**state["bookmarks"]["events"], "window": old}}}
+    again = run_tap(config, state=aged)
+    assert {(r["user_id"], r["id"]) for r in _events(again)} == _truth(emu)  # every mailbox afresh
+    assert again.last_state["bookmarks"]["events"]["window"]["anchor"] != old["anchor"]
+    narrower = run_tap({**config, "events_window_days_back": 30}, state=state)
+    assert {(r["user_id"], r["id"]) for r in _events(narrower)} == _truth(emu, back=30)
