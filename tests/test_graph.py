@@ -387,3 +387,24 @@ def test_discovery_and_catalog_selection(make_graph_emulator) -> None:
     assert {m["stream"] for m in _messages(globbed, "RECORD")} == {"group_members"}
     typo = run_tap({**emu.tap_config(), "entities": ["user"]})
     assert typo.returncode == 2 and "no Microsoft Graph stream (similar: users)" in typo.stderr
+
+
+def test_certificate_and_managed_identity_sign_in_to_graph(make_graph_emulator, tmp_path) -> None:
+    from emulator.identity import MSI_CLIENT
+    from tests.test_auth import make_cert
+
+    emu = make_graph_emulator()
+    cert = make_cert(tmp_path, "graph")
+    app = "55555555-5555-4555-8555-555555555555"
+    emu.entra.register_app(app, "", certificate=cert["cert_pem"])
+    config = {**emu.tap_config(), "client_id": app, "certificate_path": cert["pem"], "entities": ["users"]}
+    config.pop("client_secret")
+    run = run_tap(config)
+    assert run.returncode == 0, run.stderr
+    assert {r["id"] for r in (m["record"] for m in _messages(run, "RECORD", "users"))} == _truth(emu, "users")
+    env = {"IDENTITY_ENDPOINT": f"{emu.authority_host}/msi/token", "IDENTITY_HEADER": emu.entra.msi_header}
+    msi = {"edition": "Office365", "url": emu.graph_url, "ca_bundle": emu.ca_path, "auth_scheme": "AzureMSI",
+           "authority_host": emu.authority_host}
+    check = run_command(["check"], msi, env=env)
+    assert check.returncode == 0, check.stderr
+    assert f"as managed identity {MSI_CLIENT}" in check.stdout and "cover 11 of 11 streams" in check.stdout

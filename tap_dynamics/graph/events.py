@@ -236,9 +236,11 @@ class EventsStream(GraphStream):
             except BaseException as exc:
                 put(("crashed", user, exc))
 
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox")
         users = list(self.users())
         self.counts["mailboxes"] = len(users)
+        for gone in set(mailboxes) - set(users):  # deleted users: their delta links go too
+            del mailboxes[gone]
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox")
         for user in users:
             pool.submit(read, user)
         rows: list[dict[str, t.Any]] = []
