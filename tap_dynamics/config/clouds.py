@@ -100,7 +100,7 @@ def prepare_cloud(config: dict[str, t.Any], *, graph: bool) -> None:
     are visible to every rule.
     """
     given = config.get("azure_environment")
-    name = given if given in CLOUDS else None
+    name = given if isinstance(given, str) and given in CLOUDS else None  # else the schema names it
     graph_cloud = cloud_of_graph(config.get("url")) if graph else None
     if name is not None and graph_cloud is not None and graph_cloud != name:
         msg = (

@@ -233,7 +233,8 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     merged = normalise(merge_connection_string(config), CONFIG_SCHEMA)
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
     prepare_system(merged)  # before the rules: they branch on edition
-    system = system_of(merged) if merged["edition"] in EDITIONS else None
+    edition = merged["edition"]
+    system = system_of(merged) if isinstance(edition, str) and edition in EDITIONS else None
     if system == DATAVERSE:
         prepare_dataverse(merged)
     prepare_cloud(merged, graph=system == GRAPH)  # the cloud's login (and Graph) host
