@@ -9,6 +9,8 @@ run exits with :data:`~tap_dynamics.errors.EXIT_STREAMS_FAILED`; problems a pers
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import typing as t
 from functools import cached_property
@@ -22,7 +24,7 @@ from tap_dynamics.auth import build_token_provider
 from tap_dynamics.catalog import catalog_entries, read_catalog, write_catalog
 from tap_dynamics.config import CONFIG_SCHEMA, Settings, load_settings, validate_config
 from tap_dynamics.engine import override
-from tap_dynamics.engine.run import RunContext
+from tap_dynamics.engine.run import OUTPUT_LOCK, RunContext
 from tap_dynamics.engine.sdk_compat import CompatTap, load_json
 from tap_dynamics.errors import (
     EXIT_CONFIG,
@@ -166,6 +168,29 @@ class TapDynamics(CompatTap):
         tables are readable), then the SDK's one-record-per-stream sync with the run's own
         retry budget. A failure raises the one-line error."""
         self.logger.info("%s", self.system.connection_check(self.settings, self.client.tokens))
+
+    @override
+    def terminate(self, signum: int) -> None:
+        """SIGINT/SIGTERM (Ctrl-C, a scheduler stopping the task): stop at once, not as a success.
+
+        Exit 128 + the signal's number (130, 143), so Airflow or Meltano sees a run that did not
+        finish. The output lock is taken first, so no line is cut in half, and stdout is flushed:
+        every STATE line written covers only rows written before it, so the next run resumes from
+        the last one and reads the rows after it again (at least once, never lost). Worker threads
+        are not waited for — a request in flight may take minutes — hence ``os._exit``.
+        """
+        name = signal.Signals(signum).name
+        OUTPUT_LOCK.acquire(timeout=10)  # a worker mid-line finishes it; never wait forever
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the reader is gone: nothing more to deliver
+            pass
+        print(  # noqa: T201
+            f"tap-dynamics: interrupted ({name}) — run it again to resume from the last STATE message",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(128 + signum)
 
     @override
     def sync_selected(self) -> None:

@@ -30,6 +30,7 @@ from tap_dynamics.config.auth import (
     AuthSettings,
     load_auth,
 )
+from tap_dynamics.config.clouds import CLOUD_PROPERTIES, prepare_cloud
 from tap_dynamics.config.common import (
     COMMON_MESSAGES,
     COMMON_PROPERTIES,
@@ -39,7 +40,6 @@ from tap_dynamics.config.common import (
     start_date_setting,
     verify_setting,
 )
-from tap_dynamics.config.clouds import CLOUD_PROPERTIES, prepare_cloud
 from tap_dynamics.config.connection import merge_connection_string
 from tap_dynamics.config.dataverse import (
     DATAVERSE_EXPLAINERS,
@@ -234,7 +234,7 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
     prepare_system(merged)  # before the rules: they branch on edition
     edition = merged["edition"]
-    system = system_of(merged) if isinstance(edition, str) and edition in EDITIONS else None
+    system = EDITIONS.get(edition) if isinstance(edition, str) else None  # a bad value: the schema says so
     if system == DATAVERSE:
         prepare_dataverse(merged)
     prepare_cloud(merged, graph=system == GRAPH)  # the cloud's login (and Graph) host

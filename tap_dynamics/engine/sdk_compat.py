@@ -34,6 +34,8 @@ from singer_sdk.helpers._util import dump_json, load_json
 from tap_dynamics.engine import override
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.helpers.types import Context
     from singer_sdk.singerlib import CatalogEntry
 
@@ -155,6 +157,10 @@ class CompatTap(Tap):
     - ``_validate_config``: the SDK logs a JSON-schema violation and exits 1 (the code for a
       crash); the tap runs its own check (:meth:`check_config`) and reports a problem as its
       one-line configuration error (exit 2). No public hook.
+    - ``_handle_termination`` (the SDK's SIGINT/SIGTERM handler): the SDK writes its own copy of
+      the state and exits 0, so a scheduler that stopped a run sees a success, and the state line
+      can land inside a line a worker thread is writing. The tap implements :meth:`terminate`.
+      No public hook.
     """
 
     def sync_selected(self) -> None:
@@ -172,6 +178,14 @@ class CompatTap(Tap):
     def run_connection_test(self) -> bool:
         self.connection_test()
         return super().run_connection_test()
+
+    def terminate(self, signum: int) -> None:
+        """SIGINT/SIGTERM during a command. Default: the SDK's handler."""
+        super()._handle_termination(signum, None)
+
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        self.terminate(signum)
 
     def check_config(self) -> None:
         """Check ``self.config`` and raise on a problem. Default: the SDK's JSON-schema check."""
