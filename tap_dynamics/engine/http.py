@@ -42,6 +42,7 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
+from tap_dynamics.engine.slots import ResourceSlots
 from tap_dynamics.engine.wire import RawBody, connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
@@ -136,6 +137,9 @@ class HttpTransport:
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        # The service's own cap per resource (Outlook: 4 at a time per mailbox), taken before a
+        # global slot so that a request waiting for its mailbox holds no global slot.
+        self._resource_slots = ResourceSlots(policy.per_key_limit)
         # Run-wide pause: a 429 (or a nearly spent budget) holds back every thread, because
         # the services' limits are per user, not per request.
         self.pause = RunPause(policy.service_name, self.MAX_PACE)
@@ -330,7 +334,7 @@ class HttpTransport:
         if headers:
             request_headers.update(headers)
         try:
-            with self._slots:
+            with self._resource_slots.hold(self.policy.concurrency_key(url)), self._slots:
                 # The token request (when one is due) is an HTTP request too: it counts against
                 # the in-flight cap like everything else.
                 auth = self.tokens.prepare(request_headers)
