@@ -9,13 +9,10 @@ of that, is shared by discovery and every stream of a run, and is thread-safe.
 
 What is particular to one service (headers, request ids, what a status or error code means,
 rate-limit headers, URLs, the page format) comes from its injected
-:class:`~tap_dynamics.engine.policy.ServicePolicy`; the run's bookkeeping (summary, page budget)
-is not here either (see :mod:`tap_dynamics.engine.run`): the transport only reports retries to
-an ``on_retry`` callback.
-
-Retries run on the ``backoff`` library (:func:`backoff.on_exception`) with a per-call
-:class:`RetryBudget` as its give-up predicate and wait generator: the budget of one call is its
-own (a connection check may pass a smaller one without changing the sync's).
+:class:`~tap_dynamics.engine.policy.ServicePolicy`; the run's bookkeeping is in
+:mod:`tap_dynamics.engine.run` (retries are reported to an ``on_retry`` callback). Retries run on
+``backoff`` with a per-call :class:`RetryBudget` as give-up predicate and wait generator (a
+connection check may pass a smaller budget without changing the sync's).
 """
 
 from __future__ import annotations
@@ -456,7 +453,6 @@ class HttpTransport:
         body, _response = self.get_json(url, headers={"Accept": "application/xml"}, table=table, decoder=XML_BODY)
         return t.cast("bytes", body)
 
-    # -- collections ------------------------------------------------------------------------------
     def iter_pages(
         self,
         url: str,

@@ -69,6 +69,7 @@ class MailboxReader:
         self.name = stream.name
         self.deletes_emitted = 0
         self.state = state
+        self.page_format = None  # the service's (OData v4 JSON)
 
     @property
     def client(self) -> PageSource:
