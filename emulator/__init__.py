@@ -7,7 +7,7 @@ of the tap's wheel. The layout:
                  statistics, the /_emulator/ control API, the fault pipeline (each service's
                  FaultAdapter says how its faults look on the wire)
     identity/    Entra ID (a registry of resources: each token's aud is one registered
-                 resource, each service accepts only its own), AD FS, Windows (NTLM) sign-in
+                 resource, each service accepts only its own), AD FS, Windows (NTLM, Kerberos) sign-in
     odata/       the generic OData layer: $filter parser/compiler, query options, v4 renderer
     dataverse/   Dataverse online: tables, generated rows, metadata API, data and change
                  tracking, its faults; deployment.py holds what every Dataverse host adds

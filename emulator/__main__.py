@@ -3,6 +3,8 @@
     python -m emulator --port 0 --rows account=200000 --rows contact=1000 \
         --latency-ms 300 --seed 42
     python -m emulator --onprem --onprem-http      # on-premises server, NTLM, plain http
+    python -m emulator --onprem --onprem-keytab http.keytab   # Kerberos only (HTTP/localhost)
+    python -m emulator --graph --graph-objects users=1000   # an Office 365 tenant (Microsoft Graph)
 
 Prints one JSON line with the connection details to stdout, serves until SIGTERM/SIGINT and
 prints request/page statistics to stderr on exit.
@@ -15,9 +17,11 @@ import json
 import signal
 import sys
 import threading
+from typing import Any
 
 from . import DEFAULT_ROWS, Emulator, OnPremEmulator
 from .core.faults import DEFAULTS as _CORE_FAULTS
+from .graph import GraphEmulator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     onprem.add_argument("--onprem", action="store_true",
                         help="serve an on-premises server: NTLM sign-in, /{org}/api/data/v8.0-v9.1")
     onprem.add_argument("--onprem-http", action="store_true", help="on-premises over plain http://")
+    onprem.add_argument("--onprem-keytab", metavar="PATH",
+                        help="Kerberos sign-in (NTLM off): tickets for HTTP/localhost verified with this "
+                             "keytab, issued by your KDC")
     onprem.add_argument("--onprem-version", default="9.1",
                         choices=("5.0", "6.0", "6.1", "7.0", "7.1", "8.0", "8.1", "8.2", "9.0", "9.1"),
                         help="the server's newest Web API version (5.0-7.1: CRM 2011-2015, no Web API, "
@@ -65,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(CustomersV3=N, SalesOrderHeadersV2=N)")
     finops.add_argument("--finops-entities", type=int, default=0, metavar="N",
                         help="add N synthetic ~40-property entities to $metadata (discovery benchmark)")
+    graph = ap.add_argument_group("Office 365 tenant (Microsoft Graph, see emulator/graph/)")
+    graph.add_argument("--graph", action="store_true", help="serve Entra ID + Microsoft Graph v1.0 instead")
+    graph.add_argument("--graph-objects", action="append", default=[], metavar="COLLECTION=N",
+                       help="objects per directory collection, e.g. users=1000 (repeatable)")
+    graph.add_argument("--graph-events-per-user", type=int, default=5)
+    graph.add_argument("--graph-no-mailbox-every", type=int, default=0, metavar="N",
+                       help="every N-th user has no mailbox (0: all have one)")
     args = ap.parse_args(argv)
     knobs = {"fault_seed": args.fault_seed, "retry_after": args.retry_after,
              "page_size_limit": args.page_size_limit,
@@ -87,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.clone:
         table, _, n = spec.partition("=")
         clones[table.strip()] = int(n)
+    if args.graph:
+        return _serve_graph(args, knobs)
     if args.onprem:
         emu = OnPremEmulator(rows=rows, seed=args.seed, latency_ms=args.latency_ms, port=args.port,
                              org_tables=args.tables, clones=clones, latency_scope=args.latency_scope,
-                             tls=not args.onprem_http, server_version=args.onprem_version, **knobs).start()
+                             tls=not args.onprem_http, server_version=args.onprem_version,
+                             auth="kerberos" if args.onprem_keytab else "ntlm", keytab=args.onprem_keytab,
+                             **knobs).start()
         info = {"org_url": emu.org_url, "tap_config": emu.tap_config(),
                 "control_url": emu.server_url + "/_emulator/", "rows": rows}
         return _serve(emu, info)
@@ -126,7 +144,26 @@ def _serve_finops(args: argparse.Namespace, knobs: dict) -> int:
     return _serve(emu, info)
 
 
-def _serve(emu: Emulator, info: dict) -> int:
+def _serve_graph(args: argparse.Namespace, knobs: dict) -> int:
+    """An Office 365 tenant: the Dataverse-only knobs are dropped, the generic ones kept."""
+    counts = {}
+    for spec in args.graph_objects:
+        collection, _, n = spec.partition("=")
+        counts[collection.strip()] = int(n)
+    for name in ("page_size_limit", "forbidden_tables", "throttle_codes"):
+        knobs.pop(name, None)
+    emu = GraphEmulator(counts=counts, seed=args.seed, events_per_user=args.graph_events_per_user,
+                        no_mailbox_every=args.graph_no_mailbox_every, latency_ms=args.latency_ms,
+                        token_lifetime=args.token_lifetime, port=args.port,
+                        latency_scope=args.latency_scope, **knobs).start()
+    info = {"base_url": emu.server_url, "org_url": emu.graph_url, "graph_url": emu.graph_url,
+            "authority_host": emu.authority_host, "ca_bundle": emu.ca_path, "tenant_id": emu.tenant_id,
+            "client_id": emu.client_id, "client_secret": emu.client_secret,
+            "control_url": emu.server_url + "/_emulator/", "counts": emu.counts}
+    return _serve(emu, info)
+
+
+def _serve(emu: Any, info: dict) -> int:
     """Print the connection details, serve until SIGTERM/SIGINT, then print the statistics."""
     print(json.dumps(info), flush=True)
     done = threading.Event()

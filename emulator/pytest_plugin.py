@@ -25,14 +25,12 @@ def emulator() -> Iterator[Emulator]:
         emu.stop()
 
 
-@pytest.fixture
-def make_emulator() -> Iterator[Callable[..., Any]]:
-    started: list[DataverseHost] = []
+def _started(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A factory of started emulators (``make(**kw)`` builds one), each stopped at teardown."""
+    started: list[Any] = []
 
-    def factory(rows: dict[str, int] | None = None, *, kind: type[DataverseHost] = Emulator,
-                **kw: Any) -> Any:
-        """A started emulator of ``kind`` (e.g. the on-premises one), stopped at teardown."""
-        emu = kind(rows=rows, **kw).start()
+    def factory(*args: Any, **kw: Any) -> Any:
+        emu = make(*args, **kw).start()
         started.append(emu)
         return emu
 
@@ -41,3 +39,22 @@ def make_emulator() -> Iterator[Callable[..., Any]]:
     finally:
         for emu in started:
             emu.stop()
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., Any]]:
+    """``factory(rows, kind=Emulator, **knobs)``: a started Dataverse deployment of ``kind``
+    (e.g. the on-premises one)."""
+
+    def make(rows: dict[str, int] | None = None, *, kind: type[DataverseHost] = Emulator, **kw: Any) -> Any:
+        return kind(rows=rows, **kw)
+
+    yield from _started(make)
+
+
+@pytest.fixture
+def make_graph_emulator() -> Iterator[Callable[..., Any]]:
+    """A started Office 365 tenant (:class:`~emulator.graph.GraphEmulator`)."""
+    from .graph import GraphEmulator
+
+    yield from _started(GraphEmulator)

@@ -83,6 +83,16 @@ class ServiceError(TapDynamicsError):
         self.table = table
 
 
+class PermissionDenied(ServiceError):
+    """The service refused one table for want of a permission that a person must grant.
+
+    The table is skipped and the others go on; the run then exits with :data:`EXIT_CONFIG`,
+    because no rerun helps until someone grants the permission the message names.
+    """
+
+    exit_code = EXIT_CONFIG
+
+
 class ServiceUnavailable(ServiceError):
     """The service kept failing (throttling, 5xx, broken responses) beyond the retry budget.
 

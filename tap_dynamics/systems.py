@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import typing as t
 
-from tap_dynamics.config.system import DATAVERSE, FINOPS
+from tap_dynamics.config.system import DATAVERSE, FINOPS, GRAPH
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -63,6 +63,7 @@ class System(t.Protocol):
 _MODULES: dict[str, str] = {
     DATAVERSE: "tap_dynamics.dataverse.system",
     FINOPS: "tap_dynamics.finops.system",
+    GRAPH: "tap_dynamics.graph.system",
 }
 
 

@@ -31,6 +31,12 @@ if os.environ.get("FINOPS_DEMO_ROWS"):  # e.g. FINOPS_DEMO_ROWS=CustomersV3=300,
     FINOPS_ROWS = {k: int(v) for k, v in (p.split("=") for p in os.environ["FINOPS_DEMO_ROWS"].split(","))}
 if os.environ.get("DEMO_ROWS"):  # e.g. DEMO_ROWS=account=2000,contact=500,systemuser=5 (tests)
     DEMO_ROWS = {k: int(v) for k, v in (p.split("=") for p in os.environ["DEMO_ROWS"].split(","))}
+# The Office 365 tenant (objects per Graph collection); DEMO_GRAPH=users=50,groups=5 in tests.
+DEMO_GRAPH = {"users": 500, "groups": 40, "devices": 120, "applications": 20, "servicePrincipals": 30}
+if os.environ.get("DEMO_GRAPH"):
+    DEMO_GRAPH = {k: int(v) for k, v in (p.split("=") for p in os.environ["DEMO_GRAPH"].split(","))}
+GRAPH_STREAMS = ("users", "groups", "group_members", "devices", "applications", "service_principals",
+                 "directory_roles", "domains", "organization", "subscribed_skus", "events")
 
 
 class EmulatorProcess:
@@ -204,7 +210,8 @@ def main() -> int:
         print(f"  account rows in DuckDB: {counts.get('account', 0)} (was {truth['account']}; +3 -2)")  # noqa: T201
         print(f"  contacts updated to 'Chief Demo Officer' in DuckDB: {officers}")  # noqa: T201
     finops_demo(warehouse, output)
-    print(f"\nWarehouse: {warehouse.relative_to(ROOT)} (schemas 'dynamics' and 'finops')")  # noqa: T201
+    office365(warehouse, output)
+    print(f"\nWarehouse: {warehouse.relative_to(ROOT)} (schemas 'dynamics', 'finops' and 'office365')")  # noqa: T201
     return 0
 
 
@@ -231,6 +238,44 @@ def finops_demo(warehouse: Path, output: Path) -> dict[str, tuple[int, int]]:
     for name in sorted(truth):
         print(f"{name:<22}{counts.get(name.lower(), counts.get(name, 0)):>16}{truth[name]:>14}")  # noqa: T201
     return {name: (counts.get(name.lower(), counts.get(name, 0)), truth[name]) for name in truth}
+
+
+def office365(warehouse: Path, output: Path) -> None:
+    """The Office 365 part: a tenant through ``tap-office365`` (inheriting from tap-dynamics) into
+    the same DuckDB file, schema ``office365``; then a change run with a deleted user and a
+    removed group member (delta queries: tombstones, hard-deleted by the target)."""
+    args = ["--graph", "--graph-no-mailbox-every", "10"]
+    for collection, count in DEMO_GRAPH.items():
+        args += ["--graph-objects", f"{collection}={count}"]
+    print(f"\nStarting an emulated Office 365 tenant with {DEMO_GRAPH} ...", flush=True)  # noqa: T201
+    with EmulatorProcess({}, tuple(args)) as tenant:
+        env = {
+            **{key.replace("TAP_DYNAMICS_", "TAP_OFFICE365_"): value for key, value in tenant.tap_env().items()},
+            "TARGET_DUCKDB_PATH": str(warehouse),
+            "TARGET_DUCKDB_DEFAULT_TARGET_SCHEMA": "office365",
+            "TARGET_DUCKDB_HARD_DELETE": "true",  # tombstones (deleted users, removed members) remove rows
+            "MELTANO_DATABASE_URI": f"sqlite:///{output / 'demo-meltano.db'}",
+        }
+        started = time.monotonic()
+        meltano("run", "tap-office365", "target-duckdb", env=env)
+        elapsed = time.monotonic() - started
+        truth = tenant.control("GET", "graph/truth")
+        counts = warehouse_counts(warehouse, "office365")
+        print(f"\nOffice 365: meltano run tap-office365 target-duckdb ({elapsed:.1f} s)")  # noqa: T201
+        print(f"{'stream':<20}{'rows in DuckDB':>16}{'in the tenant':>15}")  # noqa: T201
+        for stream in GRAPH_STREAMS:
+            print(f"{stream:<20}{counts.get(stream, 0):>16}{truth[stream]:>15}")  # noqa: T201
+
+        user = truth["user_ids"][0]
+        group, member = next((g, u) for g, u in truth["memberships"] if u != user)
+        tenant.control("POST", "graph/change", {"op": "delete", "collection": "users", "object_id": user})
+        tenant.control("POST", "graph/change", {"op": "remove_member", "group_id": group, "member_id": member})
+        meltano("run", "tap-office365", "target-duckdb", env=env)
+        after = tenant.control("GET", "graph/truth")
+        counts = warehouse_counts(warehouse, "office365")
+        print("\nChange run (delta queries) after deleting a user and removing a group member:")  # noqa: T201
+        for stream in ("users", "group_members"):
+            print(f"  {stream} rows in DuckDB: {counts.get(stream, 0)} (tenant: {after[stream]}; was {truth[stream]})")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ TAP = str(Path(sys.executable).parent / "tap-dynamics")
 
 # What a tap process started by the tests must never inherit from whoever runs them: a proxy
 # (the emulator is on loopback), a managed-identity endpoint (MSAL would use it), the tap's or
-# Meltano's own settings, or a CA bundle that would change which certificates are trusted.
+# Meltano's own settings, a CA bundle that would change which certificates are trusted, or the
+# caller's Kerberos configuration and tickets (KRB5_CONFIG, KRB5CCNAME, KRB5_KTNAME, ...).
 SCRUBBED_NAMES = frozenset(
     name
     for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
     for name in (base, base.lower())
 ) | {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
-SCRUBBED_PREFIXES = ("TAP_DYNAMICS_", "MELTANO_", "TARGET_DUCKDB_", "IDENTITY_", "MSI_", "IMDS_", "MSAL_")
+SCRUBBED_PREFIXES = ("TAP_DYNAMICS_", "MELTANO_", "TARGET_DUCKDB_", "IDENTITY_", "MSI_", "IMDS_", "MSAL_", "KRB5")
 
 
 def scrubbed(name: str) -> bool:
@@ -111,6 +112,42 @@ def run_tap(
     if "--discover" not in args and "--about" not in args:
         run.messages = parse_messages(result.stdout)
     return run
+
+
+def run_killed(
+    config: dict[str, t.Any],
+    kill_when: t.Callable[[dict[str, t.Any]], bool],
+    *,
+    state: dict[str, t.Any] | None = None,
+) -> tuple[list[dict[str, t.Any]], dict[str, t.Any]]:
+    """Run the tap and SIGKILL it at the first STATE whose value ``kill_when`` accepts.
+
+    Returns the messages read up to the kill and the last STATE value (what a scheduler would
+    resume from). Fails when the run finished before the kill point.
+    """
+    import signal
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        argv = [TAP, "--config", write_json(directory, "config.json", config)]
+        if state is not None:
+            argv += ["--state", write_json(directory, "state.json", state)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=hermetic_env())  # noqa: S603
+        assert proc.stdout is not None
+        messages: list[dict[str, t.Any]] = []
+        killed = False
+        for line in proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                break  # a line cut by the kill
+            messages.append(message)
+            if not killed and message["type"] == "STATE" and kill_when(message["value"]):
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+        proc.wait()
+    assert killed, "the run finished before the kill point"
+    return messages, next(m["value"] for m in reversed(messages) if m["type"] == "STATE")
 
 
 def select_streams(catalog: dict[str, t.Any], names: t.Iterable[str]) -> dict[str, t.Any]:

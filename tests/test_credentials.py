@@ -62,12 +62,13 @@ def test_every_auth_scheme_has_a_credential(tmp_path: Path) -> None:
         "AzureAD": {"tenant_id": GUID_T, "client_id": GUID_C, "token_cache_path": str(tmp_path / "c.json")},
         "AzureMSI": {},
         "NTLM": {"username": "CONTOSO\\svc", "password": "pw"},
+        "Kerberos": {"username": "svc@CONTOSO.COM", "password": "pw"},
         "ADFS": {"authority_host": "https://adfs.contoso.com", "client_id": "tap", "client_secret": "x"},
     }
     assert set(SCHEMES) == set(AUTH_SCHEMES) == set(configs)
     assert CONFIG_SCHEMA["properties"]["auth_scheme"]["enum"] == list(AUTH_SCHEMES)
     for scheme, extra in configs.items():
-        url = "https://crm.contoso.com" if scheme in ("NTLM", "ADFS") else "https://a.crm.dynamics.com"
+        url = "https://crm.contoso.com" if scheme in ("NTLM", "Kerberos", "ADFS") else "https://a.crm.dynamics.com"
         settings = load_settings({"url": url, "auth_scheme": scheme, **extra})
         credential = build_token_provider(settings)  # no network call while building
         assert isinstance(credential, TokenProvider) and isinstance(credential, SCHEMES[scheme][1])

@@ -83,7 +83,7 @@ def test_allow_http_is_refused_with_an_online_scheme(emulator, scheme: str) -> N
     assert line == (
         "tap-dynamics: error: setting 'allow_http' is true but auth_scheme is AzureServicePrincipal: "
         "access tokens for the Microsoft cloud must never travel unencrypted — remove allow_http (it "
-        "is only for on-premises servers with auth_scheme NTLM or ADFS)"
+        "is only for on-premises servers with auth_scheme NTLM, Kerberos or ADFS)"
     )
     assert emulator.stats()["requests"] == 0
 
@@ -272,7 +272,7 @@ def test_crm2011_with_an_online_scheme_is_refused() -> None:
     assert str(err.value) == (
         "setting 'crm_version' is 'CRM2011+' (on-premises) but auth_scheme is AzureServicePrincipal, which "
         "signs in to the Microsoft cloud — for an on-premises server set auth_scheme NTLM (username and "
-        "password) or ADFS (an AD FS application); for Dynamics 365 online set crm_version CRMOnline"
+        "password), Kerberos or ADFS (an AD FS application); for Dynamics 365 online set crm_version CRMOnline"
     )
 
 

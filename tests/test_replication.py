@@ -5,14 +5,12 @@ and the one ``$top`` the tap sends."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.taprun import TAP, parse_messages, run_tap, write_json
+from tests.taprun import parse_messages, run_killed, run_tap, write_json
 
 SDK_PATH = {"TAP_DYNAMICS_FAST_PATH": "0"}  # the SDK's per-record path instead of the fast one
 
@@ -121,24 +119,8 @@ def _apply(warehouse: dict[str, tuple[int | None, dict]], messages: list[dict]) 
 
 def _run_killed(config_path: str, state: dict, tmp: Path, kill_when) -> tuple[list[dict], dict]:
     """Run the tap and SIGKILL it when ``kill_when(bookmark)`` holds for a STATE it wrote."""
-    argv = [TAP, "--config", config_path, "--state", write_json(tmp, "state.json", state)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    messages: list[dict] = []
-    killed_at = None
-    for line in proc.stdout:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            break  # a line cut by the kill
-        messages.append(message)
-        if killed_at is None and message["type"] == "STATE" and kill_when(message["value"]["bookmarks"]["account"]):
-            proc.send_signal(signal.SIGKILL)
-            killed_at = message["value"]
-    proc.wait()
-    assert killed_at is not None, "the run finished before the kill point"
-    states = [m["value"] for m in messages if m["type"] == "STATE"]
-    return messages, states[-1]
+    config = json.loads(Path(config_path).read_text())
+    return run_killed(config, lambda value: kill_when(value["bookmarks"]["account"]), state=state)
 
 
 @pytest.mark.parametrize(

@@ -221,4 +221,5 @@ class Host:
         if answer is None:
             injected, decision = self.faults.before(service, req)
             answer = injected if injected is not None else self.faults.after(decision, service.handle(req))
-        return service.respond(req, answer)
+        status, hdrs, payload = service.respond(req, answer)
+        return status, [*hdrs, *req.response_headers], payload

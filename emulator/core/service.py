@@ -49,6 +49,9 @@ class Request:
     user_id: str | None = None  # the signed-in principal's user id, set by the authentication
     principal: Any = None  # what the service knows of the caller (an Entra ID app), if anything
     caller: str | None = None  # the identity the service's limits count against (token oid)
+    # Headers the web server in front adds to the response once the service answered (IIS: the
+    # Negotiate mutual-authentication token of a Kerberos sign-in).
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, method: str, target: str, headers: dict[str, str], body: bytes,

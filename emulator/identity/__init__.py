@@ -1,5 +1,5 @@
 """Identity providers: Entra ID (with a registry of resources, so that each service accepts
-only tokens issued for its own audience), AD FS and Windows (NTLM) sign-in.
+only tokens issued for its own audience), AD FS and Windows (NTLM, Kerberos) sign-in.
 
 Every credential the emulator ever hands out or accepts is added to :data:`ISSUED_SECRETS`,
 process-wide: ``tests/taprun.py`` greps every tap run's output for them.

@@ -1,10 +1,14 @@
-"""Windows (NTLM) sign-in as IIS does it in front of an on-premises server.
+"""Windows sign-in as IIS does it in front of an on-premises server: NTLM, and Kerberos.
 
 An anonymous request gets 401 with two challenges, ``WWW-Authenticate: Negotiate`` and
 ``WWW-Authenticate: NTLM``. The NTLM handshake (NEGOTIATE -> 401 CHALLENGE -> AUTHENTICATE)
 is verified for real with pyspnego's acceptor against the configured account and password,
 and it signs the *TCP connection* in: later requests on that keep-alive connection need no
 Authorization header, and a handshake split over two connections fails, as it does against IIS.
+
+With a Kerberos acceptor (:mod:`.kerberos`), ``Negotiate`` also takes Kerberos tickets; with
+NTLM switched off (IIS's providers list without NTLM, or NTLM blocked in the domain) the only
+challenge is ``WWW-Authenticate: Negotiate`` and an NTLM token, in either header, is refused.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import spnego.exceptions
 
 from ..core.service import Request, Response
 from . import user_object_id
+from .kerberos import KerberosAcceptor, KerberosRefused
 
 CHALLENGES = [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")]
+KERBEROS_ONLY_CHALLENGES = [("WWW-Authenticate", "Negotiate")]
 UNAUTHORIZED = b"<h2>401 - Unauthorized: Access is denied due to invalid credentials.</h2>"
 
 # pyspnego's NTLM acceptor reads its accounts from the file named by NTLM_USER_FILE. The
@@ -33,11 +39,18 @@ _ACCEPTOR_LOCK = threading.Lock()
 
 
 class WindowsSignIn:
-    """One Windows account and the connections it signed in."""
+    """One Windows account and the connections it signed in (NTLM, and Kerberos if given)."""
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str, password: str, *, ntlm: bool = True,
+                 kerberos: KerberosAcceptor | None = None) -> None:
+        if not ntlm and kerberos is None:
+            raise ValueError("Windows sign-in needs NTLM or a Kerberos acceptor")
         self.username = username
         self.password = password
+        self.ntlm = ntlm
+        self.kerberos = kerberos
+        self.challenges = CHALLENGES if ntlm else KERBEROS_ONLY_CHALLENGES
+        self.refused_ntlm = 0  # NTLM tokens refused because NTLM is switched off
         self._lock = threading.Lock()
         self._connections: dict[str, dict[str, Any]] = {}
         self.windows_logons: list[str] = []  # accounts signed in, one entry per connection
@@ -51,6 +64,8 @@ class WindowsSignIn:
 
     def close(self) -> None:
         shutil.rmtree(self._store_dir, ignore_errors=True)
+        if self.kerberos is not None:
+            self.kerberos.close()
 
     def _write_user_file(self) -> None:
         domain, sep, user = self.username.partition("\\")
@@ -105,24 +120,45 @@ class WindowsSignIn:
                     req.user_id = user_object_id(state["user"])
                     return None
                 state.clear()  # signed out: the 401 below starts a new handshake
-            return 401, plain + CHALLENGES, UNAUTHORIZED
+            return 401, plain + self.challenges, UNAUTHORIZED
         try:
             token = base64.b64decode(value.strip(), validate=True)
         except ValueError:
             token = b""
-        if not token.startswith(b"NTLMSSP\x00"):  # Kerberos or garbage: no KDC here
+        if not token.startswith(b"NTLMSSP\x00"):  # Kerberos (a ticket), or garbage
             state.clear()
-            return 401, plain + CHALLENGES, UNAUTHORIZED
+            if self.kerberos is None or scheme.lower() != "negotiate":
+                return 401, plain + self.challenges, UNAUTHORIZED
+            try:
+                principal, reply = self.kerberos.accept(token)
+            except KerberosRefused:
+                return 401, plain + self.challenges, UNAUTHORIZED
+            return self._signed_in(req, state, principal, reply)
+        if not self.ntlm:  # NTLM switched off: the provider does not even look at the token
+            state.clear()
+            with self._lock:
+                self.refused_ntlm += 1
+            return 401, plain + self.challenges, UNAUTHORIZED
         try:
             out = self._step(state, token)
         except (spnego.exceptions.SpnegoError, ValueError):
             state.clear()
             with self._lock:
                 self.failed_logons += 1
-            return 401, plain + CHALLENGES, UNAUTHORIZED
+            return 401, plain + self.challenges, UNAUTHORIZED
         if "user" not in state:  # CHALLENGE leg
             return 401, [*plain, ("WWW-Authenticate", f"{scheme} {base64.b64encode(out or b'').decode()}")], b""
         with self._lock:
             self.windows_logons.append(state["user"])
         req.user_id = user_object_id(state["user"])
+        return None
+
+    def _signed_in(self, req: Request, state: dict[str, Any], principal: str, reply: bytes | None) -> None:
+        """A verified Kerberos ticket: the connection is signed in, and the answer will carry
+        the server's mutual-authentication token."""
+        state["user"] = principal
+        state["requests"] = 0
+        if reply:
+            req.response_headers.append(("WWW-Authenticate", f"Negotiate {base64.b64encode(reply).decode()}"))
+        req.user_id = user_object_id(principal)
         return None

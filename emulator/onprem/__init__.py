@@ -17,6 +17,11 @@ What differs from the online emulator, as a real Active Directory deployment doe
   arrived online with elastic tables, after the last on-premises release], and
   ``RetrieveTotalRecordCount`` is absent on v8.x (404).
 
+- ``auth="kerberos"``: Kerberos-only Windows sign-in (NTLM switched off): the only challenge is
+  ``WWW-Authenticate: Negotiate``, tickets for the site's service principal are verified with
+  its ``keytab`` (``HTTP/<host>``, from a real KDC the caller runs, e.g. ``tests/kdc.py``),
+  NTLM tokens are refused. ``auth="negotiate"``: both, as a default IIS in a domain with a
+  keytab does (``Negotiate`` takes Kerberos or NTLM, ``NTLM`` takes NTLM).
 - ``auth="adfs"``: an internet-facing (claims-based) deployment instead: no Windows challenge,
   but ``WWW-Authenticate: Bearer authorization_uri=…/adfs/oauth2/authorize, resource_id=…`` and
   an AD FS on the same port under the authority host name (``https://localhost:PORT/adfs``):
@@ -39,7 +44,8 @@ What differs from the online emulator, as a real Active Directory deployment doe
     python -m emulator --onprem --onprem-http   # the same, out of process
 
 The pieces: :class:`~.service.OnPremDataverse` (the Web API under the org's mount, behind the
-IIS gate), :class:`~emulator.identity.ntlm.WindowsSignIn` (the NTLM handshake) and
+IIS gate), :class:`~emulator.identity.ntlm.WindowsSignIn` (the NTLM handshake, and Kerberos
+through :class:`~emulator.identity.kerberos.KerberosAcceptor`) and
 :class:`~emulator.identity.adfs.Adfs` (the claims-based alternative).
 """
 
@@ -51,6 +57,7 @@ from ..core.service import Service
 from ..dataverse.deployment import DataverseHost
 from ..identity.adfs import DEFAULT_ADFS_CLIENT, DEFAULT_ADFS_SECRET, Adfs
 from ..identity.controls import IdentityControls
+from ..identity.kerberos import KerberosAcceptor
 from ..identity.ntlm import WindowsSignIn
 from .odata2 import OrganizationData
 from .service import (
@@ -65,22 +72,29 @@ from .service import (
 DEFAULT_ORG = "contoso"
 DEFAULT_USERNAME = "CONTOSO\\svc-tap"
 DEFAULT_PASSWORD = "Winter-Pa55word!onprem"
+# IIS Windows authentication: NTLM (the default), Kerberos only, both (Negotiate), or AD FS.
+AUTH_KINDS = ("ntlm", "kerberos", "negotiate", "adfs")
+KERBEROS_HOST = "localhost"  # the host of the site's service principal, HTTP/localhost
 
 __all__ = ["DEFAULT_ADFS_CLIENT", "DEFAULT_ADFS_SECRET", "DEFAULT_ORG", "DEFAULT_PASSWORD",
            "DEFAULT_USERNAME", "LEGACY_VERSIONS", "ON_PREMISES_VERSIONS", "OnPremEmulator"]
 
 
 class OnPremEmulator(DataverseHost):
-    """An on-premises server: Windows (NTLM) sign-in, organization in the path, optional http."""
+    """An on-premises server: Windows (NTLM/Kerberos) sign-in, organization in the path, optional http."""
 
     service_classes: ClassVar[tuple[type[Service], ...]] = (OrganizationData, OnPremDataverse, Adfs, IisSite)
 
     def __init__(self, rows: dict[str, int] | None = None, *, org: str = DEFAULT_ORG,
                  username: str = DEFAULT_USERNAME, password: str = DEFAULT_PASSWORD,
-                 tls: bool = True, server_version: str = "9.1", auth: str = "ntlm", **kw: Any):
+                 tls: bool = True, server_version: str = "9.1", auth: str = "ntlm",
+                 keytab: str | None = None, **kw: Any):
         super().__init__(rows, tls=tls, **kw)
-        if auth not in ("ntlm", "adfs"):
-            raise ValueError("auth must be 'ntlm' or 'adfs'")
+        if auth not in AUTH_KINDS:
+            raise ValueError(f"auth must be one of {AUTH_KINDS}")
+        if (auth in ("kerberos", "negotiate")) != (keytab is not None):
+            raise ValueError("a keytab (of HTTP/<host>) goes with auth 'kerberos' or 'negotiate', and only there")
+        self.keytab = keytab
         if server_version not in {v[1:] for v in ON_PREMISES_VERSIONS} | set(LEGACY_VERSIONS):
             raise ValueError(f"server_version must be one of {ON_PREMISES_VERSIONS} or {LEGACY_VERSIONS}")
         self.auth = auth
@@ -89,6 +103,7 @@ class OnPremEmulator(DataverseHost):
         self.org = org
         self._account = (username, password)
         self.windows: WindowsSignIn | None = None
+        self.kerberos: KerberosAcceptor | None = None
         self.adfs: Adfs | None = None
         # No Entra ID on-premises; the token-endpoint fault controls (they act on AD FS) keep
         # the name they have online.
@@ -100,11 +115,16 @@ class OnPremEmulator(DataverseHost):
         store = self.make_store()
         drop_online_only_tables(store, self.server_version, self._rows_cfg)
         add_windows_user(store, self._account[0])
-        self.windows = WindowsSignIn(*self._account)
+        if self.keytab is not None:
+            # A Kerberos service principal names a host (HTTP/localhost), never an address: the
+            # site is served under the host name (the same port), as a domain's IIS is.
+            self.server_url = self.server_url.replace("://127.0.0.1:", f"://{KERBEROS_HOST}:")
+        self.kerberos = KerberosAcceptor(self.keytab) if self.keytab is not None else None
+        self.windows = WindowsSignIn(*self._account, ntlm=self.auth != "kerberos", kerberos=self.kerberos)
         self.windows.max_requests = self._signin_max_requests
         self.org_url = f"{self.server_url}/{self.org}"
         self.base_url = self.org_url
-        signin = self.windows if self.auth == "ntlm" else None
+        signin = self.windows if self.auth != "adfs" else None
         if self.auth == "adfs":  # AD FS under the authority host name; no Entra ID on-premises
             self.adfs = Adfs(self)
             self.adfs.register_resource(self.server_url)
@@ -163,6 +183,16 @@ class OnPremEmulator(DataverseHost):
         return self.windows.failed_logons if self.windows is not None else 0
 
     @property
+    def kerberos_logons(self) -> list[str]:
+        """Client principals whose tickets signed a connection in, one entry per connection."""
+        return self.kerberos.logons if self.kerberos is not None else []
+
+    @property
+    def refused_tickets(self) -> int:
+        """Kerberos tickets that did not verify."""
+        return self.kerberos.failed if self.kerberos is not None else 0
+
+    @property
     def adfs_token_requests(self) -> int:
         return self.adfs.token_requests if self.adfs is not None else 0
 
@@ -171,6 +201,8 @@ class OnPremEmulator(DataverseHost):
             config: dict[str, Any] = {"url": self.org_url, "auth_scheme": "ADFS", "crm_version": "CRM2011+",
                                       "authority_host": self.authority_host,
                                       "client_id": DEFAULT_ADFS_CLIENT, "client_secret": DEFAULT_ADFS_SECRET}
+        elif self.auth == "kerberos":  # the principal and its password live in the caller's KDC
+            config = {"url": self.org_url, "auth_scheme": "Kerberos", "crm_version": "CRM2011+"}
         else:
             config = {"url": self.org_url, "auth_scheme": "NTLM", "crm_version": "CRM2011+",
                       "username": self.username, "password": self.password}

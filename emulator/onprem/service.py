@@ -12,7 +12,6 @@ import orjson
 from ..core.service import NOT_FOUND, Request, Response, Service
 from ..dataverse.service import DataverseService, privilege_denied
 from ..identity import user_object_id
-from ..identity.ntlm import CHALLENGES
 from ..odata import ODataError
 
 if TYPE_CHECKING:
@@ -83,7 +82,8 @@ class OnPremDataverse(DataverseService):
             req.user_id = user_object_id(client)
             return None
         if req.user_id is None:
-            return 401, self.headers(None) + CHALLENGES, b""
+            challenges = self.signin.challenges if self.signin is not None else []
+            return 401, self.headers(None) + challenges, b""
         return None
 
     def check_read(self, req: Request, logical: str, schema: str, otc: int, display: str) -> None:

@@ -3,7 +3,9 @@
 * :mod:`~tap_dynamics.auth.base`: the :class:`TokenProvider` protocol the transport calls;
 * :mod:`~tap_dynamics.auth.entra`: Entra ID applications (client secret or certificate) and
   managed identities; :mod:`~tap_dynamics.auth.delegated`: a signed-in user (and ``login``);
-* :mod:`~tap_dynamics.auth.windows`: Windows (NTLM) sign-in, locked to the org's origin;
+* :mod:`~tap_dynamics.auth.windows`: Windows (NTLM) sign-in, locked to the org's origin, and
+  :mod:`~tap_dynamics.auth.kerberos`: Windows (Kerberos) sign-in, with what both share in
+  :mod:`~tap_dynamics.auth.negotiate`;
   :mod:`~tap_dynamics.auth.adfs`: an AD FS server application;
 * :mod:`~tap_dynamics.auth.guidance`: Entra ID's error numbers as one-line fixes.
 
@@ -20,11 +22,13 @@ from tap_dynamics.auth.adfs import AdfsCredential
 from tap_dynamics.auth.base import BearerCredential, TokenProvider
 from tap_dynamics.auth.delegated import DelegatedCredential, sign_in
 from tap_dynamics.auth.entra import ManagedIdentityCredential, ServicePrincipalCredential
+from tap_dynamics.auth.kerberos import KerberosCredential
 from tap_dynamics.auth.windows import WindowsCredential
 from tap_dynamics.config.auth import (
     AdfsAuth,
     AuthSettings,
     DelegatedAuth,
+    KerberosAuth,
     ManagedIdentityAuth,
     ServicePrincipalAuth,
     WindowsAuth,
@@ -43,6 +47,7 @@ SCHEMES: dict[str, tuple[type, t.Callable[[t.Any, HttpOptions, Resource], TokenP
     DelegatedAuth.scheme: (DelegatedAuth, DelegatedCredential),
     ManagedIdentityAuth.scheme: (ManagedIdentityAuth, ManagedIdentityCredential),
     WindowsAuth.scheme: (WindowsAuth, WindowsCredential),
+    KerberosAuth.scheme: (KerberosAuth, KerberosCredential),
     AdfsAuth.scheme: (AdfsAuth, AdfsCredential),
 }
 
@@ -65,6 +70,7 @@ __all__ = [
     "SCHEMES",
     "BearerCredential",
     "DelegatedCredential",
+    "KerberosCredential",
     "ManagedIdentityCredential",
     "ServicePrincipalCredential",
     "TokenProvider",

@@ -6,7 +6,7 @@ import sys
 import typing as t
 
 from tap_dynamics.auth.entra import ConfidentialClient
-from tap_dynamics.auth.windows import warn_if_plain_http
+from tap_dynamics.auth.negotiate import warn_if_plain_http
 from tap_dynamics.errors import AuthError, TapDynamicsError
 
 if sys.version_info >= (3, 12):

@@ -58,17 +58,29 @@ class BearerCredential:
     def __init__(self, http: HttpOptions, resource: Resource) -> None:
         self.http = http
         self.resource = resource
+        self._last_token: str | None = None  # the last token sent (a refused one is named by its aud)
 
     def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
         """Set the bearer header; no requests auth handler is needed."""
-        headers["Authorization"] = f"Bearer {self.token()}"
+        self._last_token = token = self.token()
+        headers["Authorization"] = f"Bearer {token}"
         return None
 
     def rejected(self, origin: str) -> TapDynamicsError:
-        """A fresh token refused: the token is for another org or tenant than ``origin``."""
+        """A fresh token refused: a token for another resource, or for another org or tenant."""
+        audience = unverified_claim(self._last_token, "aud") if self._last_token else None
+        # Only a URL audience is compared: v2 tokens may name the resource by its app id (a GUID).
+        wrong = audience.rstrip("/").lower() != self.resource.audience.rstrip("/").lower() if audience else False
+        if audience and audience.startswith(("https://", "http://")) and wrong:
+            msg = (
+                f"{self.resource.service} rejected the access token (401): it is for {audience}, not for "
+                f"{self.resource.audience} — a token for the wrong resource; use one for "
+                f"{self.resource.audience} (scope {self.resource.app_scopes[0]})"
+            )
+            return AuthError(msg)
         msg = (
-            f"Dataverse rejected a freshly issued token (401) for {origin} — check that "
-            "url is the org the app has access to and that the token's tenant is the org's tenant"
+            f"{self.resource.service} rejected a freshly issued token (401) for {origin} — check that "
+            "url is the service the app has access to and that the token's tenant is its tenant"
         )
         return AuthError(msg)
 

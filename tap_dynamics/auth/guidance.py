@@ -121,12 +121,13 @@ def aadsts_code(payload: t.Mapping[str, t.Any]) -> str | None:
 
 
 def auth_error_from_response(
-    payload: t.Mapping[str, t.Any], *, client_id: str, tenant_id: str, url: str
+    payload: t.Mapping[str, t.Any], *, client_id: str, tenant_id: str, url: str, wrong_resource: str | None = None
 ) -> AuthError:
     """Turn an Entra ID error body into one actionable line.
 
     The first line of ``error_description`` is kept (it carries Microsoft's own words), without
     the trace/correlation ids that follow it, so that the user can search for it.
+    ``wrong_resource``: the fix for AADSTS500011 when the resource is not a Dataverse org.
     """
     code = aadsts_code(payload)
     description = str(payload.get("error_description") or payload.get("error") or "unknown error")
@@ -134,6 +135,8 @@ def auth_error_from_response(
     guidance: tuple[str, str] | None
     if code == "700027" and "expired" in first_line.lower():
         guidance = AADSTS_GUIDANCE["700027-expired"]
+    elif code == "500011" and wrong_resource:  # not a Dataverse org: the service says what to fix
+        guidance = ("the resource {url} is not known in tenant {tenant_id}", wrong_resource)
     else:
         guidance = AADSTS_GUIDANCE.get(code or "")
     if guidance:

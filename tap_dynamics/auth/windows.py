@@ -1,5 +1,8 @@
 """auth_scheme NTLM: Windows sign-in to an on-premises Dynamics server, locked to its origin.
 
+A server that offers only ``Negotiate`` (NTLM switched off) gets Kerberos with the same account
+(:mod:`tap_dynamics.auth.kerberos`) when this machine can do Kerberos.
+
 An Active Directory deployment answers an anonymous request with 401 and the challenges
 ``WWW-Authenticate: Negotiate`` and ``WWW-Authenticate: NTLM``. NTLM authenticates the TCP
 connection, not the request: the three legs (anonymous request, NEGOTIATE, AUTHENTICATE) must
@@ -20,16 +23,26 @@ from __future__ import annotations
 import base64
 import logging
 import sys
-import threading
 import typing as t
 from urllib.parse import urlsplit
 
 import requests
 import spnego
-from requests_ntlm import HttpNtlmAuth
-from requests_ntlm.requests_ntlm import _auth_type_from_header
 
-from tap_dynamics.errors import AuthError, SecurityError, TapDynamicsError
+from tap_dynamics.auth.kerberos import (
+    KerberosSignIn,
+    KerberosUnavailable,
+    OriginLockedKerberosAuth,
+    kerberos_rejected,
+)
+from tap_dynamics.auth.negotiate import (
+    ConnectionCredential,
+    OriginLockedAuth,
+    offered,
+    scheme_token,
+)
+from tap_dynamics.config.windows import KerberosAuth
+from tap_dynamics.errors import AuthError, TapDynamicsError
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -44,34 +57,35 @@ if t.TYPE_CHECKING:
 LOGGER = logging.getLogger("tap-dynamics.auth")
 
 
-def warn_if_plain_http(url: str) -> None:
-    """The one warning of a run that talks to the org over plain http:// (allow_http)."""
-    if url.startswith("http://"):
-        LOGGER.warning(
-            "Connecting to %s over plain http:// (allow_http is on): the rows read and the "
-            "session are not encrypted on the network",
-            url,
-        )
+class OriginLockedNtlmAuth(OriginLockedAuth):
+    """NTLM over HTTP that only ever answers a challenge from the configured org origin.
 
+    A server that offers only ``Negotiate`` (NTLM switched off in IIS or in the domain) gets
+    Kerberos instead, with the same account, when ``kerberos`` is given and Kerberos is
+    possible on this machine; when it is not (no Kerberos library, no KDC known for the realm),
+    NTLM inside ``Negotiate`` is the one attempt, as before.
+    """
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-
-
-class OriginLockedNtlmAuth(HttpNtlmAuth):
-    """NTLM over HTTP that only ever answers a challenge from the configured org origin."""
-
-    def __init__(self, username: str, password: str, origin: str) -> None:
-        super().__init__(username, password)
-        self.origin = origin
-        self.last_challenge = ""  # WWW-Authenticate of the last 401 seen, for the error message
+    def __init__(
+        self, username: str, password: str, origin: str, kerberos: OriginLockedKerberosAuth | None = None
+    ) -> None:
+        super().__init__(username, password, origin)
+        self.kerberos = kerberos
+        self.kerberos_unavailable: str | None = None  # why the fallback could not use Kerberos
 
     @override
     def response_hook(self, r: requests.Response, **kwargs: t.Any) -> requests.Response:
-        """Remember the challenge of a 401, then let requests_ntlm answer NTLM/Negotiate ones."""
-        if r.status_code == 401:
-            self.last_challenge = r.headers.get("www-authenticate", "")
+        """Remember the challenge of a 401, then answer NTLM/Negotiate ones (Kerberos when only
+        Negotiate is offered and Kerberos is possible)."""
+        self.remember(r)
+        schemes = offered(self.last_challenge)
+        only_negotiate = "negotiate" in schemes and "ntlm" not in schemes
+        if r.status_code == 401 and only_negotiate and self.kerberos is not None and self.kerberos_unavailable is None:
+            try:
+                return self.kerberos.negotiate(r, kwargs)
+            except KerberosUnavailable as exc:
+                self.kerberos_unavailable = str(exc)
+                LOGGER.info("%s offers only Negotiate and Kerberos is not possible here (%s): trying NTLM", self.origin, exc)
         return super().response_hook(r, **kwargs)
 
     @override
@@ -89,23 +103,11 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
         is refused (defence in depth: the client never sends there), and a second answer that
         is not an NTLM challenge is returned as the result instead of raising.
         """
-        if _origin(response.url) != self.origin:
-            msg = (
-                f"refusing to answer a Windows sign-in challenge from {_origin(response.url)}: it "
-                f"is not the configured org {self.origin}"
-            )
-            raise SecurityError(msg)
+        self.refuse_foreign(response)
         if auth_header in response.request.headers:
             return response  # our AUTHENTICATE was refused: the caller reports the 401
-        channel_bindings = None
-        certificate_hash = self._get_server_cert(response)
-        if certificate_hash:
-            channel_bindings = spnego.channel_bindings.GssChannelBindings(
-                application_data=b"tls-server-end-point:" + certificate_hash
-            )
-        response.content  # noqa: B018 - drain the body so the connection can carry the next leg
-        response.raw.release_conn()
-        request = response.request.copy()
+        channel_bindings = self.channel_bindings(response)
+        self.release(response)
         client = spnego.client(
             self.username,
             self.password,
@@ -115,26 +117,16 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
             service="http",
             options=spnego.NegotiateOptions.use_ntlm,
         )
-        request.headers[auth_header] = f"{auth_type} {base64.b64encode(client.step() or b'').decode()}"
-        second = response.connection.send(request, **dict(args, stream=False))
-        second.content  # noqa: B018
-        second.raw.release_conn()
-        if second.status_code == 401:
-            self.last_challenge = second.headers.get(auth_header_field, "")
-        prefix = f"{auth_type} ".lower()
-        token = next(
-            (
-                value.strip()
-                for value in second.headers.get(auth_header_field, "").split(",")
-                if value.strip().lower().startswith(prefix)
-            ),
-            None,
-        )
+        negotiate = f"{auth_type} {base64.b64encode(client.step() or b'').decode()}"
+        second = self.resend(response, negotiate, dict(args, stream=False), auth_header)
+        self.release(second)
+        self.remember(second)
+        token = scheme_token(second, auth_type, auth_header_field)
         if second.status_code != 401 or not token:
             second.history.append(response)
             return second  # not a challenge (5xx, proxy page, plain 401): the client decides
         try:
-            authenticate = client.step(base64.b64decode(token[len(prefix):]))
+            authenticate = client.step(base64.b64decode(token))
         except (ValueError, spnego.exceptions.SpnegoError):
             msg = (
                 f"{self.origin} sent a malformed NTLM challenge — is a proxy between the tap and "
@@ -150,56 +142,46 @@ class OriginLockedNtlmAuth(HttpNtlmAuth):
         return third
 
 
-class WindowsCredential:
-    """auth_scheme NTLM: a Windows account's sign-in, one handler per thread.
+class WindowsCredential(ConnectionCredential[OriginLockedNtlmAuth]):
+    """auth_scheme NTLM: a Windows account's sign-in, one handler per thread."""
 
-    One handler per thread because each client thread has its own ``requests.Session`` (and so
-    its own connections, each signed in once), and a handler keeps per-handshake state. The
-    handler answers challenges only from the resource's origin.
-    """
-
-    refreshable = False  # a second try with the same password is one more failed logon in AD
+    scheme = "NTLM"
     credential = "Windows (NTLM) credentials"
 
     def __init__(self, auth: WindowsAuth, http: HttpOptions, resource: Resource) -> None:
+        super().__init__(http, resource)
         self.auth = auth
-        self.http = http
-        self.resource = resource
-        self._local = threading.local()
-        warn_if_plain_http(resource.audience)
+        # For a server that offers only Negotiate: the same account, as a Kerberos principal.
+        kerberos = KerberosAuth(username=kerberos_principal(auth.username), password=auth.password)
+        self.kerberos = KerberosSignIn(kerberos, self.host)
 
     def identity(self) -> str:
         """The Windows account, as configured (DOMAIN\\user or user@domain)."""
         return f"Windows account {self.auth.username}"
 
-    def token(self) -> str:
-        """There is none: NTLM signs in each connection."""
-        msg = "auth_scheme NTLM signs each connection in with Windows credentials; it has no bearer token"
-        raise AuthError(msg)
-
-    def invalidate(self) -> None:
-        """Nothing is cached beyond the signed-in connections themselves."""
-
-    def _handler(self) -> OriginLockedNtlmAuth:
-        handler = getattr(self._local, "handler", None)
-        if handler is None:
-            handler = OriginLockedNtlmAuth(self.auth.username, self.auth.password, _origin(self.resource.audience))
-            self._local.handler = handler
-        return t.cast("OriginLockedNtlmAuth", handler)
-
-    def prepare(self, headers: dict[str, str]) -> requests.auth.AuthBase | None:
-        """No header: the request goes anonymously and the handler answers the 401 challenge."""
-        return self._handler()
+    @override
+    def new_handler(self) -> OriginLockedNtlmAuth:
+        fallback = OriginLockedKerberosAuth(self.kerberos, self.origin)
+        return OriginLockedNtlmAuth(self.auth.username, self.auth.password, self.origin, fallback)
 
     def rejected(self, origin: str) -> TapDynamicsError:
         """Not a Windows challenge (wrong kind of server), or the account was refused."""
-        challenge = self._handler().last_challenge.lower()
-        if _auth_type_from_header(challenge) is None:
-            offered = challenge.split(" ", 1)[0] if challenge else "no"
+        handler = self.handler()
+        if handler.kerberos is not None and handler.kerberos.answered:
+            return kerberos_rejected(origin, handler.kerberos, self.kerberos.principal)
+        schemes = offered(handler.last_challenge)
+        if not schemes & {"ntlm", "negotiate"}:
+            named = ", ".join(sorted(schemes)) or "no"
             msg = (
-                f"{origin} answered 401 with {offered} sign-in, not Windows (NTLM/Negotiate) "
+                f"{origin} answered 401 with {named} sign-in, not Windows (NTLM/Negotiate) "
                 "sign-in — is url an on-premises Dynamics server with Windows authentication? "
                 "For Dynamics 365 online use auth_scheme AzureServicePrincipal"
+            )
+            return AuthError(msg)
+        if "ntlm" not in schemes and handler.kerberos_unavailable:
+            msg = (
+                f"{origin} offers only Negotiate (NTLM is switched off there) and refused NTLM "
+                f"inside it; Kerberos was not possible here: {handler.kerberos_unavailable}"
             )
             return AuthError(msg)
         msg = (
@@ -208,3 +190,14 @@ class WindowsCredential:
             "that the account is enabled, not locked out, and a user of the Dynamics organization"
         )
         return AuthError(msg)
+
+
+def kerberos_principal(username: str) -> str:
+    """The Kerberos principal of a Windows account: ``user@domain`` is ``user@DOMAIN`` (Active
+    Directory realms are the DNS domain in capitals); ``DOMAIN\\user`` is ``user`` in the default
+    realm of krb5.conf (a NetBIOS domain name is not a realm)."""
+    _domain, backslash, user = username.partition("\\")
+    if backslash:
+        return user
+    name, _, realm = username.rpartition("@")
+    return f"{name}@{realm.upper()}"

@@ -20,12 +20,22 @@ from singer_sdk import typing as th
 
 from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
 from tap_dynamics.config.values import GUID_PATTERN, Explainer, https_origin
+from tap_dynamics.config.windows import (
+    WINDOWS_EXPLAINERS,
+    WINDOWS_MESSAGES,
+    WINDOWS_PROPERTIES,
+    WINDOWS_RULES,
+    KerberosAuth,
+    WindowsAuth,
+    load_windows,
+)
 from tap_dynamics.errors import ConfigError
 
-AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI", "NTLM", "ADFS")
+AUTH_SCHEMES = ("AzureServicePrincipal", "AzureAD", "AzureMSI", "NTLM", "Kerberos", "ADFS")
 DEFAULT_AUTH_SCHEME = "AzureServicePrincipal"
-# Schemes of on-premises servers (Windows or AD FS sign-in).
-ON_PREMISES_AUTH_SCHEMES = ("NTLM", "ADFS")
+# Schemes of on-premises servers: Windows (Active Directory) or AD FS sign-in.
+WINDOWS_SCHEMES = ("NTLM", "Kerberos")
+ON_PREMISES_AUTH_SCHEMES = (*WINDOWS_SCHEMES, "ADFS")
 INITIATE_OAUTH = ("GETANDREFRESH", "REFRESH", "OFF")
 CERTIFICATE_TYPES = ("PEMKEY_FILE", "PFXFILE")
 DEFAULT_CALLBACK_URL = "http://localhost:33333"
@@ -37,9 +47,8 @@ TENANT_PATTERN = rf"^({GUID_PATTERN[1:-1]}|{_DOMAIN})$"
 # A signed-in user may use 'organizations' (any work account); 'common'/'consumers' would admit
 # personal Microsoft accounts, which Dataverse never accepts.
 USER_TENANT_PATTERN = rf"^({GUID_PATTERN[1:-1]}|{_DOMAIN}|(?i:organizations))$"
-WINDOWS_ACCOUNT_PATTERN = r"^[^\\@\s]+\\[^\\@\s]+$|^[^\\@\s]+@[^\\@\s]+\.[^\\@\s]+$"
 
-AUTH_PROPERTIES = th.PropertiesList(
+_APP_PROPERTIES = th.PropertiesList(
     th.Property(
         "auth_scheme",
         th.StringType,
@@ -52,7 +61,8 @@ AUTH_PROPERTIES = th.PropertiesList(
             "environment). AzureAD: delegated, as a signed-in user (tap-dynamics login). "
             "AzureMSI: the Azure managed identity of the machine the tap runs on. "
             "NTLM: on-premises Dynamics CRM / CE with Windows (Active Directory) sign-in, as "
-            "username and password. ADFS: an internet-facing (claims-based) on-premises "
+            "username and password. Kerberos: the same servers with Kerberos (SPNEGO Negotiate) "
+            "sign-in, with a password, a keytab or an existing ticket cache. ADFS: an internet-facing (claims-based) on-premises "
             "deployment, as an AD FS server application (client_id + client_secret at "
             "authority_host)."
         ),
@@ -93,22 +103,9 @@ AUTH_PROPERTIES = th.PropertiesList(
             "auth_scheme ADFS: your AD FS server, e.g. https://adfs.contoso.com"
         ),
     ),
-    th.Property(
-        "username",
-        th.StringType,
-        title="Username",
-        description=(
-            "NTLM only: the Windows (Active Directory) account the tap signs in as, "
-            "DOMAIN\\user or user@domain"
-        ),
-    ),
-    th.Property(
-        "password",
-        th.StringType,
-        secret=True,
-        title="Password",
-        description="NTLM only: the password of username",
-    ),
+).to_dict()["properties"]
+
+_CLIENT_PROPERTIES = th.PropertiesList(
     th.Property(
         "certificate_path",
         th.StringType,
@@ -184,6 +181,8 @@ AUTH_PROPERTIES = th.PropertiesList(
         description="AzureMSI only: client ID of a user-assigned managed identity (default: system-assigned)",
     ),
 ).to_dict()["properties"]
+AUTH_PROPERTIES: dict[str, t.Any] = {**_APP_PROPERTIES, **WINDOWS_PROPERTIES, **_CLIENT_PROPERTIES}
+
 
 def _entra_app(tenant_pattern: str, **more: t.Any) -> dict[str, t.Any]:
     """What an Entra ID app registration needs: a tenant and the app's GUID."""
@@ -252,20 +251,6 @@ AUTH_RULES: list[dict[str, t.Any]] = [
     ),
     _when("AzureMSI", {"properties": {"managed_identity_client_id": {"pattern": GUID_PATTERN}}}),
     _when(
-        "NTLM",
-        {
-            "required": ["username", "password"],
-            "x-missing": {
-                "username": "set it to the Windows account the tap signs in as, e.g. CONTOSO\\svc-tap",
-                "password": (
-                    "set it to the Windows password of username (e.g. from a secret store through "
-                    "TAP_DYNAMICS_PASSWORD)"
-                ),
-            },
-            "properties": {"username": {"pattern": WINDOWS_ACCOUNT_PATTERN}},
-        },
-    ),
-    _when(
         "ADFS",
         {
             "required": ["client_id", "client_secret"],
@@ -281,6 +266,7 @@ AUTH_RULES: list[dict[str, t.Any]] = [
             },
         },
     ),
+    *WINDOWS_RULES,
 ]
 
 _APP_ID_MESSAGE = (
@@ -288,18 +274,13 @@ _APP_ID_MESSAGE = (
     "app registration's Overview page"
 )
 AUTH_MESSAGES: dict[str, dict[str, str]] = {
+    **WINDOWS_MESSAGES,
     "client_id": {"pattern": _APP_ID_MESSAGE},
     "managed_identity_client_id": {"pattern": _APP_ID_MESSAGE},
     "tenant_id": {
         "pattern": (
             "setting 'tenant_id' is not a GUID or domain (got {value!r}) — use the Directory "
             "(tenant) ID from Azure portal > Microsoft Entra ID > Overview"
-        ),
-    },
-    "username": {
-        "pattern": (
-            "setting 'username' is {value!r}: give the Windows account with its domain, as "
-            "CONTOSO\\user or user@contoso.com"
         ),
     },
 }
@@ -314,7 +295,7 @@ def _explain_tenant(value: t.Any, _config: t.Mapping[str, t.Any]) -> str | None:
     return None
 
 
-AUTH_EXPLAINERS: dict[str, Explainer] = {"tenant_id": _explain_tenant}
+AUTH_EXPLAINERS: dict[str, Explainer] = {"tenant_id": _explain_tenant, **WINDOWS_EXPLAINERS}
 
 
 @dataclass(frozen=True)
@@ -365,15 +346,6 @@ class ManagedIdentityAuth:
 
 
 @dataclass(frozen=True)
-class WindowsAuth:
-    """NTLM: a Windows (Active Directory) account of an on-premises deployment."""
-
-    scheme: t.ClassVar[str] = "NTLM"
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
 class AdfsAuth:
     """ADFS: an AD FS server application's client credentials (internet-facing deployments)."""
 
@@ -383,7 +355,7 @@ class AdfsAuth:
     client_secret: str = field(repr=False)
 
 
-AuthSettings = ServicePrincipalAuth | DelegatedAuth | ManagedIdentityAuth | WindowsAuth | AdfsAuth
+AuthSettings = ServicePrincipalAuth | DelegatedAuth | ManagedIdentityAuth | WindowsAuth | KerberosAuth | AdfsAuth
 
 
 def load_auth(config: t.Mapping[str, t.Any]) -> AuthSettings:
@@ -410,8 +382,8 @@ def load_auth(config: t.Mapping[str, t.Any]) -> AuthSettings:
         )
     if scheme == "AzureMSI":
         return ManagedIdentityAuth(client_id=config.get("managed_identity_client_id"))
-    if scheme == "NTLM":
-        return WindowsAuth(username=config["username"], password=config["password"])
+    if scheme in WINDOWS_SCHEMES:
+        return load_windows(scheme, config)
     if urlsplit(authority_host).hostname in MICROSOFT_AUTHORITY_HOSTS:  # ADFS
         msg = (
             "setting 'authority_host' must be your AD FS server for auth_scheme ADFS (it is "

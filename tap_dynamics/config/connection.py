@@ -36,6 +36,7 @@ CONNECTION_KEYS: dict[str, str] = {
     "crmversion": "crm_version",
     "edition": "edition",
     "authorityhost": "authority_host",
+    "azureenvironment": "azure_environment",
     # On-premises (AuthScheme=NTLM): the Windows account, as the documented drivers name it.
     "user": "username",
     "username": "username",
@@ -61,6 +62,7 @@ DOCUMENTED_KEYS = (
     "CRMVersion",
     "Edition",
     "AuthorityHost",
+    "AzureEnvironment",
     "User",
     "Password",
 )

@@ -2,7 +2,7 @@
 
 Online (``crm_version`` CRMOnline) is an https org URL signed in to through Entra ID; on-premises
 (CRM2011+) may carry the organization in the URL path, tops out at Web API v9.1, signs in with
-Windows (NTLM) or AD FS, and may use plain http with ``allow_http``. On-premises, the endpoint is
+Windows (NTLM or Kerberos) or AD FS, and may use plain http with ``allow_http``. On-premises, the endpoint is
 the Web API (CRM 2016 and later) or the OData v2 endpoint ``OrganizationData.svc`` (CRM
 2011-2015): ``api_version`` 2011 or an ``OrganizationData.svc`` URL ask for the latter, a Web API
 version for the former, and without either the run probes the server (:attr:`DataverseSettings.endpoint`
@@ -82,7 +82,7 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         description=(
             "CRMOnline: Dynamics 365 / Dataverse online (the default for the Azure schemes). "
             "CRM2011+: an on-premises server, CRM 2011 or later (the Web API from CRM 2016 on, "
-            "the OData v2 endpoint before; the default for auth_scheme NTLM and ADFS)"
+            "the OData v2 endpoint before; the default for auth_scheme NTLM, Kerberos and ADFS)"
         ),
     ),
     th.Property(
@@ -91,7 +91,7 @@ DATAVERSE_PROPERTIES = th.PropertiesList(
         default=False,
         title="Allow http://",
         description=(
-            "On-premises (auth_scheme NTLM or ADFS) only: accept a plain http:// org URL. Every row "
+            "On-premises (auth_scheme NTLM, Kerberos or ADFS) only: accept a plain http:// org URL. Every row "
             "then crosses the network unencrypted; use it only on a network you trust. Never "
             "allowed with the Azure schemes"
         ),
@@ -123,8 +123,8 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
                     "x-error": (
                         "setting 'crm_version' is 'CRM2011+' (on-premises) but auth_scheme is "
                         "{auth_scheme}, which signs in to the Microsoft cloud — for an on-premises "
-                        "server set auth_scheme NTLM (username and password) or ADFS (an AD FS "
-                        "application); for Dynamics 365 online set crm_version CRMOnline"
+                        "server set auth_scheme NTLM (username and password), Kerberos or ADFS (an "
+                        "AD FS application); for Dynamics 365 online set crm_version CRMOnline"
                     ),
                 },
                 "api_version": {"enum": list(ON_PREMISES_API_VERSIONS)},
@@ -135,7 +135,11 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
         "else": {
             "properties": {
                 "auth_scheme": {
-                    "allOf": [_online_refuses("NTLM", "Windows (NTLM)"), _online_refuses("ADFS", "AD FS")]
+                    "allOf": [
+                        _online_refuses("NTLM", "Windows (NTLM)"),
+                        _online_refuses("Kerberos", "Windows (Kerberos)"),
+                        _online_refuses("ADFS", "AD FS"),
+                    ]
                 },
                 "api_version": {"enum": list(API_VERSIONS)},
             },
@@ -144,7 +148,7 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
         },
     },
     {
-        # Plain http only where no Entra token travels: NTLM resists replay, AD FS tokens are
+        # Plain http only where no Entra token travels: NTLM and Kerberos resist replay, AD FS tokens are
         # the deployment's own; access tokens for the Microsoft cloud must never go unencrypted.
         "if": {"properties": {"allow_http": {"const": True}}, "required": ["allow_http"]},
         "then": {
@@ -154,7 +158,7 @@ DATAVERSE_RULES: list[dict[str, t.Any]] = [
                     "x-error": (
                         "setting 'allow_http' is true but auth_scheme is {auth_scheme}: access "
                         "tokens for the Microsoft cloud must never travel unencrypted — remove "
-                        "allow_http (it is only for on-premises servers with auth_scheme NTLM or ADFS)"
+                        "allow_http (it is only for on-premises servers with auth_scheme NTLM, Kerberos or ADFS)"
                     ),
                 },
             },

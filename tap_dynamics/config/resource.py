@@ -36,6 +36,9 @@ class Resource:
 
     audience: str  # the resource URL, no trailing slash (also AD FS's and IMDS's `resource`)
     delegated_scopes: tuple[str, ...] = ()  # what a signed-in user's token asks for
+    service: str = "Dataverse"  # the service's name in messages ("Microsoft Graph", …)
+    # The fix when Entra ID does not know the resource (AADSTS500011); None: the org URL's.
+    wrong_resource: str | None = None
 
     @property
     def app_scopes(self) -> list[str]:

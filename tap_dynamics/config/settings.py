@@ -30,6 +30,7 @@ from tap_dynamics.config.auth import (
     AuthSettings,
     load_auth,
 )
+from tap_dynamics.config.clouds import CLOUD_PROPERTIES, prepare_cloud
 from tap_dynamics.config.common import (
     COMMON_MESSAGES,
     COMMON_PROPERTIES,
@@ -51,11 +52,13 @@ from tap_dynamics.config.dataverse import (
 from tap_dynamics.config.finops import FINOPS_PROPERTIES, FINOPS_RULES
 from tap_dynamics.config.finops import MAX_PAGE_SIZE as FINOPS_PAGE_SIZE
 from tap_dynamics.config.finops import load_finops
+from tap_dynamics.config.graph import GRAPH_PROPERTIES, GRAPH_RULES, load_graph
 from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.system import (
     DATAVERSE,
     EDITIONS,
     FINOPS,
+    GRAPH,
     SYSTEM_PROPERTIES,
     for_editions,
     prepare_system,
@@ -69,9 +72,15 @@ from tap_dynamics.errors import ConfigError
 CONFIG_SCHEMA: dict[str, t.Any] = {
     "type": "object",
     "properties": {
-        **SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **FINOPS_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES
+        **SYSTEM_PROPERTIES, **DATAVERSE_PROPERTIES, **FINOPS_PROPERTIES, **AUTH_PROPERTIES, **COMMON_PROPERTIES,
+        **CLOUD_PROPERTIES, **GRAPH_PROPERTIES,
     },
-    "allOf": [for_editions(DATAVERSE, DATAVERSE_RULES), for_editions(FINOPS, FINOPS_RULES), *AUTH_RULES],
+    "allOf": [
+        for_editions(DATAVERSE, DATAVERSE_RULES),
+        for_editions(FINOPS, FINOPS_RULES),
+        *AUTH_RULES,
+        for_editions(GRAPH, GRAPH_RULES),
+    ],
 }
 _MESSAGES: dict[str, dict[str, str]] = {**AUTH_MESSAGES, **COMMON_MESSAGES}
 _EXPLAINERS: dict[str, Explainer] = {**AUTH_EXPLAINERS, **DATAVERSE_EXPLAINERS}
@@ -100,6 +109,7 @@ class SystemSettings(t.Protocol):
 _SYSTEM_LOADERS: dict[str, t.Callable[[t.Mapping[str, t.Any]], SystemSettings]] = {
     DATAVERSE: load_dataverse,
     FINOPS: load_finops,
+    GRAPH: load_graph,
 }
 # A system whose pages may be larger than the schema's default page_size.
 _DEFAULT_PAGE_SIZES: dict[str, int] = {FINOPS: FINOPS_PAGE_SIZE}
@@ -153,6 +163,17 @@ class Settings:
     def http(self) -> HttpOptions:
         """Trust anchor and timeout, for every HTTP client the run builds."""
         return HttpOptions(self.verify, self.request_timeout)
+
+    @property
+    def transport(self) -> dict[str, t.Any]:
+        """The keywords every system's transport takes from the settings (origin lock, timeout,
+        trust anchor, in-flight cap)."""
+        return {
+            "origin": self.url,
+            "timeout": self.request_timeout,
+            "verify": self.verify,
+            "max_concurrency": self.max_concurrency,
+        }
 
     @property
     def system(self) -> str:
@@ -225,8 +246,10 @@ def validate_config(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     merged.setdefault("auth_scheme", DEFAULT_AUTH_SCHEME)
     prepare_system(merged)  # before the rules: they branch on edition
     edition = merged["edition"]
-    if isinstance(edition, str) and EDITIONS.get(edition) == DATAVERSE:  # a bad value: the schema says so
+    system = EDITIONS.get(edition) if isinstance(edition, str) else None  # a bad value: the schema says so
+    if system == DATAVERSE:
         prepare_dataverse(merged)
+    prepare_cloud(merged, graph=system == GRAPH)  # the cloud's login (and Graph) host
     check(merged, CONFIG_SCHEMA, _MESSAGES, _EXPLAINERS)
     return merged
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import requests
 
 from tap_dynamics.auth import build_token_provider
+from tap_dynamics.auth.negotiate import offered
+from tap_dynamics.config.auth import WINDOWS_SCHEMES
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.discovery import metadata_guard
 from tap_dynamics.dataverse.metadata import list_entities, select_entities
@@ -64,9 +66,10 @@ def probe_org(settings: Settings, base: str | None = None) -> None:
     except requests.exceptions.RequestException as exc:
         raise cannot_reach(settings.url, type(exc).__name__) from None
     challenge = response.headers.get("WWW-Authenticate", "")
-    if settings.on_premises and settings.auth_scheme == "NTLM":
-        # An Active Directory deployment challenges with Negotiate and NTLM instead of Bearer.
-        if response.status_code != 401 or not ("ntlm" in challenge.lower() or "negotiate" in challenge.lower()):
+    if settings.on_premises and settings.auth_scheme in WINDOWS_SCHEMES:
+        # An Active Directory deployment challenges with Negotiate (and NTLM) instead of Bearer;
+        # which of them the account can use is the credential's to say after its handshake.
+        if response.status_code != 401 or not offered(challenge) & {"ntlm", "negotiate"}:
             msg = (
                 f"{settings.url} does not look like an on-premises Dynamics server with Windows "
                 f"sign-in (HTTP {response.status_code} without an NTLM/Negotiate challenge at "

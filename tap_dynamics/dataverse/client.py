@@ -36,15 +36,8 @@ class DataverseClient(HttpTransport):
         policy: ServicePolicy | None = None,
     ) -> None:
         """``policy``: another endpoint of the same org (the OData v2 one), else the Web API's."""
-        super().__init__(
-            policy or DataversePolicy(settings.api_base),
-            tokens,
-            origin=settings.url,
-            timeout=settings.request_timeout,
-            verify=settings.verify,
-            max_concurrency=settings.max_concurrency,
-            on_retry=on_retry,
-        )
+        policy = policy or DataversePolicy(settings.api_base)
+        super().__init__(policy, tokens, on_retry=on_retry, **settings.transport)
         self.settings = settings
 
 

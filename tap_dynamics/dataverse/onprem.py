@@ -2,7 +2,7 @@
 
 An on-premises server from CRM 2016 (v8.0) on speaks the same OData v4 Web API as Dataverse
 online, so discovery, paging and every stream are this package's, over the same client. What its
-metadata API cannot serve is here; its sign-in (Windows/NTLM, AD FS) is ``tap_dynamics.onprem``'s,
+metadata API cannot serve is here; its sign-in (Windows NTLM or Kerberos, AD FS) is ``tap_dynamics.onprem``'s,
 its settings (the organization in the URL path, the v9.1 ceiling, ``allow_http``) are validated
 with the other settings.
 """

@@ -9,13 +9,10 @@ of that, is shared by discovery and every stream of a run, and is thread-safe.
 
 What is particular to one service (headers, request ids, what a status or error code means,
 rate-limit headers, URLs, the page format) comes from its injected
-:class:`~tap_dynamics.engine.policy.ServicePolicy`; the run's bookkeeping (summary, page budget)
-is not here either (see :mod:`tap_dynamics.engine.run`): the transport only reports retries to
-an ``on_retry`` callback.
-
-Retries run on the ``backoff`` library (:func:`backoff.on_exception`) with a per-call
-:class:`RetryBudget` as its give-up predicate and wait generator: the budget of one call is its
-own (a connection check may pass a smaller one without changing the sync's).
+:class:`~tap_dynamics.engine.policy.ServicePolicy`; the run's bookkeeping is in
+:mod:`tap_dynamics.engine.run` (retries are reported to an ``on_retry`` callback). Retries run on
+``backoff`` with a per-call :class:`RetryBudget` as give-up predicate and wait generator (a
+connection check may pass a smaller budget without changing the sync's).
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ from tap_dynamics.engine.retry import (
     TokenRejectedError,
     retry_after_seconds,
 )
+from tap_dynamics.engine.slots import ResourceSlots
 from tap_dynamics.engine.wire import RawBody, connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
@@ -136,6 +134,9 @@ class HttpTransport:
         # The global in-flight cap: every HTTP request of the run (discovery, pages of all
         # streams, prefetches) holds one slot while on the wire.
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        # The service's own cap per resource (Outlook: 4 at a time per mailbox), taken before a
+        # global slot so that a request waiting for its mailbox holds no global slot.
+        self._resource_slots = ResourceSlots(policy.per_key_limit)
         # Run-wide pause: a 429 (or a nearly spent budget) holds back every thread, because
         # the services' limits are per user, not per request.
         self.pause = RunPause(policy.service_name, self.MAX_PACE)
@@ -330,7 +331,7 @@ class HttpTransport:
         if headers:
             request_headers.update(headers)
         try:
-            with self._slots:
+            with self._resource_slots.hold(self.policy.concurrency_key(url)), self._slots:
                 # The token request (when one is due) is an HTTP request too: it counts against
                 # the in-flight cap like everything else.
                 auth = self.tokens.prepare(request_headers)
@@ -452,7 +453,6 @@ class HttpTransport:
         body, _response = self.get_json(url, headers={"Accept": "application/xml"}, table=table, decoder=XML_BODY)
         return t.cast("bytes", body)
 
-    # -- collections ------------------------------------------------------------------------------
     def iter_pages(
         self,
         url: str,

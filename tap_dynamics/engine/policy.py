@@ -80,6 +80,8 @@ class ServicePolicy:
     }
     request_id_headers: t.ClassVar[tuple[str, ...]] = ("request-id", "client-request-id")
     page_format: PageFormat = ODATA_V4
+    # Requests in flight at once per resource that :meth:`concurrency_key` names.
+    per_key_limit: int = 4
 
     def __init__(self, api_base: str) -> None:
         self.api_base = api_base.rstrip("/")
@@ -88,6 +90,10 @@ class ServicePolicy:
         """Absolute URL for ``path`` (relative to the API root) with OData query options."""
         url = f"{self.api_base}/{path.lstrip('/')}"
         return f"{url}?{encode_query(params)}" if params else url
+
+    def concurrency_key(self, url: str) -> str | None:
+        """The resource whose own concurrency cap ``url`` counts against (None: only the global cap)."""
+        return None
 
     def request_id(self, response: requests.Response) -> str | None:
         """The id the service gave this request (quoted in errors, for a support case)."""

@@ -28,8 +28,10 @@ from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.progress import ProgressReporter
 from tap_dynamics.engine.summary import FAILED, RunSummary
 from tap_dynamics.errors import (
+    EXIT_CONFIG,
     EXIT_SERVICE,
     EXIT_STREAMS_FAILED,
+    PermissionDenied,
     ServiceError,
     ServiceUnavailable,
     StreamsFailed,
@@ -69,6 +71,7 @@ class RunContext:
         self.totals = totals
         self.summary = RunSummary()
         self.gave_up: list[str] = []  # tables the service failed (retry budget spent): exit 4
+        self.denied: list[str] = []  # tables refused for a missing permission: exit 2
         # Pages alive at once (buffered, on the wire or being written), all streams together:
         # enough to keep every request slot busy plus one page being emitted; a fixed number,
         # so memory stays flat whatever the table sizes and the number of tables.
@@ -81,6 +84,13 @@ class RunContext:
         entry.note = f"{note}{error}"[:200]
         if isinstance(error, ServiceUnavailable):
             self.gave_up.append(table)
+
+    def exit_code(self) -> int:
+        """The exit code of a run with failed tables: a missing permission needs a person (2),
+        a service that kept failing needs time (4), anything else is 3."""
+        if self.denied:
+            return EXIT_CONFIG
+        return EXIT_SERVICE if self.gave_up else EXIT_STREAMS_FAILED
 
     def on_retry(self, table: str | None, throttled_seconds: float) -> None:
         """The transport's retry callback: per-table retries and throttled seconds."""
@@ -107,12 +117,13 @@ class RunContext:
             except ServiceError as exc:
                 if isinstance(exc, ServiceUnavailable):
                     gave_up.append(stream.name)
+                if isinstance(exc, PermissionDenied):
+                    self.denied.append(stream.name)
                 entry.status = FAILED
                 entry.note = str(exc)[:200]
                 if self.strict:
                     raise StreamsFailed(
-                        f"table {stream.name} failed and strict is on: {exc}",
-                        exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED,
+                        f"table {stream.name} failed and strict is on: {exc}", exit_code=self.exit_code()
                     ) from None
                 LOGGER.warning("Table %s failed and was skipped: %s", stream.name, exc)
                 return
@@ -146,7 +157,7 @@ class RunContext:
         if summary.failed:
             names = ", ".join(s.name for s in summary.failed)
             msg = f"{len(summary.failed)} table(s) failed and were skipped: {names} (see the warnings above)"
-            raise StreamsFailed(msg, exit_code=EXIT_SERVICE if gave_up else EXIT_STREAMS_FAILED)
+            raise StreamsFailed(msg, exit_code=self.exit_code())
 
     def workers(self, streams: Iterable[Stream]) -> int:
         """How many tables to read at once: several only when every one is ``parallel_safe``."""

@@ -38,7 +38,14 @@ class DeltaDialect(t.Protocol):
 
 
 class DeltaStrategy:
-    """Change tracking: the initial read, or the changes since the stored delta link."""
+    """Change tracking: the initial read, or the changes since the stored delta link.
+
+    ``versioned`` (the default): a re-baseline is a new table version closed by
+    ``ACTIVATE_VERSION``. A sequence that is only part of its table (one mailbox's calendar of an
+    events table) must not activate a version — that would drop every other part's rows — so
+    with ``versioned=False`` a re-baseline is a fresh initial read (rows deleted while the token
+    was invalid stay in the target; the summary says so).
+    """
 
     def __init__(
         self,
@@ -49,8 +56,10 @@ class DeltaStrategy:
         prefer_initial: str,
         prefer_delta: str,
         required: tuple[str, ...],
+        versioned: bool = True,
     ) -> None:
         self.reader = reader
+        self.versioned = versioned
         self.dialect = dialect
         self.initial_url = initial_url
         self.prefer_initial = prefer_initial
@@ -68,15 +77,15 @@ class DeltaStrategy:
             reader.note("re-baseline resumed")
             yield from self.track(next_link or self.initial_url(), REBASELINE)
             return
-        if next_link and phase == INITIAL:  # resume paging where a killed run stopped
-            yield from self.track(next_link, INITIAL)
-            return
         url = next_link or delta_link
         if not url:
             yield from self.track(self.initial_url(), INITIAL)
             return
+        # A next link of an initial read resumes it where a killed run stopped; its paging token
+        # can expire like a delta token (Graph: 410 / syncStateNotFound), and is re-baselined so.
+        resumed = INITIAL if next_link and phase == INITIAL else DELTA
         try:
-            yield from self.track(url, DELTA)
+            yield from self.track(url, resumed)
         except ServiceError as exc:
             if not self.dialect.expired(exc):
                 raise
@@ -87,6 +96,10 @@ class DeltaStrategy:
                 exc,
             )
             reader.note("re-baselined: change-tracking token expired")
+            if not self.versioned:
+                reader.checkpoint(**{DELTA_LINK_KEY: None, NEXT_LINK_KEY: None, PHASE_KEY: None})
+                yield from self.track(self.initial_url(), INITIAL)
+                return
             # One STATE for the whole switch: no point at which a kill forgets the re-baseline.
             version = int(time.time() * 1000)
             reader.checkpoint(**{DELTA_LINK_KEY: None, NEXT_LINK_KEY: None, PHASE_KEY: REBASELINE, VERSION_KEY: version})

@@ -17,7 +17,7 @@ if t.TYPE_CHECKING:
 class FullTableStrategy:
     """One full pass as a table version; resumes from the in-flight next link."""
 
-    def __init__(self, reader: Reader, *, prefer: str, required: tuple[str, ...]) -> None:
+    def __init__(self, reader: Reader, *, prefer: str | None, required: tuple[str, ...]) -> None:
         self.reader = reader
         self.prefer = prefer
         self.required = required

@@ -1,0 +1,109 @@
+"""Graph's ``check``: will a sync work? (``tap-dynamics check`` and the SDK's ``--test``).
+
+A token for the Graph host (the credential's own errors name AADSTS65001 consent, a wrong
+resource or a wrong cloud), the tenant's name from ``/organization``, then one cheap probe per
+chosen stream (``$select=id&$top=1``) to say which streams the granted application permissions
+cover, naming the permission each missing one needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+from tap_dynamics.auth import build_token_provider
+from tap_dynamics.engine.retry import CHECK_ATTEMPTS
+from tap_dynamics.errors import ConnectionProblem, ServiceError, ServiceUnavailable
+from tap_dynamics.graph.client import GraphClient
+from tap_dynamics.graph.discovery import select_streams
+from tap_dynamics.graph.policy import NO_MAILBOX_CODES, is_denied
+
+if t.TYPE_CHECKING:
+    from tap_dynamics.auth import TokenProvider
+    from tap_dynamics.config import Settings
+    from tap_dynamics.graph.resources import GraphResource
+
+
+def _first_id(client: GraphClient, path: str, table: str) -> str | None:
+    payload, _ = client.get_json(client.url(path, {"$select": "id", "$top": "1"}), table=table)
+    rows = payload.get("value") if isinstance(payload, dict) else None
+    return rows[0].get("id") if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
+
+
+def probe(client: GraphClient, resource: GraphResource) -> ServiceError | None:
+    """Read one id of the stream the way a sync needs to; the error, or None when readable."""
+    try:
+        if resource.stream == "group_members":
+            group = _first_id(client, "groups", resource.stream)
+            if group is not None:
+                _first_id(client, f"groups/{group}/members", resource.stream)
+        elif resource.stream == "events":
+            user = _first_id(client, "users", resource.stream)
+            if user is not None:
+                now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                url = client.url(f"users/{user}/calendarView", {"startDateTime": now, "endDateTime": now, "$top": "1"})
+                try:
+                    client.get_json(url, table=resource.stream)
+                except ServiceError as exc:
+                    if exc.code not in NO_MAILBOX_CODES:  # that user has no mailbox: not the permission
+                        raise
+        else:
+            options = {"$select": "id"} if resource.top is None else {"$select": "id", "$top": "1"}
+            client.get_json(client.url(resource.path, options), table=resource.stream)
+    except ServiceError as exc:
+        return exc
+    return None
+
+
+def _tenant_name(client: GraphClient) -> str:
+    """The organization's display name (and id); a 403 here is only a missing permission."""
+    try:
+        payload, _ = client.get_json(client.url("organization", {"$select": "id,displayName"}))
+    except ServiceUnavailable:
+        raise
+    except ServiceError as exc:
+        if is_denied(exc):
+            return "the tenant (its name needs Organization.Read.All)"
+        raise
+    rows = payload.get("value") if isinstance(payload, dict) else None
+    org = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+    return f"{org.get('displayName') or 'the tenant'} (tenant {org.get('id') or 'unknown'})"
+
+
+def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
+    """Run the whole check and return the success line; raise a one-line error otherwise."""
+    client = GraphClient(settings, tokens or build_token_provider(settings))
+    client.MAX_ATTEMPTS = CHECK_ATTEMPTS
+    resources = select_streams(settings.entities, settings.exclude_entities)
+    try:
+        name = _tenant_name(client)
+        with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
+            outcomes = list(pool.map(lambda resource: probe(client, resource), resources))
+    except ServiceUnavailable:
+        raise
+    except ServiceError as exc:
+        raise ConnectionProblem(str(exc)) from None
+    denied = [r for r, error in zip(resources, outcomes, strict=True) if error is not None and is_denied(error)]
+    failed = [(r, e) for r, e in zip(resources, outcomes, strict=True) if e is not None and not is_denied(e)]
+    covered = len(resources) - len(denied) - len(failed)
+    line = (
+        f"{name} at {settings.url} as {client.tokens.identity()}; the permissions cover {covered} of "
+        f"{len(resources)} streams"
+    )
+    if denied:
+        missing = ", ".join(f"{r.stream} ({r.permission})" for r in denied)
+        line += (
+            f" — missing application permissions: {missing}; add them under App registrations > your "
+            "app > API permissions > Microsoft Graph > Application permissions and grant admin consent"
+        )
+    if failed:
+        line += f" — could not read: {', '.join(r.stream for r, _ in failed)} (first error: {failed[0][1]})"
+    if resources and not covered:
+        if not denied and all(isinstance(e, ServiceUnavailable) for _, e in failed):
+            raise ServiceUnavailable(line)
+        raise ConnectionProblem(line)
+    return f"connection available: {line}"
+
+
+__all__ = ["connection_check", "probe"]
