@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import logging
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import requests
 
 from tap_dynamics.auth import build_token_provider
+from tap_dynamics.checks import TableAccess, service_answers, verdict
+from tap_dynamics.checks import probe_tables as probe_all
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.discovery import metadata_guard
 from tap_dynamics.dataverse.metadata import EntityInfo, list_entities, select_entities
 from tap_dynamics.engine.retry import CHECK_ATTEMPTS
-from tap_dynamics.errors import (
-    ConnectionProblem,
-    ServiceError,
-    ServiceUnavailable,
-    TapDynamicsError,
-    cannot_reach,
-)
+from tap_dynamics.errors import ConnectionProblem, ServiceError, ServiceUnavailable, cannot_reach
 
 if t.TYPE_CHECKING:
     from tap_dynamics.auth import TokenProvider
@@ -80,51 +74,6 @@ def probe_org(settings: Settings) -> None:
         raise ConnectionProblem(msg)
 
 
-# At most this many table names per list in the one-line answer (a 1,000-table org).
-MAX_NAMES = 20
-
-
-@dataclass
-class TableAccess:
-    """What the probes found: which of the configured tables the identity can read."""
-
-    total: int = 0
-    readable: int = 0
-    denied: list[str] = field(default_factory=list)  # 403: the role lacks Read on the table
-    failed: dict[str, ServiceError] = field(default_factory=dict)  # any other failure
-
-    def describe(self) -> str:
-        """``can read 12 of 14 tables — no read privilege on: invoice, salesorder``."""
-        if not self.total:
-            return "no table matches the entities setting"
-        head = f"can read {self.readable} of {self.total} table{'s' if self.total > 1 else ''}"
-        if self.readable == self.total:
-            return head
-        parts = []
-        if self.denied:
-            parts.append(
-                f"no read privilege on: {_names(self.denied)} (give the identity's security role "
-                "Read on them)"
-            )
-        if self.failed:
-            first = next(iter(self.failed.values()))
-            parts.append(f"could not read: {_names(list(self.failed))} (first error: {first})")
-        return f"{head} — {'; '.join(parts)}"
-
-    def error(self, line: str) -> TapDynamicsError | None:
-        """The error when no table is readable: exit 4 only when the service itself kept failing."""
-        if not self.total or self.readable:
-            return None
-        if not self.denied and all(isinstance(e, ServiceUnavailable) for e in self.failed.values()):
-            return ServiceUnavailable(line)
-        return ConnectionProblem(line)
-
-
-def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:MAX_NAMES])
-    return shown + (f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
-
-
 def _org_name(client: DataverseClient, whoami: dict[str, t.Any]) -> str:
     """The organisation's name, or its id from ``WhoAmI`` when ``organizations`` is not readable.
 
@@ -157,26 +106,13 @@ def probe_tables(client: DataverseClient, settings: Settings) -> TableAccess:
     entities = select_entities(
         metadata_guard(list_entities, client), settings.entities, settings.exclude_entities
     )
-    access = TableAccess(total=len(entities))
 
-    def probe(entity: EntityInfo) -> ServiceError | None:
+    def probe(entity: EntityInfo) -> None:
+        # a 403 is PrivilegeDenied (0x80040220, "is missing prvRead…")
         url = client.url(entity.entity_set, {"$select": entity.primary_id, "$top": "1"})
-        try:
-            client.get_json(url, table=entity.logical_name)
-        except ServiceError as exc:
-            return exc
-        return None
+        client.get_json(url, table=entity.logical_name)
 
-    with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
-        outcomes = list(pool.map(probe, entities))
-    for entity, error in zip(entities, outcomes, strict=True):
-        if error is None:
-            access.readable += 1
-        elif error.status == 403:  # PrivilegeDenied (0x80040220, "is missing prvRead…")
-            access.denied.append(entity.logical_name)
-        else:
-            access.failed[entity.logical_name] = error
-    return access
+    return probe_all(entities, probe, lambda entity: entity.logical_name, settings.max_concurrency)
 
 
 def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
@@ -189,21 +125,12 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
     probe_org(settings)
     client = DataverseClient(settings, tokens or build_token_provider(settings))
     client.MAX_ATTEMPTS = CHECK_ATTEMPTS
-    try:
+    with service_answers():  # a 4xx or a redirect: a person must change something
         whoami, _ = client.get_json(client.url("WhoAmI"))
         if not isinstance(whoami, dict):
             whoami = {}
         name = _org_name(client, whoami)
         access = probe_tables(client, settings)
-    except ServiceUnavailable:
-        raise
-    except ServiceError as exc:
-        # A 4xx or a redirect: the service answered, and a person must change something.
-        raise ConnectionProblem(str(exc)) from None
     user_id = whoami.get("UserId")
     suffix = f", user id {user_id}" if user_id else ""
-    line = f"{name} ({settings.url}) as {client.tokens.identity()}{suffix}; {access.describe()}"
-    error = access.error(line)
-    if error is not None:
-        raise error
-    return f"connection available: {line}"
+    return verdict(f"{name} ({settings.url}) as {client.tokens.identity()}{suffix}; {access.describe()}", access)
