@@ -234,7 +234,8 @@ class DelegatedCredential(BearerCredential):
 
     def _fail(self, payload: t.Mapping[str, t.Any], *, interactive: bool = False) -> AuthError:
         error = auth_error_from_response(
-            payload, client_id=self.auth.client_id, tenant_id=self.auth.tenant_id, url=self.resource.audience
+            payload, client_id=self.auth.client_id, tenant_id=self.auth.tenant_id, url=self.resource.audience,
+            permission=self.resource.permission,
         )
         saved_sign_in_expired = payload.get("error") == "invalid_grant" and error.code != "65001"
         if saved_sign_in_expired and not interactive and "tap-dynamics login" not in str(error):

@@ -153,7 +153,8 @@ class ServicePrincipalCredential(ConfidentialClient):
     @override
     def _fail(self, payload: t.Mapping[str, t.Any]) -> AuthError:
         return auth_error_from_response(
-            payload, client_id=self.auth.client_id, tenant_id=self.auth.tenant_id, url=self.resource.audience
+            payload, client_id=self.auth.client_id, tenant_id=self.auth.tenant_id, url=self.resource.audience,
+            permission=self.resource.permission,
         )
 
 

@@ -36,6 +36,9 @@ class Resource:
 
     audience: str  # the resource URL, no trailing slash (also AD FS's and IMDS's `resource`)
     delegated_scopes: tuple[str, ...] = ()  # what a signed-in user's token asks for
+    # The API permission an app registration needs for this resource, as the Azure portal names
+    # it (AADSTS65001, missing consent, says to add it); empty: the consent line names none.
+    permission: str = ""
 
     @property
     def app_scopes(self) -> list[str]:
