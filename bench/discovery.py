@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.finops_metadata import SOURCES
+from bench.finops_metadata import measure as measure_source
 from tests.demo import EmulatorProcess
 
 TAP = str(Path(sys.executable).parent / "tap-dynamics")
@@ -124,10 +126,18 @@ def finops(entities: int, latency_ms: float) -> int:
                   "client_id": info["client_id"], "client_secret": info["client_secret"],
                   "authority_host": info["authority_host"], "ca_bundle": info["ca_bundle"]}
         result = run_tap_measured(config, Path(tmp), "finops-cold")
+        config_path = Path(tmp) / "config.json"  # run_tap_measured wrote it
+        sources = [measure_source(source, config_path, Path(tmp)) for source in SOURCES]
     print(f"\n{'run':<14}{'wall (s)':>10}{'tap CPU (s)':>13}{'peak RSS (MB)':>15}{'streams':>9}{'columns':>9}")
     r = result
     print(f"{r['run']:<14}{r['wall_s']:>10}{r['cpu_s']:>13}{r['peak_rss_mb']:>15}{r['streams']:>9}{r['columns']:>9}")
     print(f"\nTarget: peak RSS < 300 MB -> {'met' if r['peak_rss_mb'] < 300 else 'NOT met'}")
+    print("\nThe metadata read and every entity set's schema, per source (bench/finops_metadata.py):")
+    print(f"{'source':<14}{'wall (s)':>10}{'CPU (s)':>9}{'peak RSS (MB)':>15}{'entities':>10}{'columns':>9}"
+          f"{'maxLength':>11}")
+    for r in sources:
+        print(f"{r['source']:<14}{r['wall_s']:>10}{r['cpu_s']:>9}{r['peak_rss_mb']:>15}{r['entities']:>10}"
+              f"{r['columns']:>9}{r['maxLength']:>11}")
     return 0
 
 

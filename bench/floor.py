@@ -1,6 +1,8 @@
 """The floors the tap is measured against: a bare client reading the same pages.
 
     python -m bench.floor --info INFO.json --table accounts:col1,col2,... [--write]
+    python -m bench.floor --info INFO.json --service-root /data --page-size 10000 \
+        --query 'CustomersV3?$select=...&$filter=...&$orderby=...&cross-company=true'
 
 Mode (a), the default, fetches every page of each table exactly like the tap does (same
 ``$select``, ``$orderby``, ``Prefer: odata.maxpagesize``, following ``@odata.nextLink``) and
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--info", required=True, help="the emulator's connection JSON")
     ap.add_argument("--table", action="append", default=[], metavar="SET:COLS:ORDERBY")
+    ap.add_argument("--query", action="append", default=[], metavar="SET?QUERY",
+                    help="a read given verbatim (relative to the service root), e.g. one F&O company's chain")
+    ap.add_argument("--service-root", default="/api/data/v9.2", help="the OData service's path (F&O: /data)")
     ap.add_argument("--page-size", type=int, default=5000)
     ap.add_argument("--write", action="store_true", help="floor (b): also write JSON lines")
     args = ap.parse_args(argv)
@@ -57,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout.buffer
     dumps = orjson.dumps
     rows = pages = 0
+    reads = []
     for spec in args.table:
         entity_set, cols, orderby = spec.split(":", 2)
         query = urllib.parse.urlencode({"$select": cols, "$orderby": orderby}, safe="$,", quote_via=urllib.parse.quote)
-        url: str | None = f"{info['org_url']}/api/data/v9.2/{entity_set}?{query}"
+        reads.append(f"{entity_set}?{query}")
+    for first in [*reads, *args.query]:
+        url: str | None = f"{info['org_url']}{args.service_root}/{first}"
         while url:
             response = session.get(url, headers=headers, verify=info["ca_bundle"], timeout=600)
             response.raise_for_status()

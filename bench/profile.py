@@ -1,6 +1,6 @@
 """Profile the record path: one full sync of ``account`` against the emulator, every thread.
 
-    python -m bench.profile [--rows N] [--top N] [--sort tottime|cumulative] [--out FILE]
+    python -m bench.profile [--rows N] [--top N] [--sort tottime|cumulative] [--out FILE] [--finops]
 
 Starts the emulator as ``make bench`` does (its own process, no latency), discovers, then runs
 the tap in a child process under cProfile with one profiler per thread, timed by thread CPU time (so a loaded
@@ -69,13 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--out", default=None, help="keep the merged pstats file here")
+    ap.add_argument("--finops", action="store_true", help="sync F&O's CustomersV3 (3 companies) instead")
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         _child(args.child[0], args.child[1:])
         return 0
-    base = SCENARIOS["account-0ms"]
-    scenario = Scenario("profile", base.description, {"account": args.rows}, ["account"], 0)
+    if args.finops:  # F&O's CustomersV3: one chain per company
+        base = SCENARIOS["finops-0ms"]
+        scenario = Scenario("profile", base.description, {"CustomersV3": args.rows}, ["CustomersV3"], 0,
+                            finops=True)
+    else:
+        base = SCENARIOS["account-0ms"]
+        scenario = Scenario("profile", base.description, {"account": args.rows}, ["account"], 0)
     emu = EmulatorProcess(scenario)
     with tempfile.TemporaryDirectory(prefix="tap-dynamics-profile-") as tmp:
         workdir = Path(tmp)

@@ -26,10 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from emulator.finops.model import COMPANIES as FINOPS_COMPANIES
 
 PY = sys.executable
 TAP = [PY, "-m", "tap_dynamics"]
@@ -51,6 +54,8 @@ class Scenario:
     runs: int = 3
     # an on-premises server of this version (plain http, NTLM) instead of Dataverse online
     onprem_version: str | None = None
+    # a Finance & Operations environment (``python -m emulator --finops``) instead of Dataverse
+    finops: bool = False
 
 
 SCENARIOS = {
@@ -76,6 +81,17 @@ SCENARIOS = {
         # 50-row pages make one chain latency-bound (500 rows/s at 100 ms): the first load's
         # time windows are read concurrently; the variant is the one chain.
         variants=[("tap, one chain", {"first_load_windows": 1}, None)], runs=1),
+    # F&O: CustomersV3 (13 columns, 3 companies); the tap reads one page chain per company.
+    "finops-0ms": Scenario(
+        "finops-0ms", "F&O CustomersV3, 3 companies, 300k rows, 10,000-row pages, no latency (CPU-bound)",
+        {"CustomersV3": 300_000}, ["CustomersV3"], 0, finops=True),
+    "finops-300ms": Scenario(
+        # 20 pages per company, so the run's fixed start (process, token, the Companies page) does
+        # not dominate what is measured: the three chains' overlap
+        "finops-300ms", "F&O CustomersV3, 3 companies, 600k rows, 10,000-row pages, 300 ms per page",
+        {"CustomersV3": 600_000}, ["CustomersV3"], 300, finops=True, floors=False,
+        # the bound is one chain's: rows / (pages x 300 ms); the variant reads the companies one at a time
+        variants=[("tap, max_concurrency=1", {"max_concurrency": 1}, None)], runs=1),
     "memory-10k": Scenario(
         "memory-10k", "account, 10k rows (peak RSS)", {"account": 10_000}, ["account"], 0, runs=1),
     "memory-1m": Scenario(
@@ -106,6 +122,9 @@ class EmulatorProcess:
         argv = [PY, "-m", "emulator", "--latency-ms", str(scenario.latency_ms),
                 "--latency-scope", "pages"]
         rows = {"contact": 0, "systemuser": 10, **scenario.rows}
+        if scenario.finops:  # its own entity sets; SalesOrderHeadersV2 is not read
+            argv.append("--finops")
+            rows = {"SalesOrderHeadersV2": 0, **scenario.rows}
         for table, n in rows.items():
             argv += ["--rows", f"{table}={n}"]
         for table, n in scenario.clones.items():
@@ -168,6 +187,8 @@ def write_config(info: dict, entities: list[str], workdir: Path) -> Path:
         "client_secret": info["client_secret"], "authority_host": info["authority_host"],
         "ca_bundle": info["ca_bundle"], "entities": entities,
     }
+    if "edition" in info:  # an F&O environment on loopback: the URL does not say so
+        config["edition"] = info["edition"]
     path = workdir / "config.json"
     path.write_text(json.dumps(config))
     return path
@@ -196,6 +217,25 @@ def floor_specs(catalog: dict, tables: list[str]) -> list[str]:
         orderby = f"modifiedon asc,{pk} asc" if "modifiedon" in stream["schema"]["properties"] else f"{pk} asc"
         specs += ["--table", f"{entity_set}:{cols}:{orderby}"]
     return specs
+
+
+def finops_floor_args(catalog: dict, tables: list[str], companies: list[str]) -> list[str]:
+    """The F&O reads the tap makes: per company-specific entity one chain per company
+    (``dataAreaId`` filter, ``cross-company=true``, ordered by the key), 10,000-row pages."""
+    args = ["--service-root", "/data", "--page-size", "10000"]
+    for stream in catalog["streams"]:
+        name = stream["tap_stream_id"]
+        if name not in tables:
+            continue
+        columns = list(stream["schema"]["properties"])
+        keys = stream["key_properties"]
+        orderby = ",".join(f"{k} asc" for k in keys)
+        chains = [{"$filter": f"dataAreaId eq '{c}'"} for c in companies] if "dataAreaId" in columns else [{}]
+        for chain in chains:  # the options in the tap's order: the same URL, the same pages
+            options = {"$select": ",".join(columns), **chain, "$orderby": orderby, "cross-company": "true"}
+            query = urllib.parse.urlencode(options, safe="$,'", quote_via=urllib.parse.quote)
+            args += ["--query", f"{name}?{query}"]
+    return args
 
 
 def median(values: list[float]) -> float:
@@ -235,12 +275,16 @@ def run_scenario(scenario: Scenario, runs: int | None, workdir: Path) -> dict:
         config_path = write_config(info, scenario.entities, workdir)
         catalog = discover(str(config_path), workdir)
         tap_argv = [*TAP, "--config", str(config_path), "--catalog", str(workdir / "catalog.json")]
-        floor_argv = [PY, "-m", "bench.floor", "--info", str(workdir / "info.json"), *floor_specs(catalog, scenario.entities)]
+        if scenario.finops:
+            reads = finops_floor_args(catalog, scenario.entities, FINOPS_COMPANIES)
+        else:
+            reads = floor_specs(catalog, scenario.entities)
+        floor_argv = [PY, "-m", "bench.floor", "--info", str(workdir / "info.json"), *reads]
         results: dict[str, list[Measure]] = {}
         # Warm-up (not counted): the emulator caches each table's served shape on first read, and
         # the tap's first read (change tracking) differs from the floor's. A first measured run
         # would otherwise pay the emulator's own cold start (1-3 s on tables-1s).
-        if scenario.onprem_version is None:  # the floors read the online Web API
+        if scenario.onprem_version is None:  # the floors read the online Web API (or F&O's /data)
             run_measured(emu, floor_argv, workdir, "warm-up")
         emu.call("set", {"latency_ms": 0})
         run_measured(emu, tap_argv, workdir, "warm-up tap")
@@ -288,6 +332,8 @@ def run_scenario(scenario: Scenario, runs: int | None, workdir: Path) -> dict:
             if "tap, modifiedon windows" in by:
                 windows = by["tap, modifiedon windows"]["rows_per_s"]
                 ratios["modifiedon windows rows/s / one-request bound"] = windows / bound_rows_s
+            if scenario.finops:  # one chain per company, concurrently
+                ratios["tap rows/s / one-chain bound"] = tap["rows_per_s"] / bound_rows_s
             if "tap, one chain" in by:  # the tap reads windows by default (OData v2)
                 ratios["tap rows/s / one-chain bound"] = tap["rows_per_s"] / bound_rows_s
                 ratios["one chain rows/s / one-chain bound"] = by["tap, one chain"]["rows_per_s"] / bound_rows_s

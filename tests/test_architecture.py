@@ -158,6 +158,22 @@ def test_private_sdk_members_and_final_overrides_only_in_sdk_compat() -> None:
     assert found == []
 
 
+def test_no_system_package_imports_another() -> None:
+    """Each system (tap_dynamics/<system>/, registered in systems.py) imports no other system's
+    package: what two systems share lives in the engine or in a neutral module (checks.py)."""
+    from tap_dynamics.systems import _MODULES
+
+    packages = {module.rpartition(".")[0] for module in _MODULES.values()}
+    assert len(packages) >= 2
+    crossing = {
+        name: sorted(i for i in _imports(name) for other in packages - {package} if i.startswith(other))
+        for package in packages
+        for name in MODULES
+        if name.startswith(package + ".") or name == package
+    }
+    assert {k: v for k, v in crossing.items() if v} == {}
+
+
 def test_modules_stay_readable() -> None:
     """No module over ~500 lines unless it says at its top why it is longer."""
     long = [

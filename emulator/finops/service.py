@@ -38,6 +38,7 @@ from .model import DEFAULT_COMPANY, ENUMS, LABELS, NS, Entity, Store
 
 if TYPE_CHECKING:
     from ..core.host import Host
+    from ..identity.adfs import Adfs
     from ..identity.entra import Entra
 
 MAX_PAGE = 10_000
@@ -91,12 +92,15 @@ class FinOpsService(Service):
     fault_default = True
     fault_adapter_class = FinOpsFaults
 
-    def __init__(self, host: Host, store: Store, identity: Entra) -> None:
+    def __init__(self, host: Host, store: Store, identity: Entra, adfs: Adfs | None = None) -> None:
         super().__init__(host)
         self.store = store
         self.identity = identity
+        self.adfs = adfs  # on-premises: AD FS issues the tokens, Entra ID none
         self._metadata: bytes | None = None
         self._orders: dict[tuple, list] = {}
+        self._selections: dict[tuple, list] = {}
+        self._encoded: dict[tuple, list[bytes]] = {}
 
     @property
     def audience(self) -> str:
@@ -159,6 +163,8 @@ class FinOpsService(Service):
 
     def authenticate(self, req: Request) -> Response | None:
         auth = req.headers.get("authorization", "")
+        if self.adfs is not None:
+            return self.authenticate_adfs(req, auth)
         challenge = [("WWW-Authenticate", f'Bearer authorization_uri="{self.identity.authority_host}/'
                                           f'{self.identity.tenant_id}/oauth2/authorize"')]
         if not auth.lower().startswith("bearer "):
@@ -168,6 +174,18 @@ class FinOpsService(Service):
             # F&O answers an app missing from Microsoft Entra applications like a bad token.
             return 401, challenge, b""
         req.principal, req.caller = app, caller_of(auth)
+        return None
+
+    def authenticate_adfs(self, req: Request, auth: str) -> Response | None:
+        """On-premises: a bearer token the AD FS issued for this environment (its relying party
+        trust), else 401 with the AD FS challenge."""
+        assert self.adfs is not None
+        client = self.adfs.validate(auth[7:].strip(), self.audience) if auth.lower().startswith("bearer ") else None
+        if client is None:
+            challenge = (f"Bearer authorization_uri={self.host.authority_host}/adfs/oauth2/authorize, "
+                         f"resource_id={self.audience}/")
+            return 401, [("WWW-Authenticate", challenge)], b""
+        req.caller = caller_of(auth)
         return None
 
     # ------------------------------------------------------------------ metadata service
@@ -193,11 +211,7 @@ class FinOpsService(Service):
                                                          "$count", "$expand"):
                 raise bad_request(f"The query parameter '{option}' is not supported.", "")
         cross = q.get("cross-company", "").lower() == "true"
-        predicate = self.filter(entity, q.get("$filter"))
-        with self.store.lock:
-            rows = [r for r in self.ordered(entity, q.get("$orderby"))
-                    if (cross or not entity.company or r["dataAreaId"].lower() == DEFAULT_COMPANY)
-                    and predicate(r)]
+        rows, key = self.selected(entity, q.get("$orderby"), q.get("$filter"), cross)
         if count_only:
             return 200, [("Content-Type", "text/plain")], str(len(rows)).encode()
         skip = _int(q.get("$skip", "0"), "$skip")
@@ -215,13 +229,44 @@ class FinOpsService(Service):
         head: dict[str, Any] = {"@odata.context": f"{self.base_url}/data/$metadata#{entity.entity_set}"}
         if q.get("$count") == "true":
             head["@odata.count"] = len(rows)
-        body = [orjson.dumps(_shape(r, select), default=_exact) for r in chunk]
+        encoded = self.encoded(rows, (*key, tuple(select or ())), select)
+        body = encoded[skip:skip + len(chunk)]
         tail = None
         if skip + len(chunk) < end:
             link = v4.link(self.base_url, req, lambda k: k != "$skip", "$skip", str(skip + len(chunk)))
             tail = {"@odata.nextLink": link}
         return 200, [("Content-Type", v4.CONTENT_TYPE), ("OData-Version", "4.0"),
                      ("ms-dyn-aid", str(uuid.uuid4()))], v4.page(head, body, tail)
+
+    def selected(self, entity: Entity, orderby: str | None, text: str | None,
+                 cross: bool) -> tuple[list[dict[str, Any]], tuple]:
+        """The rows a query selects, in its order, and the key they are kept under until the data
+        changes, so that the pages of one chain cost a slice each, not a filter over the table."""
+        with self.store.lock:
+            key = (entity.entity_set, orderby, text, cross, self.store.generation)
+            cached = self._selections.get(key)
+            if cached is not None:
+                return cached, key
+            predicate = self.filter(entity, text)
+            rows = [r for r in self.ordered(entity, orderby)
+                    if (cross or not entity.company or r["dataAreaId"].lower() == DEFAULT_COMPANY)
+                    and predicate(r)]
+            if len(self._selections) > 32:
+                self._selections.clear()
+            self._selections[key] = rows
+            return rows, key
+
+    def encoded(self, rows: list[dict[str, Any]], key: tuple, select: list[str] | None) -> list[bytes]:
+        """The selected rows as JSON, encoded once per query shape and data generation: the
+        emulator's own serving cost stays small next to the latency it is told to add."""
+        with self.store.lock:
+            cached = self._encoded.get(key)
+            if cached is None:
+                cached = [orjson.dumps(_shape(r, select), default=_exact) for r in rows]
+                if len(self._encoded) > 8:
+                    self._encoded.clear()
+                self._encoded[key] = cached
+            return cached
 
     def ordered(self, entity: Entity, orderby: str | None) -> list[dict[str, Any]]:
         """The rows in ``$orderby`` order, or in the database's (changing) order without one."""

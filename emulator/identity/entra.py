@@ -70,6 +70,13 @@ class App:
     # Tables (logical names; "organization" too) that the security role of the app's user has
     # no Read privilege on: Dataverse answers 403 PrivilegeDenied (dataverse/service.py).
     read_denied: frozenset = frozenset()
+    # Resources (audiences) whose API permission the app lacks or was never admin-consented for
+    # (e.g. Dynamics ERP while Dynamics CRM is consented): AADSTS65001 for their tokens only.
+    unconsented: frozenset = frozenset()
+
+    def consented(self, audience: str) -> bool:
+        """Whether the app may get a token for ``audience``."""
+        return self.consent and audience not in self.unconsented
 
 
 JSON = [("Content-Type", "application/json; charset=utf-8")]
@@ -178,10 +185,12 @@ class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
                      secret_expired: bool = False, consent: bool = True,
                      application_user: bool = True, certificate: Any = None,
                      redirect_uris: list[str] | None = None, public_client: bool = True,
-                     managed_identity: bool = False, read_denied: list[str] | None = None) -> App:
+                     managed_identity: bool = False, read_denied: list[str] | None = None,
+                     unconsented: list[str] | None = None) -> App:
         """Register an app. ``certificate``: PEM bytes/str or x509 objects (one or a list)
         uploaded under Certificates & secrets. ``managed_identity``: a user-assigned identity.
-        ``read_denied``: tables its application user's role cannot read."""
+        ``read_denied``: tables its application user's role cannot read. ``unconsented``:
+        resource URLs it has no admin-consented permission for."""
         tenant = tenant_id or DEFAULT_TENANT
         app = App(client_id.lower(), secret, tenant.lower(), secret_expired, consent,
                   application_user, str(uuid.uuid5(uuid.NAMESPACE_OID, "oid:" + client_id)),
@@ -196,6 +205,7 @@ class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
         app.redirect_uris = list(redirect_uris or ["http://localhost:33333"])
         app.public_client = public_client
         app.read_denied = frozenset(name.lower() for name in read_denied or ())
+        app.unconsented = frozenset(self.resource(uri) or uri.rstrip("/") for uri in unconsented or ())
         if secret:
             ISSUED_SECRETS.add(secret)
         self.apps[app.client_id] = app
@@ -294,7 +304,7 @@ class Entra(UserFlows, ManagedIdentity, TokenFaultControls, Service):
         audience = self.resource(resource)
         if audience is None:
             return self.error(500011, resource=resource, tenant=tenant)
-        if not app.consent:
+        if not app.consented(audience):
             return self.error(65001, client_id=client_id)
         lifetime = int(self.token_lifetime)
         return 200, {

@@ -192,7 +192,7 @@ class UserFlows:
         audience = self.resource(resource)
         if audience is None:
             return self.error(500011, resource=resource, tenant=tenant)
-        if not app.consent:
+        if not app.consented(audience):
             return self.error(65001, client_id=app.client_id)
         return 200, self.user_response(app, audience, nonce)
 

@@ -236,6 +236,7 @@ class DelegatedCredential(BearerCredential):
         error = auth_error_from_response(
             payload, client_id=self.auth.client_id, tenant_id=self.auth.tenant_id, url=self.resource.audience,
             wrong_resource=self.resource.wrong_resource,
+            permission=self.resource.permission,
         )
         saved_sign_in_expired = payload.get("error") == "invalid_grant" and error.code != "65001"
         if saved_sign_in_expired and not interactive and "tap-dynamics login" not in str(error):

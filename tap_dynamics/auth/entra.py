@@ -155,6 +155,7 @@ class ServicePrincipalCredential(ConfidentialClient):
         return auth_error_from_response(
             payload, client_id=self.auth.client_id, tenant_id=self.auth.tenant_id, url=self.resource.audience,
             wrong_resource=self.resource.wrong_resource,
+            permission=self.resource.permission,
         )
 
 

@@ -53,6 +53,12 @@ AADSTS_GUIDANCE: dict[str, tuple[str, str]] = {
         "in Azure portal > App registrations > your app > API permissions, click "
         "'Grant admin consent for <tenant>' (needs an administrator)",
     ),
+    # 65001 for a resource whose permission must be added first (Resource.permission)
+    "65001-permission": (
+        "the app has no admin-consented permission for {url}",
+        "in Azure portal > App registrations > your app > API permissions, add {permission}, then "
+        "click 'Grant admin consent for <tenant>' (needs an administrator)",
+    ),
     "700027": (
         "Entra ID does not know the certificate the tap signed with",
         "upload the certificate in certificate_path (its public part, .cer/.pem) under App "
@@ -121,9 +127,18 @@ def aadsts_code(payload: t.Mapping[str, t.Any]) -> str | None:
 
 
 def auth_error_from_response(
-    payload: t.Mapping[str, t.Any], *, client_id: str, tenant_id: str, url: str, wrong_resource: str | None = None
+    payload: t.Mapping[str, t.Any],
+    *,
+    client_id: str,
+    tenant_id: str,
+    url: str,
+    wrong_resource: str | None = None,
+    permission: str = "",
 ) -> AuthError:
     """Turn an Entra ID error body into one actionable line.
+
+    ``permission``: the API permission the resource needs (``Resource.permission``), named by
+    the line for missing consent (AADSTS65001).
 
     The first line of ``error_description`` is kept (it carries Microsoft's own words), without
     the trace/correlation ids that follow it, so that the user can search for it.
@@ -137,11 +152,14 @@ def auth_error_from_response(
         guidance = AADSTS_GUIDANCE["700027-expired"]
     elif code == "500011" and wrong_resource:  # not a Dataverse org: the service says what to fix
         guidance = ("the resource {url} is not known in tenant {tenant_id}", wrong_resource)
+    elif code == "65001" and permission:
+        guidance = AADSTS_GUIDANCE["65001-permission"]
     else:
         guidance = AADSTS_GUIDANCE.get(code or "")
     if guidance:
         cause, fix = (
-            part.format(client_id=client_id, tenant_id=tenant_id, url=url) for part in guidance
+            part.format(client_id=client_id, tenant_id=tenant_id, url=url, permission=permission)
+            for part in guidance
         )
         return AuthError(f"AADSTS{code}: {cause} — {fix}. (Entra ID said: {first_line})", code=code)
     error = payload.get("error") or "error"

@@ -22,6 +22,11 @@ from tap_dynamics.errors import ConfigError
 
 EXAMPLE_URL = "https://contoso.operations.dynamics.com"
 MAX_PAGE_SIZE = 10_000  # F&O's server-driven page size
+# What AADSTS65001 (no consent for the F&O environment) tells the user to add.
+ERP_PERMISSION = (
+    "the Dynamics ERP API permission (Add a permission > Dynamics ERP: application permission "
+    "Connector.FullAccess; for delegated sign-in Odata.FullAccess and AX.FullAccess)"
+)
 
 FINOPS_PROPERTIES = th.PropertiesList(
     th.Property(
@@ -92,7 +97,7 @@ class FinOpsSettings:
     @property
     def resource(self) -> Resource:
         """Tokens are for the environment URL (Dynamics ERP permissions, ``/.default``)."""
-        return Resource(self.url)
+        return Resource(self.url, permission=ERP_PERMISSION)
 
 
 def load_finops(config: t.Mapping[str, t.Any]) -> FinOpsSettings:

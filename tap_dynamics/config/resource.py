@@ -39,6 +39,9 @@ class Resource:
     service: str = "Dataverse"  # the service's name in messages ("Microsoft Graph", …)
     # The fix when Entra ID does not know the resource (AADSTS500011); None: the org URL's.
     wrong_resource: str | None = None
+    # The API permission an app registration needs for this resource, as the Azure portal names
+    # it (AADSTS65001, missing consent, says to add it); empty: the consent line names none.
+    permission: str = ""
 
     @property
     def app_scopes(self) -> list[str]:

@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import logging
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import requests
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.auth.negotiate import offered
 from tap_dynamics.config.auth import WINDOWS_SCHEMES
+from tap_dynamics.checks import TableAccess, service_answers, verdict
+from tap_dynamics.checks import probe_tables as probe_all
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.discovery import metadata_guard
 from tap_dynamics.dataverse.metadata import list_entities, select_entities
 from tap_dynamics.engine.retry import CHECK_ATTEMPTS
-from tap_dynamics.errors import (
-    ConnectionProblem,
-    ServiceError,
-    ServiceUnavailable,
-    TapDynamicsError,
-    cannot_reach,
-)
+from tap_dynamics.errors import ConnectionProblem, ServiceError, ServiceUnavailable, cannot_reach
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,51 +82,6 @@ def probe_org(settings: Settings, base: str | None = None) -> None:
         raise ConnectionProblem(msg)
 
 
-# At most this many table names per list in the one-line answer (a 1,000-table org).
-MAX_NAMES = 20
-
-
-@dataclass
-class TableAccess:
-    """What the probes found: which of the configured tables the identity can read."""
-
-    total: int = 0
-    readable: int = 0
-    denied: list[str] = field(default_factory=list)  # 403: the role lacks Read on the table
-    failed: dict[str, ServiceError] = field(default_factory=dict)  # any other failure
-
-    def describe(self) -> str:
-        """``can read 12 of 14 tables — no read privilege on: invoice, salesorder``."""
-        if not self.total:
-            return "no table matches the entities setting"
-        head = f"can read {self.readable} of {self.total} table{'s' if self.total > 1 else ''}"
-        if self.readable == self.total:
-            return head
-        parts = []
-        if self.denied:
-            parts.append(
-                f"no read privilege on: {_names(self.denied)} (give the identity's security role "
-                "Read on them)"
-            )
-        if self.failed:
-            first = next(iter(self.failed.values()))
-            parts.append(f"could not read: {_names(list(self.failed))} (first error: {first})")
-        return f"{head} — {'; '.join(parts)}"
-
-    def error(self, line: str) -> TapDynamicsError | None:
-        """The error when no table is readable: exit 4 only when the service itself kept failing."""
-        if not self.total or self.readable:
-            return None
-        if not self.denied and all(isinstance(e, ServiceUnavailable) for e in self.failed.values()):
-            return ServiceUnavailable(line)
-        return ConnectionProblem(line)
-
-
-def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:MAX_NAMES])
-    return shown + (f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
-
-
 def _org_name(client: DataverseClient, whoami: dict[str, t.Any]) -> str:
     """The organisation's name, or its id from ``WhoAmI`` when ``organizations`` is not readable.
 
@@ -169,27 +119,14 @@ def probe_tables(client: DataverseClient, settings: Settings) -> TableAccess:
 
 
 def read_probes(client: DataverseClient, settings: Settings, probes: list[tuple[str, str]]) -> TableAccess:
-    """GET each (table, url) of ``probes``, ``max_concurrency`` at a time: what could be read."""
-    access = TableAccess(total=len(probes))
+    """GET each (table, url) of ``probes``, ``max_concurrency`` at a time: what could be read
+    (a 403 is PrivilegeDenied, 0x80040220, "is missing prvRead…")."""
 
-    def probe(table_url: tuple[str, str]) -> ServiceError | None:
+    def probe(table_url: tuple[str, str]) -> None:
         table, url = table_url
-        try:
-            client.get_json(url, table=table)
-        except ServiceError as exc:
-            return exc
-        return None
+        client.get_json(url, table=table)
 
-    with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
-        outcomes = list(pool.map(probe, probes))
-    for (table, _url), error in zip(probes, outcomes, strict=True):
-        if error is None:
-            access.readable += 1
-        elif error.status == 403:  # PrivilegeDenied (0x80040220, "is missing prvRead…")
-            access.denied.append(table)
-        else:
-            access.failed[table] = error
-    return access
+    return probe_all(probes, probe, lambda table_url: table_url[0], settings.max_concurrency)
 
 
 @dataclass(frozen=True)
@@ -221,19 +158,11 @@ def web_api_findings(client: DataverseClient, settings: Settings) -> Findings:
 
 def report(settings: Settings, tokens: TokenProvider, find: Callable[[], Findings]) -> str:
     """Run ``find`` and return the success line; raise a one-line error otherwise."""
-    try:
+    with service_answers():  # a 4xx or a redirect: a person must change something
         found = find()
-    except ServiceUnavailable:
-        raise
-    except ServiceError as exc:
-        # A 4xx or a redirect: the service answered, and a person must change something.
-        raise ConnectionProblem(str(exc)) from None
     suffix = f", user id {found.user_id}" if found.user_id else ""
     line = f"{found.name} ({settings.url}{found.where}) as {tokens.identity()}{suffix}; {found.access.describe()}"
-    error = found.access.error(line)
-    if error is not None:
-        raise error
-    return f"connection available: {line}"
+    return verdict(line, found.access)
 
 
 def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:

@@ -10,22 +10,21 @@ import logging
 import typing as t
 
 from tap_dynamics.dataverse.policy import DataversePolicy
-from tap_dynamics.engine.http import HttpTransport
+from tap_dynamics.transport import SettingsTransport
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from tap_dynamics.auth import TokenProvider
     from tap_dynamics.config import Settings
+    from tap_dynamics.engine.http import HttpTransport
     from tap_dynamics.engine.policy import ServicePolicy
 
 LOGGER = logging.getLogger("tap-dynamics.progress")
 
 
-class DataverseClient(HttpTransport):
+class DataverseClient(SettingsTransport):
     """Authenticated, retrying, origin-locked JSON client for one Dynamics org."""
-
-    tokens: TokenProvider
 
     def __init__(
         self,
@@ -36,9 +35,7 @@ class DataverseClient(HttpTransport):
         policy: ServicePolicy | None = None,
     ) -> None:
         """``policy``: another endpoint of the same org (the OData v2 one), else the Web API's."""
-        policy = policy or DataversePolicy(settings.api_base)
-        super().__init__(policy, tokens, on_retry=on_retry, **settings.transport)
-        self.settings = settings
+        super().__init__(policy or DataversePolicy(settings.api_base), settings, tokens, on_retry)
 
 
 def fetch_totals(client: HttpTransport, tables: Iterable[str]) -> dict[str, int]:

@@ -34,6 +34,7 @@ from tap_dynamics.dataverse.metadata import (
 from tap_dynamics.dataverse.onprem import metadata_select
 from tap_dynamics.dataverse.streams import DataverseStream
 from tap_dynamics.engine import override
+from tap_dynamics.engine.stream import OptInStream
 from tap_dynamics.errors import ServiceError
 
 if t.TYPE_CHECKING:
@@ -77,7 +78,7 @@ def localized_labels(label: t.Any, languages: tuple[int, ...] | None) -> list[tu
     return out
 
 
-class MetadataStream(DataverseStream):
+class MetadataStream(OptInStream, DataverseStream):
     """Base: a fixed-schema stream over the metadata API, counted in the run summary.
 
     The run loop times every stream and adds its ``rows_emitted`` to the summary; rows are
@@ -85,8 +86,6 @@ class MetadataStream(DataverseStream):
     """
 
     stream_name: str = ""
-    # Opt-in: a plain `tap-dynamics` run (no catalog) extracts tables only; select these by name.
-    selected_by_default = False
     key: tuple[str, ...] = ()
     properties: th.PropertiesList
 
@@ -97,24 +96,6 @@ class MetadataStream(DataverseStream):
         self.primary_keys = self.key
         self._tables = tables
         self._failed: list[str] = []
-
-    @property
-    @override
-    def metadata(self) -> t.Any:
-        """Standard metadata, but with every column selected by default: only the *stream* is
-        opt-in, so selecting it by name gets all of its columns."""
-        mapping = super().metadata
-        if not self.catalog_given or not self.catalog_given.get_stream(self.tap_stream_id):
-            for breadcrumb, entry in mapping.items():
-                if breadcrumb:
-                    entry.selected_by_default = True
-        return mapping
-
-    @override
-    def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        """Count emitted rows (the summary reports them)."""
-        self.rows_emitted += 1
-        return row
 
     def per_table(self, fetch: Callable[[EntityInfo], list[dict[str, t.Any]]]) -> Iterator[dict[str, t.Any]]:
         """Run ``fetch`` for every table in parallel (bounded), yield rows in table order, then

@@ -223,4 +223,33 @@ class PagedStream(sdk_compat.CompatStream):
         self.run.summary.stream(self.name).note = text
 
 
-__all__ = ["PagedStream"]
+class OptInStream(PagedStream):
+    """A stream a plain run leaves out (select it by name), with every column once it is selected.
+
+    A system's metadata streams (labels, definitions) are opt-in: a run without a catalog reads
+    tables only. Selecting such a stream by name gets all of its columns, not just its key. Rows
+    are counted in :meth:`post_process` (these streams take the SDK's per-record path) for the
+    run summary.
+    """
+
+    selected_by_default = False
+
+    @property
+    @override
+    def metadata(self) -> t.Any:
+        """Standard metadata, with every column selected by default unless the catalog says."""
+        mapping = super().metadata
+        if not self.catalog_given or not self.catalog_given.get_stream(self.tap_stream_id):
+            for breadcrumb, entry in mapping.items():
+                if breadcrumb:
+                    entry.selected_by_default = True
+        return mapping
+
+    @override
+    def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
+        """Count emitted rows (the summary reports them); the row is emitted as read."""
+        self.rows_emitted += 1
+        return row
+
+
+__all__ = ["OptInStream", "PagedStream"]

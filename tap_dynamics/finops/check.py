@@ -6,12 +6,10 @@
 from __future__ import annotations
 
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 
 from tap_dynamics.auth import build_token_provider
-from tap_dynamics.dataverse.check import MAX_NAMES, TableAccess
+from tap_dynamics.checks import TableAccess, probe_tables, service_answers, shown_names, verdict
 from tap_dynamics.engine.retry import CHECK_ATTEMPTS
-from tap_dynamics.errors import ConnectionProblem, ServiceError, ServiceUnavailable
 from tap_dynamics.finops.client import FinOpsClient
 from tap_dynamics.finops.discovery import read_metadata
 from tap_dynamics.finops.metadata import EntityInfo, select_entities
@@ -23,47 +21,24 @@ if t.TYPE_CHECKING:
 
 def probe_entities(client: FinOpsClient, settings: Settings, entities: list[EntityInfo]) -> TableAccess:
     """One key of one row of every entity a sync would read (``$top=1``), a few at a time."""
-    access = TableAccess(total=len(entities))
 
-    def probe(entity: EntityInfo) -> ServiceError | None:
+    def probe(entity: EntityInfo) -> None:
         options = {"$select": entity.keys[0] if entity.keys else entity.properties[0].name, "$top": "1"}
         if client.finops.cross_company:
             options["cross-company"] = "true"
-        try:
-            client.get_json(client.url(entity.entity_set, options), table=entity.entity_set)
-        except ServiceError as exc:
-            return exc
-        return None
+        client.get_json(client.url(entity.entity_set, options), table=entity.entity_set)
 
-    with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
-        outcomes = list(pool.map(probe, entities))
-    for entity, error in zip(entities, outcomes, strict=True):
-        if error is None:
-            access.readable += 1
-        elif error.status == 403:
-            access.denied.append(entity.entity_set)
-        else:
-            access.failed[entity.entity_set] = error
-    return access
+    return probe_tables(entities, probe, lambda entity: entity.entity_set, settings.max_concurrency)
 
 
 def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
     """The whole check: the success line, or a one-line error (exit 2, or 4 when the service kept failing)."""
     client = FinOpsClient(settings, tokens or build_token_provider(settings))
     client.MAX_ATTEMPTS = CHECK_ATTEMPTS
-    try:
+    with service_answers():
         metadata = read_metadata(client)
         companies = client.visible_companies() if client.finops.cross_company else ()
         chosen = select_entities(metadata.entities.values(), settings.entities, settings.exclude_entities)
         access = probe_entities(client, settings, chosen)
-    except ServiceUnavailable:
-        raise
-    except ServiceError as exc:
-        raise ConnectionProblem(str(exc)) from None
-    shown = ", ".join(companies[:MAX_NAMES]) + (f" and {len(companies) - MAX_NAMES} more" if len(companies) > MAX_NAMES else "")
-    company_part = f"companies: {shown}" if companies else "default company only (cross_company false)"
-    line = f"{settings.url} as {client.tokens.identity()}; {company_part}; {access.describe()}"
-    error = access.error(line)
-    if error is not None:
-        raise error
-    return f"connection available: {line}"
+    company_part = f"companies: {shown_names(companies)}" if companies else "default company only (cross_company false)"
+    return verdict(f"{settings.url} as {client.tokens.identity()}; {company_part}; {access.describe()}", access)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import typing as t
 
-from tap_dynamics.engine.http import HttpTransport
 from tap_dynamics.errors import ServiceError
 from tap_dynamics.finops.policy import FinOpsPolicy
+from tap_dynamics.transport import SettingsTransport
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,10 +19,8 @@ if t.TYPE_CHECKING:
 COMPANIES_SET = "Companies"
 
 
-class FinOpsClient(HttpTransport):
+class FinOpsClient(SettingsTransport):
     """Authenticated, retrying, origin-locked client for one F&O environment."""
-
-    tokens: TokenProvider
 
     def __init__(
         self,
@@ -30,16 +28,7 @@ class FinOpsClient(HttpTransport):
         tokens: TokenProvider,
         on_retry: Callable[[str | None, float], None] | None = None,
     ) -> None:
-        super().__init__(
-            FinOpsPolicy(settings.api_base),
-            tokens,
-            origin=settings.url,
-            timeout=settings.request_timeout,
-            verify=settings.verify,
-            max_concurrency=settings.max_concurrency,
-            on_retry=on_retry,
-        )
-        self.settings = settings
+        super().__init__(FinOpsPolicy(settings.api_base), settings, tokens, on_retry)
         self._companies: tuple[str, ...] | None = None
         self._lock = threading.Lock()
 

@@ -127,26 +127,31 @@ def parse_metadata(document: bytes) -> Metadata:
     return Metadata(entities, enums)
 
 
-def select_entities(
-    entities: t.Iterable[EntityInfo], include: tuple[str, ...] | None, exclude: tuple[str, ...]
-) -> list[EntityInfo]:
-    """Entity sets named by ``entities`` (globs; case-insensitive), minus ``exclude_entities``."""
-    chosen = []
-    by_name = {e.entity_set.lower(): e for e in entities}
+def select_names(names: t.Iterable[str], include: tuple[str, ...] | None, exclude: tuple[str, ...]) -> list[str]:
+    """Entity set names matched by ``entities`` (globs; case-insensitive), minus
+    ``exclude_entities``, sorted; a plain name the environment lacks is a config error."""
+    by_lower = {name.lower(): name for name in names}
     for pattern in include or ():
-        if not any(c in pattern for c in "*?[") and pattern not in by_name:
+        if not any(c in pattern for c in "*?[") and pattern not in by_lower:
             msg = (
                 f"setting 'entities' names {pattern!r}, which is no entity set of this environment — "
                 "use the public collection name, e.g. CustomersV3 (the service document /data lists them)"
             )
             raise ConfigError(msg)
-    for lowered, entity in sorted(by_name.items()):
-        if include is not None and not any(fnmatch.fnmatchcase(lowered, p) for p in include):
-            continue
-        if any(fnmatch.fnmatchcase(lowered, p) for p in exclude):
-            continue
-        chosen.append(entity)
-    return chosen
+    return [
+        name
+        for lowered, name in sorted(by_lower.items())
+        if (include is None or any(fnmatch.fnmatchcase(lowered, p) for p in include))
+        and not any(fnmatch.fnmatchcase(lowered, p) for p in exclude)
+    ]
+
+
+def select_entities(
+    entities: t.Iterable[EntityInfo], include: tuple[str, ...] | None, exclude: tuple[str, ...]
+) -> list[EntityInfo]:
+    """The entity sets :func:`select_names` picks."""
+    by_name = {e.entity_set: e for e in entities}
+    return [by_name[name] for name in select_names(by_name, include, exclude)]
 
 
 def schema_of(entity: EntityInfo, enums: t.Mapping[str, tuple[tuple[str, int], ...]]) -> dict[str, t.Any]:
@@ -173,4 +178,7 @@ def schema_of(entity: EntityInfo, enums: t.Mapping[str, tuple[tuple[str, int], .
     return {"type": "object", "properties": properties}
 
 
-__all__ = ["COMPANY_COLUMN", "EntityInfo", "Metadata", "parse_metadata", "schema_of", "select_entities"]
+__all__ = [
+    "COMPANY_COLUMN", "EntityInfo", "Metadata", "Property", "parse_metadata", "schema_of", "select_entities",
+    "select_names",
+]

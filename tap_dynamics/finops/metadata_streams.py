@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from singer_sdk import typing as th
 
 from tap_dynamics.engine import override
-from tap_dynamics.engine.stream import PagedStream
+from tap_dynamics.engine.stream import OptInStream
 from tap_dynamics.errors import ServiceError
 
 if t.TYPE_CHECKING:
@@ -34,12 +34,11 @@ if t.TYPE_CHECKING:
 LANGUAGES = ("en-us", "de", "fr", "es", "nl", "da", "it", "ja", "zh-hans", "pt-br", "sv", "nb-no", "fi", "pl")
 
 
-class FinOpsMetadataStream(PagedStream):
+class FinOpsMetadataStream(OptInStream):
     """Base: a fixed-schema, opt-in stream (rows counted for the run summary)."""
 
     client: FinOpsClient
     stream_name = ""
-    selected_by_default = False
     key: tuple[str, ...] = ()
     properties: th.PropertiesList
 
@@ -49,22 +48,6 @@ class FinOpsMetadataStream(PagedStream):
         self.primary_keys = list(self.key)
         self.entities = entities
         self.catalog_metadata = metadata
-
-    @property
-    @override
-    def metadata(self) -> t.Any:
-        """Every column selected by default: only the stream itself is opt-in."""
-        mapping = super().metadata
-        if not self.catalog_given or not self.catalog_given.get_stream(self.tap_stream_id):
-            for breadcrumb, entry in mapping.items():
-                if breadcrumb:
-                    entry.selected_by_default = True
-        return mapping
-
-    @override
-    def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        self.rows_emitted += 1
-        return row
 
 
 class EnumLabelsStream(FinOpsMetadataStream):
