@@ -83,10 +83,10 @@ def main(argv: list[str]) -> int:
             settings = load_settings(_load_config(args.config))
             line = system_for(settings).connection_check(settings, None)
         except TapDynamicsError as exc:
-            print(f"connection unavailable: {exc}", file=sys.stderr)  # noqa: T201
+            print(f"connection unavailable: {exc}", file=sys.stderr)
             return exc.exit_code
-        print(line)  # noqa: T201
+        print(line)
         return EXIT_OK
     settings = load_settings(_load_config(args.config))
-    print(f"tap-dynamics: {sign_in(settings, device_code=args.device_code)}", file=sys.stderr)  # noqa: T201
+    print(f"tap-dynamics: {sign_in(settings, device_code=args.device_code)}", file=sys.stderr)
     return EXIT_OK

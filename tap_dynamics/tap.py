@@ -124,7 +124,7 @@ class TapDynamics(CompatTap):
 
     @classmethod
     @override
-    def cb_discover(cls, ctx: click.Context, param: click.Option, value: bool) -> None:  # noqa: FBT001
+    def cb_discover(cls, ctx: click.Context, param: click.Option, value: bool) -> None:
         """``--discover``: the SDK's callback, but the catalog is written one stream at a time.
 
         The SDK materialises the whole catalog (objects, dict, one JSON string) before printing
@@ -185,7 +185,7 @@ class TapDynamics(CompatTap):
             sys.stdout.flush()
         except (OSError, ValueError):  # the reader is gone: nothing more to deliver
             pass
-        print(  # noqa: T201
+        print(
             f"tap-dynamics: interrupted ({name}) — run it again to resume from the last STATE message",
             file=sys.stderr,
             flush=True,
@@ -250,10 +250,10 @@ def _dispatch() -> int:
         exc.show()
         return exc.exit_code
     except click.Abort:
-        print("tap-dynamics: aborted", file=sys.stderr)  # noqa: T201
+        print("tap-dynamics: aborted", file=sys.stderr)
         return 130
     except ConfigValidationError as exc:
-        print(f"tap-dynamics: error: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
+        print(f"tap-dynamics: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     if isinstance(result, int) and result:
         return result if result != 1 else EXIT_CONFIG  # the SDK exits 1 on invalid config
@@ -269,17 +269,17 @@ def _guarded(run: t.Callable[[], int]) -> int:
     try:
         return run()
     except TapDynamicsError as exc:
-        print(f"tap-dynamics: error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"tap-dynamics: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("tap-dynamics: interrupted", file=sys.stderr)  # noqa: T201
+        print("tap-dynamics: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last resort: say it is a bug, keep it short
+    except Exception as exc:
         LOGGER.debug("Unexpected error", exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(
             f"tap-dynamics: internal error ({type(exc).__name__}: {first[:300]}) — please report "
             "it; rerun with TAP_DYNAMICS_LOGLEVEL=DEBUG for details",
             file=sys.stderr,
-        )  # noqa: T201
+        )
         return EXIT_CRASH

@@ -97,8 +97,8 @@ def kerberos_library_missing() -> str | None:
     if sys.platform == "win32":
         return None  # SSPI, part of Windows
     try:
-        import gssapi  # noqa: F401 - optional: only auth_scheme Kerberos needs it
-        import krb5  # noqa: F401
+        import gssapi
+        import krb5
     except ImportError as exc:
         return f"the Python {exc.name or 'gssapi'} library is not installed"
     return None

@@ -49,9 +49,8 @@ from tap_dynamics.config.dataverse import (
     load_dataverse,
     prepare_dataverse,
 )
-from tap_dynamics.config.finops import FINOPS_PROPERTIES, FINOPS_RULES
+from tap_dynamics.config.finops import FINOPS_PROPERTIES, FINOPS_RULES, load_finops
 from tap_dynamics.config.finops import MAX_PAGE_SIZE as FINOPS_PAGE_SIZE
-from tap_dynamics.config.finops import load_finops
 from tap_dynamics.config.graph import GRAPH_PROPERTIES, GRAPH_RULES, load_graph
 from tap_dynamics.config.resource import Resource
 from tap_dynamics.config.system import (

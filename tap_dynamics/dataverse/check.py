@@ -17,9 +17,9 @@ import requests
 
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.auth.negotiate import offered
-from tap_dynamics.config.auth import WINDOWS_SCHEMES
 from tap_dynamics.checks import TableAccess, service_answers, verdict
 from tap_dynamics.checks import probe_tables as probe_all
+from tap_dynamics.config.auth import WINDOWS_SCHEMES
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.discovery import metadata_guard
 from tap_dynamics.dataverse.metadata import list_entities, select_entities

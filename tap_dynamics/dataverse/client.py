@@ -53,7 +53,7 @@ def fetch_totals(client: HttpTransport, tables: Iterable[str]) -> dict[str, int]
         collection = payload.get("EntityRecordCountCollection") or {}
         keys, values = collection.get("Keys") or [], collection.get("Values") or []
         return {str(k): int(v) for k, v in zip(keys, values, strict=False) if isinstance(v, int) and v >= 0}
-    except Exception as exc:  # noqa: BLE001 - progress is a nicety; never fail a sync over it
+    except Exception as exc:
         LOGGER.debug("No total row counts (RetrieveTotalRecordCount failed: %s)", exc)
         return {}
 

@@ -25,9 +25,9 @@ from tap_dynamics.errors import ServiceError
 if t.TYPE_CHECKING:
     from singer_sdk import Stream
 
+    from tap_dynamics.config import Settings
     from tap_dynamics.dataverse.client import DataverseClient
     from tap_dynamics.engine.run import RunContext
-    from tap_dynamics.config import Settings
 
 LOGGER = logging.getLogger("tap-dynamics")
 

@@ -55,12 +55,12 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
+    from tap_dynamics.config import Settings
     from tap_dynamics.dataverse.client import DataverseClient
     from tap_dynamics.dataverse.metadata import EntityInfo
     from tap_dynamics.engine.pages import Page
     from tap_dynamics.engine.replication.cursor import CursorQueries
     from tap_dynamics.engine.run import RunContext
-    from tap_dynamics.config import Settings
 
 CHANGE_TRACKING = "change_tracking"
 FULL_TABLE = "full_table"

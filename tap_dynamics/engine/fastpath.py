@@ -157,8 +157,8 @@ def sync_records_fast(stream: Stream, context: Context | None) -> t.Generator[di
     yield  # a generator, like the SDK's _sync_records
 
 
-def _emit_page(stream, hooks, page, plan, state_partition_context, post_process, allowed, booleans,  # noqa: ANN001, PLR0913
-               prefix, rk, check_sorted, out, warned, previous):  # noqa: ANN001, ANN202
+def _emit_page(stream, hooks, page, plan, state_partition_context, post_process, allowed, booleans,
+               prefix, rk, check_sorted, out, warned, previous):
     """Write one page's RECORD lines and the STATE after them; (records written, last key value)."""
     extracted = datetime.datetime.now(datetime.timezone.utc)
     suffix = plan.suffix(sdk_compat.stream_version(stream), extracted)

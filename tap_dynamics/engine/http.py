@@ -43,8 +43,8 @@ from tap_dynamics.engine.slots import ResourceSlots
 from tap_dynamics.engine.wire import RawBody, connect_failure, never_connected, read_body, short
 from tap_dynamics.errors import (
     ConnectionProblem,
-    ServiceError,
     SecurityError,
+    ServiceError,
     ServiceUnavailable,
     TapDynamicsError,
     TokenServiceUnavailable,

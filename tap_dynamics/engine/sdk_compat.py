@@ -47,54 +47,54 @@ if t.TYPE_CHECKING:
 
 def state_partition_context(stream: Stream, context: Context | None) -> Context | None:
     """The SDK's state partition of ``context`` (what ``_increment_stream_state`` expects)."""
-    return stream._get_state_partition_context(context)  # noqa: SLF001
+    return stream._get_state_partition_context(context)
 
 
 def write_starting_replication_value(stream: Stream, context: Context | None) -> None:
     """Record the bookmark the sync starts from (the SDK's first step of ``_sync_records``)."""
-    stream._write_starting_replication_value(context)  # noqa: SLF001
+    stream._write_starting_replication_value(context)
 
 
 def increment_stream_state(stream: Stream, latest_record: dict[str, t.Any], context: Context | None) -> None:
     """Advance the bookmark over an emitted row, with the SDK's sort check and signpost."""
-    stream._increment_stream_state(latest_record, context=context)  # noqa: SLF001
+    stream._increment_stream_state(latest_record, context=context)
 
 
 def finalize_state(stream: Stream, state: dict[str, t.Any] | None) -> None:
     """Promote the progress markers to the bookmark (end of a stream's records)."""
-    stream._finalize_state(state)  # noqa: SLF001
+    stream._finalize_state(state)
 
 
 def write_state_message(stream: Stream) -> None:
     """Write the tap's STATE now (after a page's records): the SDK only does it per N records."""
-    stream._write_state_message()  # noqa: SLF001
+    stream._write_state_message()
 
 
 def write_activate_version_message(stream: Stream, version: int) -> None:
     """ACTIVATE_VERSION for a table version: the SDK writes it only at the start of a full-table
     sync, while a version here ends with its last page (and change tracking re-baselines)."""
-    stream._write_activate_version_message(version)  # noqa: SLF001
+    stream._write_activate_version_message(version)
 
 
 def stream_version(stream: Stream) -> int | None:
     """The table version RECORD messages carry (the SDK reads it from this attribute)."""
-    return stream._stream_version  # noqa: SLF001
+    return stream._stream_version
 
 
 def set_stream_version(stream: Stream, version: int | None) -> None:
     """Set the table version the next RECORDs carry (the SDK has no setter)."""
-    stream._stream_version = version  # noqa: SLF001
+    stream._stream_version = version
 
 
 def set_sorted_check(stream: Stream, is_sorted: bool) -> None:
     """Switch the state manager's sort check with ``Stream.is_sorted``: the SDK caches the flag
     when it creates the state manager, and first-load time windows interleave rows mid-stream."""
-    stream.state_manager._is_sorted = is_sorted  # noqa: SLF001
+    stream.state_manager._is_sorted = is_sorted
 
 
 def catalog_entry(stream: Stream) -> CatalogEntry:
     """The stream's catalog entry as the SDK builds it for ``--discover`` (no public builder)."""
-    return stream._singer_catalog_entry  # noqa: SLF001
+    return stream._singer_catalog_entry
 
 
 class CompatStream(Stream):
@@ -205,10 +205,10 @@ class CompatTap(Tap):
         """The SDK's first steps of ``sync_all``: clear old progress markers, force full table
         where a child stream needs it, write the incoming state (private SDK methods, kept as
         the SDK runs them)."""
-        self._reset_state_progress_markers()  # noqa: SLF001
-        self._set_compatible_replication_methods()  # noqa: SLF001
+        self._reset_state_progress_markers()
+        self._set_compatible_replication_methods()
         if self.state:
-            self._state_writer.write_state(self.state)  # noqa: SLF001
+            self._state_writer.write_state(self.state)
 
     @classmethod
     def invoke_plugin(cls, *, about: bool, about_format: str | None) -> None:

@@ -20,8 +20,8 @@ def read_body(response: requests.Response) -> None:
     except BaseException:
         response.close()
         raise
-    response._content = body  # noqa: SLF001 - what requests itself does once a body is read
-    response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001
+    response._content = body
+    response._content_consumed = True  # type: ignore[attr-defined]
 
 
 def short(exc: BaseException) -> str:

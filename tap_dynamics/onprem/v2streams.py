@@ -30,8 +30,8 @@ from tap_dynamics.dataverse.streams import (
 )
 from tap_dynamics.engine import override
 from tap_dynamics.engine.formats import ODataV2Verbose
-from tap_dynamics.engine.wire import RawBody
 from tap_dynamics.engine.replication import odata_datetime
+from tap_dynamics.engine.wire import RawBody
 from tap_dynamics.onprem.v2tables import V2Table, parse_edmx
 
 if t.TYPE_CHECKING:

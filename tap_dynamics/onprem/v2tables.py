@@ -22,7 +22,7 @@ from __future__ import annotations
 import decimal
 import logging
 import typing as t
-import xml.etree.ElementTree as ET  # noqa: S405 - the body is refused if it declares a DTD or entities
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from tap_dynamics.dataverse.metadata import INT32, INT64, EntityInfo
@@ -154,7 +154,7 @@ def parse_edmx(body: bytes) -> list[V2Table]:
         msg = "the OData v2 endpoint's $metadata declares a DTD or entities; refusing to read it"
         raise ServiceError(msg)
     try:
-        root = ET.fromstring(body)  # noqa: S314 - no DTD/entities (checked above)
+        root = ET.fromstring(body)
     except ET.ParseError as exc:
         msg = f"the OData v2 endpoint's $metadata is not XML ({exc}) — is url the organization's URL?"
         raise ServiceError(msg) from None
