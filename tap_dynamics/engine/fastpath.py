@@ -26,11 +26,13 @@ import sys
 import typing as t
 
 import msgspec
+from msgspec import Raw
 from singer_sdk.contrib.msgspec import enc_hook
 from singer_sdk.exceptions import InvalidStreamSortException
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_dynamics.engine import sdk_compat
+from tap_dynamics.engine.pages import JSON_DECODER
 from tap_dynamics.engine.run import OUTPUT_LOCK
 
 if t.TYPE_CHECKING:
@@ -177,6 +179,8 @@ def _emit_page(stream, hooks, page, plan, state_partition_context, post_process,
         for name in booleans:
             value = row.get(name)
             if value is not None and value.__class__ is not bool:
+                if value.__class__ is Raw:  # a non-integer number, as its JSON text
+                    value = JSON_DECODER.decode(value)
                 row[name] = value != 0
         if rk is not None:
             value = row.get(rk)
