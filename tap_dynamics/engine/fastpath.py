@@ -21,18 +21,17 @@ child streams — makes the stream use the SDK path unchanged (see :func:`fast_p
 from __future__ import annotations
 
 import datetime
+import decimal
 import os
 import sys
 import typing as t
 
 import msgspec
-from msgspec import Raw
 from singer_sdk.contrib.msgspec import enc_hook
 from singer_sdk.exceptions import InvalidStreamSortException
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_dynamics.engine import sdk_compat
-from tap_dynamics.engine.pages import JSON_DECODER
 from tap_dynamics.engine.run import OUTPUT_LOCK
 
 if t.TYPE_CHECKING:
@@ -69,6 +68,9 @@ class PageHooks(t.Protocol):
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
+# Values a boolean column keeps as they are, as the SDK's conform step does: booleans, and
+# non-integer numbers (the SDK passes floats and Decimals through; here they are msgspec.Raw).
+_AS_SERVED = frozenset({bool, msgspec.Raw, decimal.Decimal, float})
 
 
 def fast_path_enabled(stream: Stream, context: Context | None) -> bool:
@@ -178,9 +180,7 @@ def _emit_page(stream, hooks, page, plan, state_partition_context, post_process,
             row = _drop_unknown(stream, row, allowed, plan.unknown_ok, warned)
         for name in booleans:
             value = row.get(name)
-            if value is not None and value.__class__ is not bool:
-                if value.__class__ is Raw:  # a non-integer number, as its JSON text
-                    value = JSON_DECODER.decode(value)
+            if value is not None and value.__class__ not in _AS_SERVED:
                 row[name] = value != 0
         if rk is not None:
             value = row.get(rk)

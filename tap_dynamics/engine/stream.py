@@ -137,9 +137,12 @@ class PagedStream(sdk_compat.CompatStream):
         """The run's page budget (pages alive at once, all streams together)."""
         return self.run.page_budget
 
-    def count_pages(self, pages: int) -> None:
-        """Pages read, for the run summary."""
-        self.run.summary.stream(self.name).pages += pages
+    def page_arrived(self, page: Page) -> None:
+        """A page was read: count it for the run summary, and on the fast path have its rows
+        keep non-integer numbers as their JSON text (before a strategy decodes them)."""
+        self.run.summary.stream(self.name).pages += 1
+        if self.number_text and isinstance(page.records, Rows):
+            page.records.keep_number_text()
 
     def fetch(
         self,
@@ -155,9 +158,7 @@ class PagedStream(sdk_compat.CompatStream):
             return self.client.iter_pages(url, prefer=prefer, table=self.name, required=required, cursor=cursor)
 
         for page in prefetch(source, self.run.page_budget, name=self.name):
-            self.count_pages(1)
-            if self.number_text and isinstance(page.records, Rows):
-                page.records.keep_number_text()  # before the strategy decodes them
+            self.page_arrived(page)
             yield page
             # Every generator between the wire and stdout drops its page once it is written:
             # a page kept while the next one is awaited would double the pages alive per table.
