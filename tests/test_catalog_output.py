@@ -212,8 +212,8 @@ def test_cache_rows_share_repeated_strings_and_odd_rows_survive(tmp_path: Path) 
     import json
 
     from tap_dynamics.dataverse.metadata import ColumnInfo
-    from tap_dynamics.engine.collector import few_collections as _few_collections
     from tap_dynamics.dataverse.metadata_cache import MetadataCache
+    from tap_dynamics.engine.collector import few_collections as _few_collections
 
     path = tmp_path / "m.json"
     cache = MetadataCache(str(path), "https://org", 3600, "f")

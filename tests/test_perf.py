@@ -454,7 +454,7 @@ def test_numbers_in_boolean_columns_come_out_alike_on_both_paths(make_emulator) 
 
     emu = make_emulator(rows={"account": 4, "contact": 0, "systemuser": 1})
     rows = [dict(r) for r in emu.rows("account")[:4]]
-    for row, value in zip(rows, (0.0, 1.5, True, 0)):
+    for row, value in zip(rows, (0.0, 1.5, True, 0), strict=True):
         row["donotemail"] = value
     emu.set(serve_body={"/api/data/v9.2/accounts": {"body": orjson.dumps({"value": rows}, default=str).decode()}})
     config = {**emu.tap_config(), "entities": ["account"], "replication": {"account": "full_table"}}
