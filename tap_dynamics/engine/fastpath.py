@@ -6,7 +6,8 @@ changes nothing but unknown keys and non-boolean values in boolean columns),
 ``pop_deselected_record_properties`` (``$select`` already did it), one ``RecordMessage`` object,
 one ``utc_now()`` and one ``stdout.flush()`` per record. Here the schema work is hoisted out of
 the loop (which keys are allowed, which columns are exclusively boolean), each row is encoded once
-by msgspec (Decimals as exact JSON numbers, like the SDK's msgspec writer), a page's lines are
+by msgspec (non-integer numbers arrive as their exact JSON text, ``msgspec.Raw``, and are written
+back as they came: see ``pages.NUMBER_TEXT_DECODER``), a page's lines are
 written with one ``write`` and one flush, and the STATE message follows each page.
 
 What stays the same as the SDK path (tests compare both on the same data): the stream's
@@ -55,7 +56,8 @@ class PageHooks(t.Protocol):
         ...
 
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        """The stream's per-row transformation (None drops the row)."""
+        """The stream's per-row transformation (None drops the row); non-integer numbers in the
+        row are ``msgspec.Raw`` (their JSON text) on this path."""
         ...
 
     def before_page_state(self, page: Page) -> None:
