@@ -211,8 +211,9 @@ def test_cache_rows_share_repeated_strings_and_odd_rows_survive(tmp_path: Path) 
     import gc
     import json
 
-    from tap_dynamics.dataverse.metadata import ColumnInfo, _few_collections
+    from tap_dynamics.dataverse.metadata import ColumnInfo
     from tap_dynamics.dataverse.metadata_cache import MetadataCache
+    from tap_dynamics.engine.collector import few_collections as _few_collections
 
     path = tmp_path / "m.json"
     cache = MetadataCache(str(path), "https://org", 3600, "f")
@@ -235,6 +236,9 @@ def test_cache_rows_share_repeated_strings_and_odd_rows_survive(tmp_path: Path) 
 
     before = gc.get_threshold()
     with _few_collections():
+        assert gc.get_threshold()[0] >= 100_000
+        with _few_collections():  # nested (a sync's tables on several threads): the outer one restores
+            pass
         assert gc.get_threshold()[0] >= 100_000
     assert gc.get_threshold() == before
     gc.disable()

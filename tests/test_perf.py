@@ -422,6 +422,53 @@ def test_rows_stay_raw_until_used_then_decode_once_and_check() -> None:
         ODATA_V4.decoder.decode(b'{"value":[{"id":"a"},{"id":')
 
 
+def test_record_path_rows_keep_each_number_as_its_exact_json_text() -> None:
+    """The fast path's rows keep non-integer numbers as their JSON text (no Decimal is built or
+    formatted), and the RECORD line carries exactly the server's digits; the SDK's path still
+    gets Decimals. A bad cursor value is named by its text, not by an object's repr."""
+    import msgspec
+
+    from tap_dynamics.engine.fastpath import _ENCODER
+    from tap_dynamics.engine.formats import ODATA_V4, check_cursor
+    from tap_dynamics.errors import ServiceError
+
+    body = b'{"value":[{"id":"a","m":0.1,"t":0.00000010,"e":1E+2,"big":922337203685477.5807,"n":7,"x":null}]}'
+    rows = Rows(ODATA_V4.decoder.decode(body).value, None)
+    rows.keep_number_text()
+    (row,) = rows.decoded()
+    assert all(row[k].__class__ is msgspec.Raw for k in ("m", "t", "e", "big"))
+    assert row["n"] == 7 and row["x"] is None and row["id"] == "a"  # integers, nulls, text as before
+    assert _ENCODER.encode(row) == b'{"id":"a","m":0.1,"t":0.00000010,"e":1E+2,"big":922337203685477.5807,"n":7,"x":null}'
+    # The SDK's path (rows not told otherwise): exact Decimals, as before.
+    (sdk_row,) = Rows(ODATA_V4.decoder.decode(body).value, None).decoded()
+    assert sdk_row["t"] == decimal.Decimal("1.0E-7") and sdk_row["big"] == decimal.Decimal("922337203685477.5807")
+    with pytest.raises(ServiceError, match=r"has v = '1717\.5', which is not a whole number"):
+        check_cursor([{"v": 1}, {"v": row["m"].__class__(b"1717.5")}], ("v", int), "t", None)
+
+
+def test_numbers_in_boolean_columns_come_out_alike_on_both_paths(make_emulator) -> None:
+    """A boolean column holding a non-integer number (kept as JSON text on the fast path) comes
+    out as the SDK's path writes it: the SDK coerces whole numbers (``value != 0``) but passes
+    floats and Decimals through, and so does the fast path."""
+    import orjson
+
+    emu = make_emulator(rows={"account": 4, "contact": 0, "systemuser": 1})
+    rows = [dict(r) for r in emu.rows("account")[:4]]
+    for row, value in zip(rows, (0.0, 1.5, True, 0), strict=True):
+        row["donotemail"] = value
+    emu.set(serve_body={"/api/data/v9.2/accounts": {"body": orjson.dumps({"value": rows}, default=str).decode()}})
+    config = {**emu.tap_config(), "entities": ["account"], "replication": {"account": "full_table"}}
+    fast, slow = run_tap(config), run_tap(config, env=SDK_PATH)
+    assert fast.returncode == 0, fast.stderr
+    assert slow.returncode == 0, slow.stderr
+    values = [r["donotemail"] for r in fast.records("account")]
+    assert values == [decimal.Decimal("0.0"), decimal.Decimal("1.5"), True, False]
+    assert [type(v) for v in values] == [decimal.Decimal, decimal.Decimal, bool, bool]
+    # Full-table reads carry a per-run table version; the records are the same.
+    fast_rows, slow_rows = ([r["record"] for r in _records_and_final_state(run)[0]] for run in (fast, slow))
+    assert fast_rows == slow_rows
+
+
 def test_tables_in_parallel_change_the_tap_state_only_under_the_output_lock(make_emulator, capfd) -> None:
     """A STATE message serialises (and the SDK deep-copies) every stream's bookmark, so a thread
     adding a bookmark while another writes STATE crashed a 1,000-table sync with "dictionary

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import typing as t
 
-import jwt
 import msal
 import requests
 
@@ -113,6 +112,8 @@ def unverified_claim(token: str, name: str) -> str | None:
     The signature is not checked: the token came straight from the identity endpoint over TLS,
     and the only use is to name the identity in a log line.
     """
+    import jwt  # here: only managed identities read a claim, and PyJWT costs 20 ms to import
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

@@ -66,6 +66,8 @@ CHANGE_TRACKING = "change_tracking"
 FULL_TABLE = "full_table"
 DEFAULT_CURSOR = "modifiedon"
 VERSION_CURSOR = "versionnumber"
+# Distinct multi-select texts whose split values a table remembers (EntityStream._choices).
+MAX_CHOICE_LISTS = 4096
 
 # How Dataverse says a change-tracking token has expired (the message and the HRESULT; the
 # status has been seen as 400, but only these identify the error, so any status counts).
@@ -159,6 +161,9 @@ class EntityStream(DataverseStream):
         # A STATE message per page: a killed run loses at most one page of progress.
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         self._multi_select = tuple(n for n, s in properties.items() if _is_multi_select(s))
+        # Multi-select text -> its choice values, split once: a column holds few distinct
+        # combinations, and splitting was two thirds of post_process (see _choices).
+        self._choice_lists: dict[str, list[int]] = {}
         self._annotations = client.settings.annotations
 
     @override
@@ -352,15 +357,25 @@ class EntityStream(DataverseStream):
         for name in self._multi_select:
             value = row.get(name)
             if value.__class__ is str:
-                try:
-                    row[name] = list(map(int, value.split(","))) if value else []
-                except ValueError:
-                    msg = (
-                        f"table {self.name}: column {name} holds {value[:60]!r}, not comma-separated "
-                        "choice values (whole numbers); the response is malformed"
-                    )
-                    raise ServiceError(msg, table=self.name) from None
+                values = self._choice_lists.get(value)
+                # A copy per row: the SDK's path may change a record's lists in place.
+                row[name] = (values if values is not None else self._choices(name, value)).copy()
         return row
+
+    def _choices(self, name: str, value: str) -> list[int]:
+        """The choice values of a multi-select text ("1,2" -> [1, 2]), remembered for the next
+        row (up to :data:`MAX_CHOICE_LISTS` distinct texts per table: memory stays flat)."""
+        try:
+            values = list(map(int, value.split(","))) if value else []
+        except ValueError:
+            msg = (
+                f"table {self.name}: column {name} holds {value[:60]!r}, not comma-separated "
+                "choice values (whole numbers); the response is malformed"
+            )
+            raise ServiceError(msg, table=self.name) from None
+        if len(self._choice_lists) < MAX_CHOICE_LISTS:
+            self._choice_lists[value] = values
+        return values
 
 
 class DataverseCursorQueries:

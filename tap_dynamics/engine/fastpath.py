@@ -6,7 +6,8 @@ changes nothing but unknown keys and non-boolean values in boolean columns),
 ``pop_deselected_record_properties`` (``$select`` already did it), one ``RecordMessage`` object,
 one ``utc_now()`` and one ``stdout.flush()`` per record. Here the schema work is hoisted out of
 the loop (which keys are allowed, which columns are exclusively boolean), each row is encoded once
-by msgspec (Decimals as exact JSON numbers, like the SDK's msgspec writer), a page's lines are
+by msgspec (non-integer numbers arrive as their exact JSON text, ``msgspec.Raw``, and are written
+back as they came: see ``pages.NUMBER_TEXT_DECODER``), a page's lines are
 written with one ``write`` and one flush, and the STATE message follows each page.
 
 What stays the same as the SDK path (tests compare both on the same data): the stream's
@@ -21,6 +22,7 @@ child streams — makes the stream use the SDK path unchanged (see :func:`fast_p
 from __future__ import annotations
 
 import datetime
+import decimal
 import os
 import sys
 import typing as t
@@ -54,7 +56,8 @@ class PageHooks(t.Protocol):
         ...
 
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
-        """The stream's per-row transformation (None drops the row)."""
+        """The stream's per-row transformation (None drops the row); non-integer numbers in the
+        row are ``msgspec.Raw`` (their JSON text) on this path."""
         ...
 
     def before_page_state(self, page: Page) -> None:
@@ -67,6 +70,9 @@ class PageHooks(t.Protocol):
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
+# Values a boolean column keeps as they are, as the SDK's conform step does: booleans, and
+# non-integer numbers (the SDK passes floats and Decimals through; here they are msgspec.Raw).
+_AS_SERVED = frozenset({bool, msgspec.Raw, decimal.Decimal, float})
 
 
 def fast_path_enabled(stream: Stream, context: Context | None) -> bool:
@@ -176,7 +182,7 @@ def _emit_page(stream, hooks, page, plan, state_partition_context, post_process,
             row = _drop_unknown(stream, row, allowed, plan.unknown_ok, warned)
         for name in booleans:
             value = row.get(name)
-            if value is not None and value.__class__ is not bool:
+            if value is not None and value.__class__ not in _AS_SERVED:
                 row[name] = value != 0
         if rk is not None:
             value = row.get(rk)

@@ -268,7 +268,12 @@ def check_cursor(records: list[dict[str, t.Any]], cursor: Cursor, table: str | N
         value = record.get(name)
         if value is None or (value.__class__ is kind and (kind is not str or DATETIME_RE.match(str(value)))):
             continue
-        raise malformed_row(table, number, f"has {name} = {str(value)[:40]!r}, which is not {expected}", request_id)
+        raise malformed_row(table, number, f"has {name} = {value_text(value)[:40]!r}, which is not {expected}", request_id)
+
+
+def value_text(value: t.Any) -> str:
+    """A row value as text for a message (a number kept as JSON text shows as that text)."""
+    return bytes(value).decode() if value.__class__ is msgspec.Raw else str(value)
 
 
 def malformed_row(table: str | None, number: int, problem: str, request_id: str | None) -> ServiceError:
@@ -291,5 +296,5 @@ ODATA_V4 = ODataV4()
 
 __all__ = [
     "DATETIME_RE", "JSON_DECODER", "ODATA_V4", "Cursor", "ODataV2Verbose", "ODataV4", "PageFormat", "RowConversion",
-    "check_cursor", "check_loop", "malformed_row", "v2_datetime",
+    "check_cursor", "check_loop", "malformed_row", "v2_datetime", "value_text",
 ]

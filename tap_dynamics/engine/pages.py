@@ -24,6 +24,11 @@ if t.TYPE_CHECKING:
 
 # Decimal-preserving JSON decoder: Money/Decimal columns must survive bit-for-bit (0.1 stays 0.1).
 JSON_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+# The record path's decoder: a non-integer number stays its exact JSON text (a ``msgspec.Raw``),
+# which the encoder writes back verbatim. As exact as a Decimal, but no Decimal is built on decode
+# nor formatted on encode: on a 34-column ``account`` row with six such columns, decoding and
+# encoding cost 4.0 µs instead of 5.3 (see the README's profile of the record path).
+NUMBER_TEXT_DECODER = msgspec.json.Decoder(float_hook=msgspec.Raw)
 
 RowCheck = t.Callable[[list[t.Any]], None]
 
@@ -39,18 +44,27 @@ class Rows(Sequence):
     converting (OData v2's dates and complex values) converts them in place in that check.
     """
 
-    __slots__ = ("__weakref__", "_check", "_raw", "_rows")
+    __slots__ = ("__weakref__", "_check", "_decoder", "_raw", "_rows")
 
     def __init__(self, raw: list[msgspec.Raw], check: RowCheck | None) -> None:
         self._raw: list[msgspec.Raw] | None = raw
         self._rows: list[dict[str, t.Any]] | None = None
         self._check: RowCheck | None = check
+        self._decoder = JSON_DECODER
+
+    def keep_number_text(self) -> None:
+        """Decode non-integer numbers as their exact JSON text (``msgspec.Raw``), not Decimals.
+
+        For the record path, which only re-encodes them (see :data:`NUMBER_TEXT_DECODER`);
+        rows already decoded stay as they are.
+        """
+        self._decoder = NUMBER_TEXT_DECODER
 
     def decoded(self) -> list[dict[str, t.Any]]:
         """The rows as dicts (decoded and checked on the first call)."""
         rows = self._rows
         if rows is None:
-            decode = JSON_DECODER.decode
+            decode = self._decoder.decode
             decoded = [decode(raw) for raw in self._raw or ()]
             if self._check is not None:
                 self._check(decoded)
@@ -171,4 +185,4 @@ class PageSource(t.Protocol):
         ...
 
 
-__all__ = ["JSON_DECODER", "Page", "PageSizer", "PageSource", "RowCheck", "Rows", "requested_page_size", "where"]
+__all__ = ["JSON_DECODER", "NUMBER_TEXT_DECODER", "Page", "PageSizer", "PageSource", "RowCheck", "Rows", "requested_page_size", "where"]

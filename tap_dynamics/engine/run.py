@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from singer_sdk.exceptions import InvalidStreamSortException
 
+from tap_dynamics.engine.collector import few_collections
 from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.progress import ProgressReporter
 from tap_dynamics.engine.summary import FAILED, RunSummary
@@ -142,7 +143,8 @@ class RunContext:
                 stream.get_context_state(None)
         reporter = self._start_progress(streams, state)
         try:
-            run_each(streams, sync_one, self.workers(streams))
+            with few_collections():  # decoded pages are thousands of acyclic objects: collector.py
+                run_each(streams, sync_one, self.workers(streams))
         finally:
             if reporter is not None:
                 reporter.stop()

@@ -19,6 +19,7 @@ import typing as t
 
 from tap_dynamics.engine import override, sdk_compat
 from tap_dynamics.engine.fastpath import fast_path_enabled, sync_records_fast
+from tap_dynamics.engine.pages import Rows
 from tap_dynamics.engine.prefetch import prefetch
 
 if t.TYPE_CHECKING:
@@ -48,6 +49,9 @@ class PagedStream(sdk_compat.CompatStream):
         self.client = client
         self.run = run
         self.rows_emitted = 0
+        # Whether fetched rows keep non-integer numbers as their JSON text (the fast path only
+        # re-encodes them; the SDK's path gets Decimals, see pages.Rows.keep_number_text).
+        self.number_text = False
         self.deletes_emitted = 0
         self.catalog_given: t.Any = None  # the input catalog, once applied (see apply_catalog)
         self._read_state: dict[str, t.Any] = {}
@@ -83,7 +87,9 @@ class PagedStream(sdk_compat.CompatStream):
     @override
     def fast_records(self, context: Context | None) -> t.Generator[dict, t.Any, t.Any] | None:
         if self.reads_pages and fast_path_enabled(self, context):
+            self.number_text = True
             return sync_records_fast(self, context)
+        self.number_text = False
         return None
 
     @override
@@ -135,9 +141,12 @@ class PagedStream(sdk_compat.CompatStream):
         """The run's page budget (pages alive at once, all streams together)."""
         return self.run.page_budget
 
-    def count_pages(self, pages: int) -> None:
-        """Pages read, for the run summary."""
-        self.run.summary.stream(self.name).pages += pages
+    def page_arrived(self, page: Page) -> None:
+        """A page was read: count it for the run summary, and on the fast path have its rows
+        keep non-integer numbers as their JSON text (before a strategy decodes them)."""
+        self.run.summary.stream(self.name).pages += 1
+        if self.number_text and isinstance(page.records, Rows):
+            page.records.keep_number_text()
 
     def fetch(
         self,
@@ -155,7 +164,7 @@ class PagedStream(sdk_compat.CompatStream):
             )
 
         for page in prefetch(source, self.run.page_budget, name=self.name):
-            self.count_pages(1)
+            self.page_arrived(page)
             yield page
             # Every generator between the wire and stdout drops its page once it is written:
             # a page kept while the next one is awaited would double the pages alive per table.

@@ -95,7 +95,7 @@ class MailboxReader:
               cursor: tuple[str, type] | None = None) -> Iterator[Page]:
         """The mailbox's pages, straight from the transport."""
         for page in self.stream.client.iter_pages(url, prefer=prefer, table=self.name, required=required):
-            self.stream.count_pages(1)
+            self.stream.page_arrived(page)
             yield page
 
     def checkpoint(self, **values: t.Any) -> None:
@@ -118,9 +118,9 @@ class MailboxReader:
         """A remark for the stream's summary line."""
         self.stream.mailbox_note(text)
 
-    def count_pages(self, pages: int) -> None:
-        """Pages read (run summary)."""
-        self.stream.count_pages(pages)
+    def page_arrived(self, page: Page) -> None:
+        """A page was read (run summary; number text on the fast path): the stream's."""
+        self.stream.page_arrived(page)
 
 
 def apply(state: dict[str, t.Any], values: t.Mapping[str, t.Any]) -> None:
@@ -183,7 +183,7 @@ class EventsStream(GraphStream):
         """Every user's id (each may or may not have a mailbox)."""
         url = self.client.url("users", {"$select": "id", "$top": "999"})
         for page in self.client.iter_pages(url, table=self.name, required=("id",)):
-            self.count_pages(1)
+            self.page_arrived(page)
             for row in page.records:
                 yield str(row["id"])
 

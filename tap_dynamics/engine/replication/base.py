@@ -135,8 +135,11 @@ class Reader(t.Protocol):
         """A remark for the run summary."""
         ...
 
-    def count_pages(self, pages: int) -> None:
-        """Pages read (run summary)."""
+    def page_arrived(self, page: Page) -> None:
+        """A page was read: count it (run summary) and ready its rows for the record path.
+
+        Called before anything reads the page's rows (they are decoded on first use).
+        """
         ...
 
 

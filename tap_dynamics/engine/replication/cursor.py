@@ -172,9 +172,9 @@ class CursorStrategy:
 
         sources = [source(w) for w in pending]
         for index, page in prefetch_pages(sources, reader.page_budget, name=reader.name):
+            reader.page_arrived(page)
             tracker = trackers[index]
             rows = tracker.rows(page.records, cursor, self.key, self.version)
-            reader.count_pages(1)
             window = pending[index]
             if tracker.value is not None:
                 window["bookmark"], window["boundary"] = tracker.value, dict(tracker.etags)

@@ -47,7 +47,7 @@ def _read(reader: Reader, urls: Sequence[str], prefer: str, required: tuple[str,
                                                 cursor=cursor)
 
     for index, page in prefetch_pages([source(u) for u in urls], reader.page_budget, name=reader.name):
-        reader.count_pages(1)
+        reader.page_arrived(page)
         yield index, page
         del page
 
