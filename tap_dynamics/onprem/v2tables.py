@@ -25,6 +25,8 @@ import typing as t
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+import msgspec
+
 from tap_dynamics.dataverse.metadata import INT32, INT64, EntityInfo
 from tap_dynamics.engine.formats import v2_datetime
 from tap_dynamics.errors import ServiceError
@@ -37,9 +39,15 @@ EDM_NAMESPACES = (EDM, "{http://schemas.microsoft.com/ado/2007/05/edm}", "{http:
 Convert = t.Callable[[t.Any], t.Any]
 
 
-def _decimal(value: t.Any) -> decimal.Decimal | None:
-    """Edm.Decimal (a string in v2 JSON) or a JSON number → an exact Decimal."""
-    return None if value is None else decimal.Decimal(str(value))
+def _decimal(value: t.Any) -> t.Any:
+    """Edm.Decimal (a string in v2 JSON) or a JSON number → an exact number.
+
+    On the record path a non-integer JSON number arrives as its exact text (``msgspec.Raw``, see
+    ``engine/pages.py``), which is written back verbatim: it stays as it is.
+    """
+    if value is None or isinstance(value, msgspec.Raw):
+        return value
+    return decimal.Decimal(str(value))
 
 
 def _int(value: t.Any) -> int | None:
