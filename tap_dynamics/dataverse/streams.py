@@ -317,7 +317,7 @@ class EntityStream(DataverseStream):
                 prefer=self._prefer(),
                 required=required,
                 page_size=self.rows_per_page,
-                first_load_windows=self.settings.first_load_windows,
+                first_load_windows=self.first_load_windows,
                 lookback=bool(self.settings.lookback_seconds),
                 start=self.get_starting_timestamp(context),
                 bookmark_cap=self.bookmark_cap,
@@ -333,6 +333,11 @@ class EntityStream(DataverseStream):
     def rows_per_page(self) -> int:
         """Rows per page the service sends (the first-load windows are planned in pages)."""
         return self.settings.page_size
+
+    @property
+    def first_load_windows(self) -> int:
+        """How many time windows a big first load reads at once (``first_load_windows``)."""
+        return self.settings.first_load_windows
 
     @staticmethod
     def row_version(row: dict[str, t.Any]) -> t.Any:

@@ -67,6 +67,15 @@ class V2EntityStream(EntityStream):
     def rows_per_page(self) -> int:
         return PAGE_SIZE
 
+    @property
+    @override
+    def first_load_windows(self) -> int:
+        """At least ``max_concurrency`` windows when windows are on: a 50-row page is 1/100th of a
+        Web API page for the same round trip, so each chain is bound by latency, not by the tap;
+        ``first_load_windows: 1`` still turns them off."""
+        windows = self.settings.first_load_windows
+        return windows if windows <= 1 else max(windows, self.settings.max_concurrency)
+
     @staticmethod
     @override
     def row_version(row: dict[str, t.Any]) -> t.Any:
@@ -123,7 +132,7 @@ class V2CursorQueries(DataverseCursorQueries):
     def total_rows(self) -> int | None:
         """At least how many rows (v2 cannot count them): windows pay off past a few pages each."""
         stream = self.stream
-        enough = max(2, stream.settings.first_load_windows) * PAGE_SIZE
+        enough = max(2, stream.first_load_windows) * PAGE_SIZE
         pk = stream.source(stream.entity.primary_id)
         options = {"$select": pk, "$orderby": f"{pk} asc", "$skip": str(enough), "$top": "1"}
         payload, _ = stream.client.get_json(stream.client.url(stream.path, options), table=stream.name)
