@@ -241,7 +241,7 @@ def finops_demo(warehouse: Path, output: Path) -> dict[str, tuple[int, int]]:
 
 
 def office365(warehouse: Path, output: Path) -> None:
-    """The Office 365 part: a tenant through ``tap-office365`` (inheriting from tap-dynamics) into
+    """The Office 365 part: a tenant through ``tap-dynamics-office365`` (inheriting from tap-dynamics) into
     the same DuckDB file, schema ``office365``; then a change run with a deleted user and a
     removed group member (delta queries: tombstones, hard-deleted by the target)."""
     args = ["--graph", "--graph-no-mailbox-every", "10"]
@@ -250,18 +250,18 @@ def office365(warehouse: Path, output: Path) -> None:
     print(f"\nStarting an emulated Office 365 tenant with {DEMO_GRAPH} ...", flush=True)  # noqa: T201
     with EmulatorProcess({}, tuple(args)) as tenant:
         env = {
-            **{key.replace("TAP_DYNAMICS_", "TAP_OFFICE365_"): value for key, value in tenant.tap_env().items()},
+            **{key.replace("TAP_DYNAMICS_", "TAP_DYNAMICS_OFFICE365_"): value for key, value in tenant.tap_env().items()},
             "TARGET_DUCKDB_PATH": str(warehouse),
             "TARGET_DUCKDB_DEFAULT_TARGET_SCHEMA": "office365",
             "TARGET_DUCKDB_HARD_DELETE": "true",  # tombstones (deleted users, removed members) remove rows
             "MELTANO_DATABASE_URI": f"sqlite:///{output / 'demo-meltano.db'}",
         }
         started = time.monotonic()
-        meltano("run", "tap-office365", "target-duckdb", env=env)
+        meltano("run", "tap-dynamics-office365", "target-duckdb", env=env)
         elapsed = time.monotonic() - started
         truth = tenant.control("GET", "graph/truth")
         counts = warehouse_counts(warehouse, "office365")
-        print(f"\nOffice 365: meltano run tap-office365 target-duckdb ({elapsed:.1f} s)")  # noqa: T201
+        print(f"\nOffice 365: meltano run tap-dynamics-office365 target-duckdb ({elapsed:.1f} s)")  # noqa: T201
         print(f"{'stream':<20}{'rows in DuckDB':>16}{'in the tenant':>15}")  # noqa: T201
         for stream in GRAPH_STREAMS:
             print(f"{stream:<20}{counts.get(stream, 0):>16}{truth[stream]:>15}")  # noqa: T201
@@ -270,7 +270,7 @@ def office365(warehouse: Path, output: Path) -> None:
         group, member = next((g, u) for g, u in truth["memberships"] if u != user)
         tenant.control("POST", "graph/change", {"op": "delete", "collection": "users", "object_id": user})
         tenant.control("POST", "graph/change", {"op": "remove_member", "group_id": group, "member_id": member})
-        meltano("run", "tap-office365", "target-duckdb", env=env)
+        meltano("run", "tap-dynamics-office365", "target-duckdb", env=env)
         after = tenant.control("GET", "graph/truth")
         counts = warehouse_counts(warehouse, "office365")
         print("\nChange run (delta queries) after deleting a user and removing a group member:")  # noqa: T201

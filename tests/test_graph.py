@@ -360,7 +360,7 @@ def test_settings_are_mirrored_in_meltano_and_the_readme() -> None:
     root = Path(__file__).resolve().parent.parent
     plugins = yaml.safe_load((root / "meltano.yml").read_text())["plugins"]["extractors"]
     tap = next(p for p in plugins if p["name"] == "tap-dynamics")
-    office = next(p for p in plugins if p["name"] == "tap-office365")
+    office = next(p for p in plugins if p["name"] == "tap-dynamics-office365")
     assert office["inherit_from"] == "tap-dynamics" and office["config"]["edition"] == "Office365"
     # The tap's own settings (the SDK adds its built-ins to the schema object in-process).
     builtins = {"stream_maps", "stream_map_config", "flattening_enabled", "flattening_max_depth",
