@@ -83,7 +83,7 @@ def choose_method(resource: GraphResource, settings: Settings, requested: str | 
     if method is None:
         msg = (
             f"setting 'replication' asks for {requested!r} on stream {resource.stream}; Microsoft Graph "
-            "streams take delta or full_table"
+            "streams take delta or full_table — use one of them, or leave the stream out of replication"
         )
         raise ConfigError(msg)
     if method == DELTA and not resource.delta:
