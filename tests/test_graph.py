@@ -300,6 +300,22 @@ def test_check_names_the_tenant_and_the_permissions_it_lacks(make_graph_emulator
     assert "groups (Group.Read.All), group_members (GroupMember.Read.All), events (Calendars.Read)" in partial.stdout
 
 
+def test_check_reads_the_organization_once_for_the_name_and_the_stream(make_graph_emulator) -> None:
+    emu = make_graph_emulator()
+    emu.reset_stats()
+    ok = run_command(["check"], emu.tap_config())
+    assert ok.returncode == 0, ok.stderr
+    assert "connection available: Contoso Ltd (tenant" in ok.stdout and "cover 11 of 11 streams" in ok.stdout
+    reads = [path for _m, path, _s in emu.request_log() if path.split("?")[0].endswith("/v1.0/organization")]
+    assert len(reads) == 1, reads
+    emu.deny("Organization.Read.All", "Directory.Read.All")
+    denied = run_command(["check"], emu.tap_config())
+    assert denied.returncode == 0, denied.stderr
+    assert "the tenant (its name needs Organization.Read.All)" in denied.stdout
+    assert "cover 9 of 11 streams" in denied.stdout
+    assert "organization (Organization.Read.All), subscribed_skus (Organization.Read.All)" in denied.stdout
+
+
 def test_missing_admin_consent_is_one_line(make_graph_emulator) -> None:
     emu = make_graph_emulator()
     emu.entra.register_app("44444444-4444-4444-8444-444444444444", "another~secret.0123456789", consent=False)
