@@ -9,6 +9,7 @@ import typing as t
 import pytest
 
 from tap_dynamics.config import load_settings
+from tap_dynamics.config.clouds import CLOUDS
 from tap_dynamics.errors import ConfigError
 from tests.taprun import run_command, run_killed, run_tap
 
@@ -79,6 +80,13 @@ def test_office365_url_and_login_host_come_from_the_cloud(config: dict, url: str
     assert settings.system == "graph"
     assert (settings.url, settings.api_base, settings.scope) == (url, f"{url}/v1.0", f"{url}/.default")
     assert settings.auth.authority_host == login
+
+
+@pytest.mark.parametrize("cloud", sorted(CLOUDS))
+def test_every_clouds_graph_url_alone_selects_graph_in_that_cloud(cloud: str) -> None:
+    settings = load_settings({**APP, "url": CLOUDS[cloud].graph})
+    assert settings.system == "graph" and settings.url == CLOUDS[cloud].graph
+    assert settings.auth.authority_host == CLOUDS[cloud].login
 
 
 def test_azure_environment_sets_the_login_host_of_dataverse_too() -> None:
