@@ -15,6 +15,7 @@ module beside :mod:`tap_dynamics.config.dataverse`) joins the schema with rules 
 from __future__ import annotations
 
 import typing as t
+
 from singer_sdk import typing as th
 
 from tap_dynamics.config.clouds import CLOUDS, url_host
