@@ -266,8 +266,11 @@ def test_a_url_that_is_not_finops_is_one_line() -> None:
 # ------------------------------------------------------------------ metadata streams
 def test_enum_labels_and_entity_definitions(emu: FinOpsEmulator) -> None:
     catalog = select_streams(run_tap(emu.tap_config(), "--discover").catalog, ["enum_labels", "entity_definitions"])
+    emu.reset_stats()
     run = run_tap(emu.tap_config(), catalog=catalog)
     assert run.returncode == 0, run.stderr[-2000:]
+    label_reads = [path for _m, path, status in emu.request_log() if "/Metadata/Labels(" in path and status in (200, 404)]
+    assert label_reads and len(label_reads) == len(set(label_reads))  # no label asked for twice
     labels = {(r["enum"], r["member"], r["language"]): (r["value"], r["label"]) for r in run.records("enum_labels")}
     assert labels[("SalesStatus", "Backorder", "en-us")] == (1, "Open order")
     assert labels[("NoYes", "Yes", "de")] == (1, "Ja")

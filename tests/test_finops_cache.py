@@ -12,7 +12,7 @@ from pathlib import Path
 
 from emulator.finops import FinOpsEmulator
 from emulator.finops.model import synthetic
-from tests.taprun import run_tap, select_streams
+from tests.taprun import run_command, run_tap, select_streams
 from tests.test_finops import emitted, expected
 
 METADATA = "/data/$metadata"
@@ -60,6 +60,21 @@ def test_the_second_discovery_reads_no_metadata_and_a_new_entity_set_reads_it_ag
         emu.reset_stats()
         assert run_tap({**config, "metadata_cache_ttl": 0}, "--discover").returncode == 0
         assert metadata_reads(emu) == 1
+
+
+def test_check_reads_the_metadata_through_the_cache_too(tmp_path: Path) -> None:
+    cache = tmp_path / "finops-metadata.json"
+    with FinOpsEmulator(rows={"CustomersV3": 3, "SalesOrderHeadersV2": 3}) as emu:
+        config = {**emu.tap_config(), "metadata_cache_path": str(cache), "exclude_entities": ["Synthetic*"]}
+        emu.reset_stats()
+        first = run_command(["check"], config)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert metadata_reads(emu) == 1 and cache.exists()  # a check fills the cache, as discovery does
+        emu.reset_stats()
+        second = run_command(["check"], config)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert metadata_reads(emu) == 0  # the cache answered
+        assert second.stdout == first.stdout and "connection available:" in second.stdout
 
 
 def test_a_corrupt_cache_file_is_rediscovered_not_an_error(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import typing as t
 import pytest
 
 from tap_dynamics.config import load_settings
+from tap_dynamics.config.clouds import CLOUDS
 from tap_dynamics.errors import ConfigError
 from tests.taprun import run_command, run_killed, run_tap
 
@@ -79,6 +80,13 @@ def test_office365_url_and_login_host_come_from_the_cloud(config: dict, url: str
     assert settings.system == "graph"
     assert (settings.url, settings.api_base, settings.scope) == (url, f"{url}/v1.0", f"{url}/.default")
     assert settings.auth.authority_host == login
+
+
+@pytest.mark.parametrize("cloud", sorted(CLOUDS))
+def test_every_clouds_graph_url_alone_selects_graph_in_that_cloud(cloud: str) -> None:
+    settings = load_settings({**APP, "url": CLOUDS[cloud].graph})
+    assert settings.system == "graph" and settings.url == CLOUDS[cloud].graph
+    assert settings.auth.authority_host == CLOUDS[cloud].login
 
 
 def test_azure_environment_sets_the_login_host_of_dataverse_too() -> None:
@@ -298,6 +306,22 @@ def test_check_names_the_tenant_and_the_permissions_it_lacks(make_graph_emulator
     assert partial.returncode == 0, partial.stderr
     assert "cover 8 of 11 streams" in partial.stdout
     assert "groups (Group.Read.All), group_members (GroupMember.Read.All), events (Calendars.Read)" in partial.stdout
+
+
+def test_check_reads_the_organization_once_for_the_name_and_the_stream(make_graph_emulator) -> None:
+    emu = make_graph_emulator()
+    emu.reset_stats()
+    ok = run_command(["check"], emu.tap_config())
+    assert ok.returncode == 0, ok.stderr
+    assert "connection available: Contoso Ltd (tenant" in ok.stdout and "cover 11 of 11 streams" in ok.stdout
+    reads = [path for _m, path, _s in emu.request_log() if path.split("?")[0].endswith("/v1.0/organization")]
+    assert len(reads) == 1, reads
+    emu.deny("Organization.Read.All", "Directory.Read.All")
+    denied = run_command(["check"], emu.tap_config())
+    assert denied.returncode == 0, denied.stderr
+    assert "the tenant (its name needs Organization.Read.All)" in denied.stdout
+    assert "cover 9 of 11 streams" in denied.stdout
+    assert "organization (Organization.Read.All), subscribed_skus (Organization.Read.All)" in denied.stdout
 
 
 def test_missing_admin_consent_is_one_line(make_graph_emulator) -> None:

@@ -209,6 +209,20 @@ def test_progress_can_be_turned_off(make_emulator) -> None:
     assert not any("RetrieveTotalRecordCount" in path for _m, path, _s in emu.request_log())
 
 
+@pytest.mark.parametrize("progress_interval", [10, 0])
+def test_a_windowed_first_load_asks_the_row_count_once(make_emulator, progress_interval: float) -> None:
+    """The progress totals' count is the window planning's table size: one request either way."""
+    emu = make_emulator(rows={"account": 3000, "contact": 1, "systemuser": 1})
+    emu.reset_stats()
+    run = run_tap({**emu.tap_config(), "entities": ["account"], "page_size": 500, "first_load_windows": 4,
+                   "replication": {"account": "modifiedon"}, "progress_interval": progress_interval})
+    assert run.returncode == 0, run.stderr
+    assert "time windows concurrently" in run.stderr
+    assert len({r["accountid"] for r in run.records("account")}) == 3000
+    counts = [path for _m, path, _s in emu.request_log() if "RetrieveTotalRecordCount" in path]
+    assert len(counts) == 1, counts
+
+
 def test_bad_progress_interval_is_one_line(emulator) -> None:
     run = run_tap({**emulator.tap_config(), "progress_interval": -5})
     assert run.returncode == 2

@@ -68,7 +68,9 @@ CLOUD_PROPERTIES = th.PropertiesList(
 ).to_dict()["properties"]
 
 
-def _host(url: t.Any) -> str:
+def url_host(url: t.Any) -> str:
+    """The lower-cased host of ``url``; "" for no URL or a malformed one (the setting's own URL
+    check names that problem)."""
     if not isinstance(url, str):
         return ""
     try:
@@ -79,13 +81,13 @@ def _host(url: t.Any) -> str:
 
 def cloud_of_graph(url: t.Any) -> str | None:
     """The cloud whose Microsoft Graph host ``url`` is, or None."""
-    host = _host(url)
-    return next((name for name, cloud in CLOUDS.items() if _host(cloud.graph) == host), None)
+    host = url_host(url)
+    return next((name for name, cloud in CLOUDS.items() if url_host(cloud.graph) == host), None)
 
 
 def cloud_of_login(url: t.Any) -> str | None:
     """The first cloud whose login host ``url`` is (US Government and DoD share theirs), or None."""
-    host = _host(url)
+    host = url_host(url)
     return next((name for name, cloud in CLOUDS.items() if host in cloud.login_hosts), None)
 
 
@@ -127,4 +129,7 @@ def prepare_cloud(config: dict[str, t.Any], *, graph: bool) -> None:
         raise ConfigError(msg)
 
 
-__all__ = ["CLOUDS", "CLOUD_PROPERTIES", "DEFAULT_CLOUD", "Cloud", "cloud_of_graph", "cloud_of_login", "prepare_cloud"]
+__all__ = [
+    "CLOUDS", "CLOUD_PROPERTIES", "DEFAULT_CLOUD", "Cloud", "cloud_of_graph", "cloud_of_login", "prepare_cloud",
+    "url_host",
+]

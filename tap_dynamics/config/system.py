@@ -15,9 +15,10 @@ module beside :mod:`tap_dynamics.config.dataverse`) joins the schema with rules 
 from __future__ import annotations
 
 import typing as t
-from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
+
+from tap_dynamics.config.clouds import CLOUDS, url_host
 
 DATAVERSE = "dataverse"
 FINOPS = "finops"
@@ -42,10 +43,8 @@ HOST_SYSTEMS: tuple[tuple[str, str], ...] = (
     (".cloudax.dynamics.com", FINOPS),
     (".operations.dynamics.cn", FINOPS),  # 21Vianet
     (".operations.gov.dynamics.us", FINOPS),  # US Government community cloud
-    ("graph.microsoft.com", GRAPH),
-    ("graph.microsoft.us", GRAPH),
-    ("dod-graph.microsoft.us", GRAPH),
-    ("microsoftgraph.chinacloudapi.cn", GRAPH),
+    # every cloud's Microsoft Graph host
+    *((url_host(cloud.graph), GRAPH) for cloud in CLOUDS.values()),
 )
 
 SYSTEM_PROPERTIES = th.PropertiesList(
@@ -71,12 +70,7 @@ def editions_of(system: str) -> list[str]:
 
 def inferred_edition(url: t.Any) -> str:
     """The edition a URL's host implies: F&O and Graph hosts name themselves; else Dataverse."""
-    host = ""
-    if isinstance(url, str):
-        try:
-            host = (urlsplit(url.strip()).hostname or "").lower()
-        except ValueError:
-            host = ""  # a malformed url: the system's own url check names the problem
+    host = url_host(url)
     for suffix, system in HOST_SYSTEMS:
         if host == suffix.lstrip(".") or host.endswith(suffix):
             return editions_of(system)[0]

@@ -396,8 +396,15 @@ class DataverseCursorQueries:
         return stream.client.url(stream.path, stream.query_options(self.context))
 
     def total_rows(self) -> int | None:
-        """The table's size from ``RetrieveTotalRecordCount`` (cheap, cached by Dataverse)."""
+        """The table's size from ``RetrieveTotalRecordCount`` (cheap, cached by Dataverse).
+
+        The run's progress totals asked the same question for every first load before any table
+        was read (one request for all of them): that answer is the table's size, not asked again.
+        """
         stream = self.stream
+        expected = stream.run.summary.stream(stream.name).expected
+        if expected is not None:
+            return expected
         url = stream.client.url(f"RetrieveTotalRecordCount(EntityNames=['{stream.entity.logical_name}'])")
         try:
             payload, _ = stream.client.get_json(url, table=stream.name)

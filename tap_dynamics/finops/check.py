@@ -11,7 +11,7 @@ from tap_dynamics.auth import build_token_provider
 from tap_dynamics.checks import TableAccess, probe_tables, service_answers, shown_names, verdict
 from tap_dynamics.engine.retry import CHECK_ATTEMPTS
 from tap_dynamics.finops.client import FinOpsClient
-from tap_dynamics.finops.discovery import read_metadata
+from tap_dynamics.finops.discovery import load_metadata
 from tap_dynamics.finops.metadata import EntityInfo, select_entities
 
 if t.TYPE_CHECKING:
@@ -36,7 +36,8 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
     client = FinOpsClient(settings, tokens or build_token_provider(settings))
     client.MAX_ATTEMPTS = CHECK_ATTEMPTS
     with service_answers():
-        metadata = read_metadata(client)
+        # Through metadata_cache_path like discovery: $metadata is tens of MB on a real environment.
+        metadata = load_metadata(client, settings, None)
         companies = client.visible_companies() if client.finops.cross_company else ()
         chosen = select_entities(metadata.entities.values(), settings.entities, settings.exclude_entities)
         access = probe_entities(client, settings, chosen)

@@ -116,4 +116,4 @@ def discover_streams(
     return streams
 
 
-__all__ = ["discover_streams", "read_metadata"]
+__all__ = ["discover_streams", "load_metadata", "read_metadata"]

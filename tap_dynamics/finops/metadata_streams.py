@@ -74,8 +74,9 @@ class EnumLabelsStream(FinOpsMetadataStream):
         members = [(str(e.get("Name")), m) for e in enums if isinstance(e, dict)
                    for m in e.get("Members") or [] if isinstance(m, dict)]
         label_ids = sorted({str(m["LabelId"]) for _e, m in members if m.get("LabelId")})
-        languages = self._languages(label_ids[:1])
-        labels = self._labels(label_ids, languages)
+        probed = self._probe_languages(label_ids[:1])
+        languages = [lang for (_label_id, lang), label in probed.items() if label is not None] or ["en-us"]
+        labels = self._labels(label_ids, languages, probed)
         for enum, member in members:
             for language in languages:
                 label_id = member.get("LabelId")
@@ -94,19 +95,19 @@ class EnumLabelsStream(FinOpsMetadataStream):
         value = payload.get("Value") if isinstance(payload, dict) else None
         return value if isinstance(value, str) else None
 
-    def _languages(self, probe: list[str]) -> list[str]:
-        """The installed languages: those F&O answers a label for."""
-        if not probe:
-            return ["en-us"]
-        with ThreadPoolExecutor(self.client.settings.max_concurrency) as pool:
-            found = list(pool.map(lambda lang: self._label(probe[0], lang) is not None, LANGUAGES))
-        return [lang for lang, ok in zip(LANGUAGES, found, strict=True) if ok] or ["en-us"]
+    def _probe_languages(self, probe: list[str]) -> dict[tuple[str, str], str | None]:
+        """The first label in every language asked for: the installed languages are those F&O
+        answers it for (and those answers are the first label's, not read again)."""
+        return self._labels(probe, list(LANGUAGES), {}) if probe else {}
 
-    def _labels(self, label_ids: list[str], languages: list[str]) -> dict[tuple[str, str], str | None]:
-        pairs = [(label_id, lang) for label_id in label_ids for lang in languages]
+    def _labels(
+        self, label_ids: list[str], languages: list[str], known: dict[tuple[str, str], str | None]
+    ) -> dict[tuple[str, str], str | None]:
+        """Each label in each language, ``max_concurrency`` at a time; ``known`` pairs are not read."""
+        pairs = [(label_id, lang) for label_id in label_ids for lang in languages if (label_id, lang) not in known]
         with ThreadPoolExecutor(self.client.settings.max_concurrency) as pool:
             values = list(pool.map(lambda pair: self._label(*pair), pairs))
-        return dict(zip(pairs, values, strict=True))
+        return {**known, **dict(zip(pairs, values, strict=True))}
 
 
 class EntityDefinitionsStream(FinOpsMetadataStream):

@@ -24,6 +24,8 @@ if t.TYPE_CHECKING:
     from tap_dynamics.config import Settings
     from tap_dynamics.graph.resources import GraphResource
 
+ORGANIZATION = "organization"  # the collection that names the tenant, and the stream of it
+
 
 def _first_id(client: GraphClient, path: str, table: str) -> str | None:
     payload, _ = client.get_json(client.url(path, {"$select": "id", "$top": "1"}), table=table)
@@ -56,19 +58,20 @@ def probe(client: GraphClient, resource: GraphResource) -> ServiceError | None:
     return None
 
 
-def _tenant_name(client: GraphClient) -> str:
-    """The organization's display name (and id); a 403 here is only a missing permission."""
+def _tenant_name(client: GraphClient) -> tuple[str, ServiceError | None]:
+    """The organization's display name (and id), and the refusal when it is denied: a 403 here
+    is only a missing permission, and the ``organization`` stream's probe (the same read)."""
     try:
-        payload, _ = client.get_json(client.url("organization", {"$select": "id,displayName"}))
+        payload, _ = client.get_json(client.url(ORGANIZATION, {"$select": "id,displayName"}))
     except ServiceUnavailable:
         raise
     except ServiceError as exc:
         if is_denied(exc):
-            return "the tenant (its name needs Organization.Read.All)"
+            return "the tenant (its name needs Organization.Read.All)", exc
         raise
     rows = payload.get("value") if isinstance(payload, dict) else None
     org = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
-    return f"{org.get('displayName') or 'the tenant'} (tenant {org.get('id') or 'unknown'})"
+    return f"{org.get('displayName') or 'the tenant'} (tenant {org.get('id') or 'unknown'})", None
 
 
 def connection_check(settings: Settings, tokens: TokenProvider | None = None) -> str:
@@ -77,9 +80,13 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
     client.MAX_ATTEMPTS = CHECK_ATTEMPTS
     resources = select_streams(settings.entities, settings.exclude_entities)
     try:
-        name = _tenant_name(client)
+        name, organization = _tenant_name(client)
         with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
-            outcomes = list(pool.map(lambda resource: probe(client, resource), resources))
+            # The organization stream reads what the tenant's name was read from: not asked twice.
+            outcomes = list(pool.map(
+                lambda resource: organization if resource.stream == ORGANIZATION else probe(client, resource),
+                resources,
+            ))
     except ServiceUnavailable:
         raise
     except ServiceError as exc:

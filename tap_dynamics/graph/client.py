@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typing as t
 
-from tap_dynamics.engine.http import HttpTransport
 from tap_dynamics.graph.policy import GraphPolicy
+from tap_dynamics.transport import SettingsTransport
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,10 +19,8 @@ if t.TYPE_CHECKING:
     from tap_dynamics.config.graph import GraphSettings
 
 
-class GraphClient(HttpTransport):
+class GraphClient(SettingsTransport):
     """Authenticated, retrying, origin-locked JSON client for Microsoft Graph v1.0."""
-
-    tokens: TokenProvider
 
     def __init__(
         self,
@@ -30,8 +28,7 @@ class GraphClient(HttpTransport):
         tokens: TokenProvider,
         on_retry: Callable[[str | None, float], None] | None = None,
     ) -> None:
-        super().__init__(GraphPolicy(settings.api_base), tokens, on_retry=on_retry, **settings.transport)
-        self.settings = settings
+        super().__init__(GraphPolicy(settings.api_base), settings, tokens, on_retry)
 
     @property
     def graph(self) -> GraphSettings:
