@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-deps build-deps apt-install demo bench bench-discovery bench-faults bench-graph clean
+.PHONY: venv test test-deps build-deps demo bench bench-discovery bench-faults bench-graph clean
 
 venv: $(STAMP)
 
@@ -14,41 +14,35 @@ $(STAMP): pyproject.toml | build-deps
 	$(BIN)/python -m pip install --quiet -e '.[test]' 'meltano~=4.4'
 	touch $(STAMP)
 
-## build-deps: what the venv needs to build python-gssapi (auth_scheme Kerberos) against MIT
-## Kerberos — libkrb5-dev, gcc, and python3-dev when the interpreter has no headers — installed
-## with apt-get when missing (as root), so that `make demo` works on a fresh machine too
-build-deps:
-	@missing=""; \
-	for pair in krb5-config:libkrb5-dev gcc:gcc; do \
-		cmd=$${pair%%:*}; command -v $$cmd >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
-	done; \
-	$(PYTHON) -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
-		|| missing="$$missing python3-dev"; \
-	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
-
-## test-deps: system packages the tests need, installed with apt-get when missing (as root): a
-## PostgreSQL server (postgresql) and an MIT Kerberos KDC with its admin and client tools
-## (krb5-kdc, krb5-admin-server, krb5-user) — the tests start their own throw-away server and KDC
-test-deps: build-deps
-	@missing=""; \
-	{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
-	for pair in krb5kdc:krb5-kdc kadmin.local:krb5-admin-server kinit:krb5-user; do \
-		cmd=$${pair%%:*}; \
-		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $${pair#*:}"; \
-	done; \
-	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
-
-apt-install:
-	@if [ -z "$(strip $(PACKAGES))" ]; then \
-		:; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "Installing Debian packages:$(PACKAGES)"; \
+# `$(NEED) CHECK PACKAGE …`: every Debian package whose shell CHECK fails, installed with apt-get
+# when run as root (anyone else gets one line naming them, and the target fails).
+NEED = need() { missing=""; \
+	while [ $$\# -gt 1 ]; do sh -c "$$1" >/dev/null 2>&1 || missing="$$missing $$2"; shift 2; done; \
+	if [ -z "$$missing" ]; then return 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian packages:$$missing"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(PACKAGES); \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	else \
-		echo "Missing system packages:$(PACKAGES) — install them (Debian/Ubuntu: sudo apt-get install$(PACKAGES))" >&2; \
-		exit 1; \
-	fi
+		echo "Missing system packages:$$missing — install them (Debian/Ubuntu: sudo apt-get install$$missing)" >&2; \
+		return 1; \
+	fi; }; need
+
+## build-deps: what creating the venv needs on a fresh machine (so `make demo` works there too):
+## venv itself (Debian's python3-venv), and for python-gssapi (auth_scheme Kerberos) MIT
+## Kerberos' headers, gcc and the interpreter's headers (python3-dev)
+build-deps:
+	@$(NEED) '$(PYTHON) -c "import ensurepip"' python3-venv \
+		'$(PYTHON) -c "import os, sysconfig; assert os.path.isfile(sysconfig.get_path(\"include\") + \"/Python.h\")"' python3-dev \
+		'command -v krb5-config' libkrb5-dev 'command -v gcc' gcc
+
+## test-deps: what the tests start besides the venv: a PostgreSQL server (postgresql) and an MIT
+## Kerberos KDC with its admin and client tools — each test starts its own throw-away server/KDC
+test-deps: build-deps
+	@$(NEED) 'ls /usr/lib/postgresql/*/bin/initdb || command -v initdb' postgresql \
+		'command -v krb5kdc || test -x /usr/sbin/krb5kdc' krb5-kdc \
+		'command -v kadmin.local || test -x /usr/sbin/kadmin.local' krb5-admin-server \
+		'command -v kinit' krb5-user
 
 ## test: type-check tap_dynamics/ (mypy, config in pyproject.toml), then run the whole suite
 ## (unit, emulator integration, Meltano end to end, PostgreSQL, Airflow)

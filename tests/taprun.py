@@ -235,3 +235,27 @@ def normalise(row: dict) -> dict:
             value = decimal.Decimal(str(value))
         out[key] = value
     return out
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The tap's one-line errors (``tap-dynamics: error: …``) in a process's stderr; never a traceback."""
+    assert "Traceback" not in stderr, stderr[-2000:]
+    return [line for line in stderr.splitlines() if line.startswith("tap-dynamics: error:")]
+
+
+def one_error(run: TapRun | subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The one error line of a run that ended with exit code ``code`` (2: config or credentials)."""
+    assert run.returncode == code, run.stderr[-3000:]
+    [line] = error_lines(run.stderr)
+    return line
+
+
+def assert_rows_equal(run: TapRun, emu: t.Any, tables: t.Iterable[str]) -> None:
+    """Every row of ``tables`` (keyed ``<table>id``) as the emulator serves it, once, with every
+    served column unchanged (the tap adds only ``_sdc_deleted_at``)."""
+    for table in tables:
+        key = f"{table}id"
+        got = sorted(run.records(table), key=lambda r: r[key])
+        want = sorted((normalise(r) for r in emu.rows(table)), key=lambda r: r[key])
+        assert len(got) == len(want), table
+        assert [{k: v for k, v in g.items() if k != "_sdc_deleted_at"} for g in got] == want, table

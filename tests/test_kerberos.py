@@ -23,7 +23,15 @@ from tap_dynamics.config import load_settings
 from tap_dynamics.config.windows import KerberosAuth
 from tap_dynamics.errors import ConfigError
 from tests.kdc import PASSWORD, REALM, UNREACHABLE_REALM, USER, KerberosRealm
-from tests.taprun import TAP, assert_no_secrets, hermetic_env, normalise, run_command, run_tap
+from tests.taprun import (
+    TAP,
+    assert_no_secrets,
+    assert_rows_equal,
+    hermetic_env,
+    one_error,
+    run_command,
+    run_tap,
+)
 
 SMALL = {"account": 600, "contact": 40, "systemuser": 3}
 TABLES = ("account", "contact", "systemuser")
@@ -62,25 +70,12 @@ def krb_env(realm: KerberosRealm, tmp_path: Path) -> dict[str, str]:
     return realm.env(KRB5CCNAME=f"FILE:{tmp_path / 'tap-ccache'}")
 
 
-def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr
-    return [line for line in stderr.splitlines() if line.startswith("tap-dynamics: error:")]
-
-
 def issued(realm: KerberosRealm) -> tuple[int, int]:
     """Tickets the KDC issued so far: (initial tickets for the user, service tickets)."""
     return (
         sum("ISSUE" in line and f"{USER}@{REALM} for krbtgt/" in line for line in realm.as_requests()),
         sum("ISSUE" in line and "for HTTP/localhost" in line for line in realm.tgs_requests()),
     )
-
-
-def assert_rows_equal(run, emu: OnPremEmulator) -> None:
-    for table in TABLES:
-        key = f"{table}id"
-        got = sorted(run.records(table), key=lambda r: r[key])
-        want = sorted((normalise(r) for r in emu.rows(table)), key=lambda r: r[key])
-        assert [{k: v for k, v in g.items() if k != "_sdc_deleted_at"} for g in got] == want, table
 
 
 # --- signing in ---------------------------------------------------------------------------------
@@ -93,7 +88,7 @@ def test_full_sync_with_a_password_signs_in_once_and_writes_no_ticket_cache(
               "entities": list(TABLES), "page_size": 100, "max_concurrency": 4}
     run = run_tap(config, env=krb_env)
     assert run.returncode == 0, run.stderr
-    assert_rows_equal(run, emu)
+    assert_rows_equal(run, emu, TABLES)
     # Every connection was signed in by a verified ticket of the user; none was refused.
     assert emu.kerberos_logons and set(emu.kerberos_logons) == {realm.principal}
     assert emu.refused_tickets == 0 and emu.windows.refused_ntlm == 0
@@ -146,8 +141,7 @@ def test_a_server_that_cannot_prove_its_identity_is_refused(make_site, realm: Ke
     emu.kerberos.mutual = False  # the 200 carries no AP-REP: no proof it holds the service key
     run = run_tap({**emu.tap_config(), "username": realm.principal, "password": PASSWORD,
                    "entities": ["account"]}, env=krb_env)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         f"tap-dynamics: error: {emu.server_url} accepted the Kerberos ticket but sent no "
         "mutual-authentication token (WWW-Authenticate: Negotiate …): it could not prove it is the "
@@ -169,7 +163,7 @@ def test_ntlm_falls_back_to_kerberos_when_the_server_offers_only_negotiate(
               "entities": list(TABLES)}
     run = run_tap(config, env=krb_env)
     assert run.returncode == 0, run.stderr
-    assert_rows_equal(run, emu)
+    assert_rows_equal(run, emu, TABLES)
     # user@domain is user@DOMAIN; DOMAIN\user is user in krb5.conf's default realm.
     assert set(emu.kerberos_logons) == {realm.principal}
     assert emu.windows.refused_ntlm == 0 and emu.failed_logons == 0
@@ -187,8 +181,7 @@ def test_ntlm_fallback_without_a_reachable_kdc_is_one_line(make_site, krb_env: d
     config = {**emu.tap_config(), "auth_scheme": "NTLM", "username": f"{USER}@{UNREACHABLE_REALM.lower()}",
               "password": PASSWORD, "entities": ["account"]}
     run = run_tap(config, env=krb_env)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line.startswith(
         f"tap-dynamics: error: {emu.server_url} offers only Negotiate (NTLM is switched off there) and "
         "refused NTLM inside it; Kerberos was not possible here: Kerberos: no KDC of "
@@ -207,8 +200,7 @@ def test_wrong_password_is_one_line_exit_2_and_one_attempt_at_the_kdc(
     config = {**emu.tap_config(), "auth_scheme": scheme, "username": realm.principal,
               "password": "Wrong-Pa55word!guess", "entities": list(TABLES), "max_concurrency": 8}
     run = run_tap(config, env=krb_env)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         f"tap-dynamics: error: Kerberos: the KDC rejected the password of {realm.principal} "
         "(KDC_ERR_PREAUTH_FAILED) — check password; the tap tried once and stops, so it does not "
@@ -249,8 +241,7 @@ def test_sign_in_errors_are_one_line(make_site, realm: KerberosRealm, tmp_path: 
     env = realm.env(KRB5CCNAME=f"FILE:{tmp_path / 'tap-ccache'}")
     env.update({k: v.format(tmp=tmp_path) for k, v in env_change.items()})
     run = run_tap(config, env=env)
-    assert run.returncode == 2, run.stderr
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == f"tap-dynamics: error: {expected.replace('{tmp}', str(tmp_path))}"
     assert emu.kerberos_logons == [] and realm.failed_attempts() == 0
 
@@ -263,8 +254,7 @@ def test_a_refused_ticket_is_one_line_after_one_handshake(make_emulator, realm: 
     config = {**emu.tap_config(), "auth_scheme": "Kerberos", "url": url, "username": realm.principal,
               "password": PASSWORD, "entities": ["account"], "max_concurrency": 8}
     run = run_tap(config, env=krb_env)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     origin = url.rsplit("/", 1)[0]
     assert line == (
         f"tap-dynamics: error: {origin} refused the Kerberos ticket of {realm.principal} (HTTP 401 "
@@ -280,8 +270,7 @@ def test_a_host_without_a_service_principal_is_one_line(make_site, realm: Kerber
     url = emu.tap_config()["url"].replace("://localhost:", "://127.0.0.1:")  # HTTP/127.0.0.1: none
     config = {**emu.tap_config(), "url": url, "username": realm.principal, "password": PASSWORD}
     run = run_tap(config, env=krb_env)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         "tap-dynamics: error: Kerberos: the KDC has no service principal HTTP/127.0.0.1 "
         "(KDC_ERR_S_PRINCIPAL_UNKNOWN) — register it for the account the Dynamics web site runs "
@@ -302,8 +291,7 @@ def test_a_missing_gssapi_library_is_one_line(make_site, realm: KerberosRealm, k
     result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
                             timeout=300, env=hermetic_env(krb_env))
     assert_no_secrets(result.stdout + result.stderr, config)
-    assert result.returncode == 2
-    [line] = error_lines(result.stderr)
+    line = one_error(result)
     assert line.startswith(
         "tap-dynamics: error: auth_scheme Kerberos needs the GSSAPI library: the Python gssapi library "
         "is not installed — pip install 'tap-dynamics[kerberos]'"

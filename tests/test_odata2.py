@@ -275,6 +275,23 @@ def test_emulator_serves_verbose_json_atom_and_v2_literals(make_onprem) -> None:
                                     "$top": "3"}, headers={"Accept": "application/json"})
     assert good.status_code == 200 and len(good.json()["d"]["results"]) == 3 and "__next" not in good.json()["d"]
     assert session.get(emu.org_url + "/api/data/v9.1/").status_code == 404  # no Web API before 2016
+    # $skip is read without a paging cookie: skip + top within 5,000 records, or 400.
+    json_accept = {"Accept": "application/json"}
+    assert session.get(url, params={"$skip": "4950", "$top": "50"}, headers=json_accept).status_code == 200
+    assert session.get(url, params={"$skip": "4951", "$top": "50"}, headers=json_accept).status_code == 400
+    assert session.get(url, params={"$skip": "4951"}, headers=json_accept).status_code == 400
+
+
+def test_the_size_probe_stays_within_the_skip_cap_at_the_largest_settings() -> None:
+    """The first-load size probe ``$skip``s past the windows' pages: at the settings' maxima it
+    must still be a query every v2 server answers (skip + top within 5,000)."""
+    from emulator.onprem.odata2 import MAX_SKIP_TOP
+    from tap_dynamics.onprem.v2streams import PAGE_SIZE
+    from tap_dynamics.tap import TapDynamics
+
+    properties = TapDynamics.config_jsonschema["properties"]
+    most = max(properties["first_load_windows"]["maximum"], properties["max_concurrency"]["maximum"])
+    assert max(2, most) * PAGE_SIZE + 1 <= MAX_SKIP_TOP
 
 
 # --- the engine's page format (no network) -----------------------------------------------------------

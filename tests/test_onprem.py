@@ -12,7 +12,7 @@ import pytest
 from tap_dynamics.errors import ConfigError
 from tap_dynamics.config import load_settings
 from emulator.onprem import OnPremEmulator
-from tests.taprun import normalise, run_command, run_tap
+from tests.taprun import assert_rows_equal, one_error, run_command, run_tap
 
 SMALL = {"account": 1234, "contact": 40, "systemuser": 3}
 TABLES = ("account", "contact", "systemuser")
@@ -26,27 +26,12 @@ def make_onprem(make_emulator) -> Callable[..., OnPremEmulator]:
     return factory
 
 
-def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr
-    return [line for line in stderr.splitlines() if line.startswith("tap-dynamics: error:")]
-
-
-def assert_rows_equal(run, emu: OnPremEmulator, tables=TABLES) -> None:
-    for table in tables:
-        key = f"{table}id"
-        got = sorted(run.records(table), key=lambda r: r[key])
-        want = sorted((normalise(r) for r in emu.rows(table)), key=lambda r: r[key])
-        assert len(got) == len(want), table
-        # Every served column arrives unchanged (the tap adds only _sdc_deleted_at).
-        assert [{k: v for k, v in g.items() if k != "_sdc_deleted_at"} for g in got] == want, table
-
-
 # --- the allow_http opt-in ------------------------------------------------------------------------
 def test_full_sync_over_http_with_the_opt_in_equals_the_org(make_onprem) -> None:
     emu = make_onprem(tls=False)
     run = run_tap({**emu.tap_config(), "page_size": 500, "entities": list(TABLES)})
     assert run.returncode == 0, run.stderr
-    assert_rows_equal(run, emu)
+    assert_rows_equal(run, emu, TABLES)
     warnings = [line for line in run.stderr.splitlines() if "plain http://" in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "not encrypted" in warnings[0]
     # A real handshake happened (verified against the account's password by the emulator).
@@ -62,8 +47,7 @@ def test_http_without_the_opt_in_is_one_line_before_any_request(make_onprem) -> 
     del config["allow_http"]
     emu.reset_stats()
     run = run_tap(config)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         f"tap-dynamics: error: setting 'url' is a plain http:// URL ({emu.org_url}): the sign-in "
         "and every row would cross the network unencrypted — use the server's https:// address, or, "
@@ -78,8 +62,7 @@ def test_allow_http_is_refused_with_an_online_scheme(emulator, scheme: str) -> N
     config["url"] = config["url"].replace("https://", f"{scheme}://")
     emulator.reset_stats()
     run = run_tap(config)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         "tap-dynamics: error: setting 'allow_http' is true but auth_scheme is AzureServicePrincipal: "
         "access tokens for the Microsoft cloud must never travel unencrypted — remove allow_http (it "
@@ -96,7 +79,7 @@ def test_ntlm_over_https_with_ca_bundle_beats_requests_ca_bundle(make_onprem) ->
     # REQUESTS_CA_BUNDLE names a bundle that does not trust the emulator: the setting must win.
     run = run_tap(config, env={"REQUESTS_CA_BUNDLE": certifi.where()})
     assert run.returncode == 0, run.stderr
-    assert_rows_equal(run, emu)
+    assert_rows_equal(run, emu, TABLES)
     assert "plain http://" not in run.stderr
     assert {p.split("/")[3] for _m, p, s in emu.request_log() if p.startswith("/api/data/")} == {"v8.2"}
     # v8.2 has no RetrieveTotalRecordCount (404) and no x-ms-ratelimit-* headers: tolerated.
@@ -104,8 +87,7 @@ def test_ntlm_over_https_with_ca_bundle_beats_requests_ca_bundle(make_onprem) ->
     # Without the ca_bundle setting, the bundle of REQUESTS_CA_BUNDLE is used and fails TLS: one line.
     del config["ca_bundle"]
     run = run_tap(config, env={"REQUESTS_CA_BUNDLE": certifi.where()})
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert "TLS verification failed" in line and "ca_bundle" in line
 
 
@@ -113,8 +95,7 @@ def test_wrong_password_is_one_line_exit_2_and_tried_once(make_onprem) -> None:
     emu = make_onprem()
     config = {**emu.tap_config(), "password": "Wrong-Pa55word!guess"}
     run = run_tap(config)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         f"tap-dynamics: error: {emu.server_url} rejected the Windows sign-in of CONTOSO\\svc-tap (HTTP "
         "401 after the NTLM handshake) — check username (DOMAIN\\user or user@domain) and password, "
@@ -128,8 +109,7 @@ def test_ntlm_against_an_online_org_says_what_is_wrong(emulator) -> None:
     config = {"url": emulator.org_url, "auth_scheme": "NTLM", "username": "CONTOSO\\svc-tap",
               "password": "Not-used-Pa55word", "ca_bundle": emulator.ca_path, "entities": ["account"]}
     run = run_tap(config)
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert "answered 401 with bearer sign-in, not Windows (NTLM/Negotiate) sign-in" in line
 
 
@@ -145,7 +125,7 @@ def test_sync_stays_inside_max_concurrency(make_onprem) -> None:
     emu = make_onprem(rows={"account": 6000, "contact": 3000, "systemuser": 2})
     run = run_tap({**emu.tap_config(), "entities": list(TABLES), "page_size": 250, "max_concurrency": 2})
     assert run.returncode == 0, run.stderr
-    assert_rows_equal(run, emu)
+    assert_rows_equal(run, emu, TABLES)
     assert emu.stats()["max_in_flight"] <= 2
     # NTLM signs connections in: a handful of handshakes (one per connection), not one per page.
     assert 1 <= len(emu.windows_logons) < emu.stats()["data_pages"] / 2
@@ -197,8 +177,7 @@ def test_credentials_never_go_to_a_foreign_next_link(make_onprem) -> None:
     emu.set(serve_body={"/api/data/v9.1/accounts": {"body": json.dumps({"value": [], "@odata.nextLink": elsewhere})}})
     foreign.reset_stats()
     run = run_tap({**emu.tap_config(), "entities": ["account"]})
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert f"refusing to send Windows (NTLM) credentials to {foreign.server_url}" in line
     assert foreign.stats()["requests"] == 0 and foreign.windows_logons == []
 
@@ -283,7 +262,7 @@ def test_adfs_client_credentials_sync_equals_the_org(make_onprem) -> None:
     assert config["authority_host"].startswith("https://localhost:")  # AD FS is another host name
     run = run_tap(config)
     assert run.returncode == 0, run.stderr
-    assert_rows_equal(run, emu)
+    assert_rows_equal(run, emu, TABLES)
     assert emu.adfs_token_requests == 1, "one token for the whole run (MSAL's cache)"
     assert emu.windows_logons == []
     # MSAL found the AD FS by its openid-configuration (no /v2.0, no Entra instance discovery).
@@ -298,8 +277,7 @@ def test_adfs_client_credentials_sync_equals_the_org(make_onprem) -> None:
 def test_adfs_wrong_secret_is_one_line_exit_2(make_onprem) -> None:
     emu = make_onprem(rows={"account": 5, "contact": 1, "systemuser": 1}, auth="adfs")
     run = run_tap({**emu.tap_config(), "client_secret": "not-the-adfs-secret-42"})
-    assert run.returncode == 2
-    [line] = error_lines(run.stderr)
+    line = one_error(run)
     assert line == (
         "tap-dynamics: error: AD FS refused a token (invalid_client): MSIS9622: Client authentication "
         "failed. Please verify the credential provided for client authentication is valid. — check "

@@ -256,25 +256,26 @@ class EntityStream(DataverseStream):
 
     def query_options(self, context: Context | None) -> dict[str, str]:
         """``$select``; for cursor reads the inclusive ``$filter`` and a stable ``$orderby``."""
-        options = {"$select": ",".join(self.selected_columns())}
-        pk = self.entity.primary_id
+        options = {"$select": self.select_list()}
+        pk = self.source(self.entity.primary_id)
         method = self.method
         if method == CHANGE_TRACKING:
             return options  # tracking forbids $filter/$orderby/$top/$expand
         if method == FULL_TABLE:
             options["$orderby"] = f"{pk} asc"
             return options
+        cursor = self.source(method)
         if method == VERSION_CURSOR:
             start = self.get_starting_replication_key_value(context)
             if start is not None:
-                options["$filter"] = f"{method} gt {int(start)}"
-            options["$orderby"] = f"{method} asc"
+                options["$filter"] = f"{cursor} gt {self.literal(int(start))}"
+            options["$orderby"] = f"{cursor} asc"
             return options
         start_ts = self.get_starting_timestamp(context)
         if start_ts is not None:
             lookback = dt.timedelta(seconds=self.settings.lookback_seconds)
-            options["$filter"] = f"{method} ge {odata_datetime(start_ts - lookback)}"
-        options["$orderby"] = f"{method} asc,{pk} asc"
+            options["$filter"] = f"{cursor} ge {self.literal(odata_datetime(start_ts - lookback))}"
+        options["$orderby"] = f"{cursor} asc,{pk} asc"
         return options
 
     def _prefer(self, *, tracking: bool = False) -> str:
@@ -297,7 +298,7 @@ class EntityStream(DataverseStream):
             yield from DeltaStrategy(
                 self,
                 DataverseDelta(self.entity.primary_id),
-                initial_url=self._initial_url,
+                initial_url=lambda: self.client.url(self.path, {"$select": self.select_list()}),
                 prefer_initial=self._prefer(tracking=True),
                 prefer_delta=self._prefer(),
                 required=required,
@@ -329,6 +330,19 @@ class EntityStream(DataverseStream):
         """The query syntax of cursor reads (and of the first-load windows)."""
         return DataverseCursorQueries(self, context)
 
+    def source(self, column: str) -> str:
+        """The served property of a column (the Web API serves columns by their logical names)."""
+        return column
+
+    def select_list(self) -> str:
+        """``$select``: the selected columns, with the key and the cursor."""
+        return ",".join(self.selected_columns())
+
+    @staticmethod
+    def literal(value: str | int) -> str:
+        """A cursor value in a ``$filter``: OData v4 writes an ISO-8601 UTC date-time bare."""
+        return str(value)
+
     @property
     def rows_per_page(self) -> int:
         """Rows per page the service sends (the first-load windows are planned in pages)."""
@@ -343,9 +357,6 @@ class EntityStream(DataverseStream):
     def row_version(row: dict[str, t.Any]) -> t.Any:
         """A row's version, which tells a changed boundary row from one already emitted."""
         return odata_etag(row)
-
-    def _initial_url(self) -> str:
-        return self.client.url(self.path, {"$select": ",".join(self.selected_columns())})
 
     @override
     def post_process(self, row: dict[str, t.Any], context: Context | None = None) -> dict[str, t.Any] | None:
@@ -417,16 +428,17 @@ class DataverseCursorQueries:
     def extreme(self, direction: str, start: dt.datetime | None) -> dt.datetime | None:
         """The first cursor value in ``direction`` (one row, ``$top=1``)."""
         stream = self.stream
-        cursor = stream.replication_key
-        assert cursor is not None
+        column = stream.replication_key
+        assert column is not None
+        cursor = stream.source(column)
         options = {"$select": cursor, "$orderby": f"{cursor} {direction}", "$top": "1"}
         if start is not None:
-            options["$filter"] = f"{cursor} ge {odata_datetime(start)}"
+            options["$filter"] = f"{cursor} ge {stream.literal(odata_datetime(start))}"
         elif direction == "asc":
             options["$filter"] = f"{cursor} ne null"
-        payload, _ = stream.client.get_json(stream.client.url(stream.path, options), table=stream.name)
-        rows = payload.get("value") or []
-        value = rows[0].get(cursor) if rows and isinstance(rows[0], dict) else None
+        url = stream.client.url(stream.path, options)  # read in the table's page format (v2: converted)
+        rows = next(stream.client.iter_pages(url, table=stream.name, page_format=stream.page_format)).records
+        value = rows[0].get(column) if rows and isinstance(rows[0], dict) else None
         if not isinstance(value, str):
             return None
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -434,9 +446,9 @@ class DataverseCursorQueries:
     def window_url(self, window: dict[str, t.Any]) -> str:
         """One window's ordered read: ``ge`` its bookmark (or low end), ``lt`` its high end."""
         stream = self.stream
-        cursor, pk = stream.replication_key, stream.entity.primary_id
-        where = window_filter(window, str(cursor))
-        options = {"$select": ",".join(stream.selected_columns()), "$orderby": f"{cursor} asc,{pk} asc"}
+        cursor, pk = stream.source(str(stream.replication_key)), stream.source(stream.entity.primary_id)
+        where = window_filter(window, cursor, stream.literal)
+        options = {"$select": stream.select_list(), "$orderby": f"{cursor} asc,{pk} asc"}
         if where:
             options["$filter"] = where
         return stream.client.url(stream.path, options)

@@ -14,23 +14,19 @@ by one ``$skip`` probe: is there a row past the windows' worth of pages?
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import typing as t
 
 from tap_dynamics.dataverse.metadata import select_entities
 from tap_dynamics.dataverse.metadata_streams import METADATA_STREAM_NAMES
 from tap_dynamics.dataverse.streams import (
-    FULL_TABLE,
     VERSION_CURSOR,
     DataverseCursorQueries,
     EntityStream,
     choose_method,
-    window_filter,
 )
 from tap_dynamics.engine import override
 from tap_dynamics.engine.formats import ODataV2Verbose
-from tap_dynamics.engine.replication import odata_datetime
 from tap_dynamics.engine.wire import RawBody
 from tap_dynamics.onprem.v2tables import V2Table, parse_edmx
 
@@ -85,37 +81,23 @@ class V2EntityStream(EntityStream):
     def _prefer(self, *, tracking: bool = False) -> str:
         return ""  # v2 knows no Prefer header: 50 rows a page, whatever page_size says
 
+    @override
     def source(self, column: str) -> str:
         """The v2 property a column comes from (SchemaName casing)."""
         return self.sources[column]
 
-    def v2_select(self) -> str:
+    @override
+    def select_list(self) -> str:
         """``$select`` by SchemaName: the selected columns, the key, the cursor and the version."""
         names = [*self.selected_columns(), VERSION_CURSOR]
         sources = dict.fromkeys(self.sources[n] for n in names if n in self.sources)
         return ",".join(sources)
 
+    @staticmethod
     @override
-    def query_options(self, context: Context | None) -> dict[str, str]:
-        options = {"$select": self.v2_select()}
-        pk = self.source(self.entity.primary_id)
-        method = self.method
-        if method == FULL_TABLE:
-            options["$orderby"] = f"{pk} asc"
-            return options
-        cursor = self.source(method)
-        if method == VERSION_CURSOR:
-            start = self.get_starting_replication_key_value(context)
-            if start is not None:
-                options["$filter"] = f"{cursor} gt {int(start)}L"
-            options["$orderby"] = f"{cursor} asc"
-            return options
-        start_ts = self.get_starting_timestamp(context)
-        if start_ts is not None:
-            lookback = dt.timedelta(seconds=self.settings.lookback_seconds)
-            options["$filter"] = f"{cursor} ge {v2_literal(odata_datetime(start_ts - lookback))}"
-        options["$orderby"] = f"{cursor} asc,{pk} asc"
-        return options
+    def literal(value: str | int) -> str:
+        """``datetime'…'`` for a date-time, an ``L``-suffixed Edm.Int64 for a version."""
+        return f"{value}L" if isinstance(value, int) else v2_literal(value)
 
     @override
     def cursor_queries(self, context: Context | None) -> V2CursorQueries:
@@ -123,8 +105,8 @@ class V2EntityStream(EntityStream):
 
 
 class V2CursorQueries(DataverseCursorQueries):
-    """The v2 side of a cursor read: ``datetime'…'`` filters, ``$top=1`` extremes, a ``$skip``
-    size probe (the read from the bookmark is the stream's own ``query_options``)."""
+    """The v2 side of a cursor read: the size of a first load from a ``$skip`` probe (the
+    queries themselves are the Dataverse ones, in the stream's v2 syntax)."""
 
     stream: V2EntityStream
 
@@ -138,37 +120,6 @@ class V2CursorQueries(DataverseCursorQueries):
         payload, _ = stream.client.get_json(stream.client.url(stream.path, options), table=stream.name)
         rows = ((payload.get("d") or {}) if isinstance(payload, dict) else {}).get("results") or []
         return enough + 1 if rows else None
-
-    @override
-    def extreme(self, direction: str, start: dt.datetime | None) -> dt.datetime | None:
-        """The first cursor value in ``direction`` (``$top=1``)."""
-        stream = self.stream
-        assert stream.replication_key is not None
-        cursor = stream.source(stream.replication_key)
-        options = {"$select": cursor, "$orderby": f"{cursor} {direction}", "$top": "1"}
-        if start is not None:
-            options["$filter"] = f"{cursor} ge {v2_literal(odata_datetime(start))}"
-        elif direction == "asc":
-            options["$filter"] = f"{cursor} ne null"
-        pages = stream.client.iter_pages(stream.client.url(stream.path, options), table=stream.name,
-                                         page_format=stream.page_format)
-        rows = next(pages).records
-        value = rows[0].get(stream.replication_key) if rows else None
-        if not isinstance(value, str):
-            return None
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-    @override
-    def window_url(self, window: dict[str, t.Any]) -> str:
-        """One window's ordered read: ``ge`` its bookmark (or low end), ``lt`` its high end."""
-        stream = self.stream
-        assert stream.replication_key is not None
-        cursor, pk = stream.source(stream.replication_key), stream.source(stream.entity.primary_id)
-        where = window_filter(window, cursor, v2_literal)
-        options = {"$select": stream.v2_select(), "$orderby": f"{cursor} asc,{pk} asc"}
-        if where:
-            options["$filter"] = where
-        return stream.client.url(stream.path, options)
 
 
 def fetch_tables(client: DataverseClient) -> list[V2Table]:
