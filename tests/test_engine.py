@@ -7,6 +7,7 @@ parser, row keys, the boundary, the policy's classification) are checked directl
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 
 import pytest
@@ -14,8 +15,11 @@ import pytest
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.policy import TOO_LARGE_CODE, DataversePolicy
+from tap_dynamics.engine.pages import Page
 from tap_dynamics.engine.policy import ServicePolicy, Verdict
+from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.replication import Boundary, row_key
+from tap_dynamics.engine.replication.partitions import PartitionedFullTable
 from tap_dynamics.engine.retry import retry_after_seconds
 from tap_dynamics.errors import NOT_A_MEMBER, AuthError, ServiceUnavailable
 from tap_dynamics.config import load_settings
@@ -74,6 +78,40 @@ def test_keys_are_tuples_of_columns_and_one_column_keys_keep_their_state_shape()
         ("usmf", "2024-01-01T00:00:05Z"),
     ]
     assert boundary.etags == {'["usmf","US-001"]': 'W/"2"'}
+
+
+def test_partitioned_reads_use_the_streams_own_page_format() -> None:
+    """Every page sequence of a stream is read in the stream's page format, whichever strategy
+    reads it (a table with a format of its own, OData v2's, converts its rows in it)."""
+    own_format = object()
+    asked: list[tuple[str, object]] = []
+
+    class Client:
+        def iter_pages(self, url, *, prefer=None, table=None, required=(), cursor=None, page_format=None):
+            asked.append((url, page_format))
+            yield Page([{"id": url}], None, None, None)
+
+    class FakeReader:
+        name, deletes_emitted, page_format = "t", 0, own_format
+        client, logger, page_budget = Client(), logging.getLogger("t"), PageBudget(4)
+
+        def __init__(self) -> None:
+            self.read_state: dict = {}
+            self.arrived = 0
+
+        def page_arrived(self, page: Page) -> None:
+            self.arrived += 1
+
+        def checkpoint(self, **values: object) -> None:
+            self.read_state.update(values)
+
+        def set_version(self, version: int | None) -> None: ...
+        def activate_version(self, version: int) -> None: ...
+
+    reader = FakeReader()
+    pages = list(PartitionedFullTable(reader, prefer="", required=()).pages({"a": "u/a", "b": "u/b"}))  # type: ignore[arg-type]
+    assert sorted(asked) == [("u/a", own_format), ("u/b", own_format)]
+    assert len(pages) == 2 and reader.arrived == 2
 
 
 def test_policies_classify_responses_and_only_dataverse_knows_its_codes() -> None:

@@ -23,7 +23,7 @@ import typing as t
 from tap_dynamics.engine import override, sdk_compat
 from tap_dynamics.engine.fastpath import fast_path_enabled, sync_records_fast
 from tap_dynamics.engine.pages import Rows
-from tap_dynamics.engine.prefetch import prefetch
+from tap_dynamics.engine.replication.base import fetch_sequences
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -205,18 +205,9 @@ class PagedStream(sdk_compat.CompatStream):
         cursor: tuple[str, type] | None = None,
     ) -> Iterator[Page]:
         """One page sequence, the next page fetched while this one is written."""
-
-        def source() -> Iterator[Page]:
-            return self.client.iter_pages(
-                url, prefer=prefer, table=self.name, required=required, cursor=cursor, page_format=self.page_format
-            )
-
-        for page in prefetch(source, self.run.page_budget, name=self.name):
-            self.page_arrived(page)
+        for _index, page in fetch_sequences(self, [url], prefer, required=required, cursor=cursor):
             yield page
-            # Every generator between the wire and stdout drops its page once it is written:
-            # a page kept while the next one is awaited would double the pages alive per table.
-            del page
+            del page  # not kept while the next page is awaited (see fetch_sequences)
 
     def checkpoint(self, **values: t.Any) -> None:
         """Set state keys and write a STATE at once: for phase changes, between pages."""
