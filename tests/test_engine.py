@@ -21,7 +21,17 @@ from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.replication import Boundary, row_key
 from tap_dynamics.engine.replication.partitions import PartitionedFullTable
 from tap_dynamics.engine.retry import retry_after_seconds
-from tap_dynamics.errors import NOT_A_MEMBER, AuthError, ServiceUnavailable
+from tap_dynamics.engine.run import RunContext
+from tap_dynamics.errors import (
+    EXIT_CONFIG,
+    EXIT_SERVICE,
+    EXIT_STREAMS_FAILED,
+    NOT_A_MEMBER,
+    AuthError,
+    PermissionDenied,
+    ServiceError,
+    ServiceUnavailable,
+)
 from tap_dynamics.config import load_settings
 
 SMALL = {"account": 5, "contact": 5, "systemuser": 3}
@@ -112,6 +122,19 @@ def test_partitioned_reads_use_the_streams_own_page_format() -> None:
     pages = list(PartitionedFullTable(reader, prefer="", required=()).pages({"a": "u/a", "b": "u/b"}))  # type: ignore[arg-type]
     assert sorted(asked) == [("u/a", own_format), ("u/b", own_format)]
     assert len(pages) == 2 and reader.arrived == 2
+
+
+def test_a_table_failed_before_its_stream_exists_counts_for_the_exit_code_as_during_its_sync() -> None:
+    """A missing permission found while reading a table's metadata needs a person (exit 2), as it
+    does when found during the table's sync; a service that kept failing needs time (exit 4)."""
+    run = RunContext(max_concurrency=1)
+    run.fail_table("invoice", ServiceError("HTTP 500"), "metadata could not be read: ")
+    assert run.exit_code() == EXIT_STREAMS_FAILED
+    run.fail_table("orders", ServiceUnavailable("kept failing"))
+    assert run.exit_code() == EXIT_SERVICE
+    run.fail_table("users", PermissionDenied("grant User.Read.All"), "metadata could not be read: ")
+    assert run.exit_code() == EXIT_CONFIG
+    assert [s.name for s in run.summary.failed] == ["invoice", "orders", "users"]
 
 
 def test_policies_classify_responses_and_only_dataverse_knows_its_codes() -> None:
