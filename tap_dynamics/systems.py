@@ -72,8 +72,3 @@ def system_for(settings: Settings) -> System:
     """The system a run's settings select (``load_settings`` has refused any other)."""
     module = importlib.import_module(_MODULES[settings.system])
     return t.cast("System", module.SYSTEM)
-
-
-def supported(system: str) -> bool:
-    """Whether this version reads ``system``."""
-    return system in _MODULES

@@ -7,6 +7,7 @@ parser, row keys, the boundary, the policy's classification) are checked directl
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 
 import pytest
@@ -14,10 +15,23 @@ import pytest
 from tap_dynamics.auth import build_token_provider
 from tap_dynamics.dataverse.client import DataverseClient
 from tap_dynamics.dataverse.policy import TOO_LARGE_CODE, DataversePolicy
+from tap_dynamics.engine.pages import Page
 from tap_dynamics.engine.policy import ServicePolicy, Verdict
+from tap_dynamics.engine.prefetch import PageBudget
 from tap_dynamics.engine.replication import Boundary, row_key
+from tap_dynamics.engine.replication.partitions import PartitionedFullTable
 from tap_dynamics.engine.retry import retry_after_seconds
-from tap_dynamics.errors import NOT_A_MEMBER, AuthError, ServiceUnavailable
+from tap_dynamics.engine.run import RunContext
+from tap_dynamics.errors import (
+    EXIT_CONFIG,
+    EXIT_SERVICE,
+    EXIT_STREAMS_FAILED,
+    NOT_A_MEMBER,
+    AuthError,
+    PermissionDenied,
+    ServiceError,
+    ServiceUnavailable,
+)
 from tap_dynamics.config import load_settings
 
 SMALL = {"account": 5, "contact": 5, "systemuser": 3}
@@ -74,6 +88,53 @@ def test_keys_are_tuples_of_columns_and_one_column_keys_keep_their_state_shape()
         ("usmf", "2024-01-01T00:00:05Z"),
     ]
     assert boundary.etags == {'["usmf","US-001"]': 'W/"2"'}
+
+
+def test_partitioned_reads_use_the_streams_own_page_format() -> None:
+    """Every page sequence of a stream is read in the stream's page format, whichever strategy
+    reads it (a table with a format of its own, OData v2's, converts its rows in it)."""
+    own_format = object()
+    asked: list[tuple[str, object]] = []
+
+    class Client:
+        def iter_pages(self, url, *, prefer=None, table=None, required=(), cursor=None, page_format=None):
+            asked.append((url, page_format))
+            yield Page([{"id": url}], None, None, None)
+
+    class FakeReader:
+        name, deletes_emitted, page_format = "t", 0, own_format
+        client, logger, page_budget = Client(), logging.getLogger("t"), PageBudget(4)
+
+        def __init__(self) -> None:
+            self.read_state: dict = {}
+            self.arrived = 0
+
+        def page_arrived(self, page: Page) -> None:
+            self.arrived += 1
+
+        def checkpoint(self, **values: object) -> None:
+            self.read_state.update(values)
+
+        def set_version(self, version: int | None) -> None: ...
+        def activate_version(self, version: int) -> None: ...
+
+    reader = FakeReader()
+    pages = list(PartitionedFullTable(reader, prefer="", required=()).pages({"a": "u/a", "b": "u/b"}))  # type: ignore[arg-type]
+    assert sorted(asked) == [("u/a", own_format), ("u/b", own_format)]
+    assert len(pages) == 2 and reader.arrived == 2
+
+
+def test_a_table_failed_before_its_stream_exists_counts_for_the_exit_code_as_during_its_sync() -> None:
+    """A missing permission found while reading a table's metadata needs a person (exit 2), as it
+    does when found during the table's sync; a service that kept failing needs time (exit 4)."""
+    run = RunContext(max_concurrency=1)
+    run.fail_table("invoice", ServiceError("HTTP 500"), "metadata could not be read: ")
+    assert run.exit_code() == EXIT_STREAMS_FAILED
+    run.fail_table("orders", ServiceUnavailable("kept failing"))
+    assert run.exit_code() == EXIT_SERVICE
+    run.fail_table("users", PermissionDenied("grant User.Read.All"), "metadata could not be read: ")
+    assert run.exit_code() == EXIT_CONFIG
+    assert [s.name for s in run.summary.failed] == ["invoice", "orders", "users"]
 
 
 def test_policies_classify_responses_and_only_dataverse_knows_its_codes() -> None:

@@ -306,3 +306,34 @@ def test_emulator_enum_literals_and_default_company(emu: FinOpsEmulator) -> None
                        headers={"Prefer": "odata.maxpagesize=7"}).json()
     assert len(page["value"]) == 7 and page["@odata.nextLink"].endswith("cross-company=true&$skip=7")
     assert json.loads(json.dumps(page["value"][0]))["CreditLimit"]
+
+
+def _set_method(catalog: dict, stream: str, method: str) -> dict:
+    """The catalog with ``stream``'s replication method changed, as a user edits a saved catalog."""
+    for entry in catalog["streams"]:
+        if entry["tap_stream_id"] == stream:
+            entry["replication_method"] = method  # what the SDK reads first
+            root = next(m["metadata"] for m in entry["metadata"] if m["breadcrumb"] == [])
+            root["forced-replication-method"] = method
+    return catalog
+
+
+def test_a_catalogs_method_is_followed_and_the_replication_setting_wins_over_it(emu: FinOpsEmulator) -> None:
+    """The engine's one method choice: discovery's cursor, a saved catalog's FULL_TABLE over it, and
+    the ``replication`` setting over the catalog."""
+    discovered = run_tap(emu.tap_config(), "--discover")
+    assert discovered.returncode == 0, discovered.stderr[-2000:]
+    catalog = _set_method(select_streams(discovered.catalog, ["SalesOrderHeadersV2"]), "SalesOrderHeadersV2",
+                          "FULL_TABLE")
+    full = run_tap(emu.tap_config(), catalog=catalog)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert len(full.records("SalesOrderHeadersV2")) == 60
+    assert [m["type"] for m in full.messages].count("ACTIVATE_VERSION") == 2  # the catalog's full table
+    assert "replication_key" not in json.dumps(full.last_state)
+    setting = run_tap({**emu.tap_config(), "replication": {"SalesOrderHeadersV2": "ModifiedDateTime1"}}, catalog=catalog)
+    assert setting.returncode == 0, setting.stderr[-2000:]
+    assert len(setting.records("SalesOrderHeadersV2")) == 60
+    assert [m["type"] for m in setting.messages].count("ACTIVATE_VERSION") == 0  # the setting's cursor
+    bookmark = setting.last_state["bookmarks"]["SalesOrderHeadersV2"]
+    assert bookmark["replication_key"] == "ModifiedDateTime1"
+    assert set(bookmark["chains"]) == set(COMPANIES) and all(c["bookmark"] for c in bookmark["chains"].values())

@@ -435,3 +435,29 @@ def test_certificate_and_managed_identity_sign_in_to_graph(make_graph_emulator, 
     check = run_command(["check"], msi, env=env)
     assert check.returncode == 0, check.stderr
     assert f"as managed identity {MSI_CLIENT}" in check.stdout and "cover 11 of 11 streams" in check.stdout
+
+
+def test_a_catalogs_method_is_followed_and_the_replication_setting_wins_over_it(make_graph_emulator) -> None:
+    """The engine's one method choice on Graph: a saved catalog's FULL_TABLE over discovery's delta
+    query, and the ``replication`` setting over the catalog."""
+    from tests.taprun import select_streams
+
+    emu = make_graph_emulator(counts={"users": 40})
+    discovered = run_tap(emu.tap_config(), "--discover")
+    assert discovered.returncode == 0, discovered.stderr
+    catalog = select_streams(discovered.catalog, ["users"])
+    users = next(s for s in catalog["streams"] if s["tap_stream_id"] == "users")
+    root = next(m["metadata"] for m in users["metadata"] if m["breadcrumb"] == [])
+    assert root["forced-replication-method"] == "LOG_BASED"
+    users["replication_method"] = root["forced-replication-method"] = "FULL_TABLE"
+    full = run_tap(emu.tap_config(), catalog=catalog)
+    assert full.returncode == 0, full.stderr
+    assert {r["id"] for r in full.records("users")} == _truth(emu, "users")
+    assert [m["stream"] for m in _messages(full, "ACTIVATE_VERSION")] == ["users", "users"]
+    assert [q for q in emu.query_log() if q[0] == "/v1.0/users/delta"] == []
+    assert "delta_link" not in str(full.last_state)
+    delta = run_tap({**emu.tap_config(), "replication": {"users": "delta"}}, catalog=catalog)
+    assert delta.returncode == 0, delta.stderr
+    assert {r["id"] for r in delta.records("users")} == _truth(emu, "users")
+    assert _messages(delta, "ACTIVATE_VERSION") == []
+    assert "/v1.0/users/delta?$deltatoken=" in delta.last_state["bookmarks"]["users"]["delta_link"]

@@ -47,7 +47,7 @@ from tap_dynamics.engine.replication import (
     odata_datetime,
     odata_etag,
 )
-from tap_dynamics.engine.stream import PagedStream
+from tap_dynamics.engine.stream import FULL_TABLE, PagedStream
 from tap_dynamics.errors import ConfigError, ServiceError
 
 if t.TYPE_CHECKING:
@@ -63,7 +63,6 @@ if t.TYPE_CHECKING:
     from tap_dynamics.engine.run import RunContext
 
 CHANGE_TRACKING = "change_tracking"
-FULL_TABLE = "full_table"
 DEFAULT_CURSOR = "modifiedon"
 VERSION_CURSOR = "versionnumber"
 # Distinct multi-select texts whose split values a table remembers (EntityStream._choices).
@@ -140,6 +139,8 @@ class DataverseStream(PagedStream):
 class EntityStream(DataverseStream):
     """Rows of one Dataverse table."""
 
+    log_based_method = CHANGE_TRACKING
+
     def __init__(
         self,
         tap: t.Any,
@@ -156,7 +157,7 @@ class EntityStream(DataverseStream):
         super().__init__(tap, client=client, run=run, name=entity.logical_name, schema=schema)
         self.entity = entity
         self.primary_keys = (entity.primary_id,)
-        self._set_method(method)
+        self.set_method(method)
         properties = self.schema.get("properties", {})
         # A STATE message per page: a killed run loses at most one page of progress.
         self.STATE_MSG_FREQUENCY = client.settings.page_size
@@ -167,38 +168,11 @@ class EntityStream(DataverseStream):
         self._annotations = client.settings.annotations
 
     @override
-    def apply_catalog(self, catalog: t.Any) -> None:
-        """Apply the catalog, then the ``replication`` setting, which wins for the tables it names.
-
-        A saved catalog carries the method discovery chose then (``forced-replication-method``);
-        a table named in the setting must follow the setting, as the user asked.
-        """
-        super().apply_catalog(catalog)
+    def method_setting(self) -> str | None:
         requested = self.settings.replication_for(self.entity.logical_name)
-        if requested is not None:
-            self._set_method(choose_method(self.entity, self.schema, requested))
-
-    def _set_method(self, method: str) -> None:
-        if method == CHANGE_TRACKING:
-            self.replication_key = None
-            self.forced_replication_method = "LOG_BASED"
-        elif method == FULL_TABLE:
-            self.replication_key = None
-            self.forced_replication_method = "FULL_TABLE"
-        else:
-            self.replication_key = method
-            self.forced_replication_method = "INCREMENTAL"
+        return None if requested is None else choose_method(self.entity, self.schema, requested)
 
     # -- what to read ---------------------------------------------------------------------------
-    @property
-    def method(self) -> str:
-        """The effective method, after any catalog override (the catalog may change it)."""
-        if self.replication_method == "LOG_BASED":
-            return CHANGE_TRACKING
-        if self.replication_method == "INCREMENTAL" and self.replication_key:
-            return self.replication_key
-        return FULL_TABLE
-
     @property
     @override
     def is_sorted(self) -> bool:

@@ -79,12 +79,15 @@ class RunContext:
         self.page_budget = PageBudget(max_concurrency + 2)
 
     def fail_table(self, table: str, error: ServiceError, note: str = "") -> None:
-        """Record ``table`` as failed (e.g. before its stream exists: its metadata failed)."""
+        """Record ``table`` as failed — while it syncs, or before its stream exists (its metadata
+        failed) — in the summary and in what decides the exit code (see :meth:`exit_code`)."""
         entry = self.summary.stream(table)
         entry.status = FAILED
         entry.note = f"{note}{error}"[:200]
         if isinstance(error, ServiceUnavailable):
             self.gave_up.append(table)
+        if isinstance(error, PermissionDenied):
+            self.denied.append(table)
 
     def exit_code(self) -> int:
         """The exit code of a run with failed tables: a missing permission needs a person (2),
@@ -105,7 +108,6 @@ class RunContext:
         service kept failing), at once when ``strict`` is on.
         """
         summary = self.summary
-        gave_up = self.gave_up
 
         def sync_one(stream: Stream) -> None:
             entry = summary.stream(stream.name)
@@ -116,12 +118,7 @@ class RunContext:
                 except ROW_SHAPE_ERRORS as exc:
                     raise table_error(stream.name, exc) from None
             except ServiceError as exc:
-                if isinstance(exc, ServiceUnavailable):
-                    gave_up.append(stream.name)
-                if isinstance(exc, PermissionDenied):
-                    self.denied.append(stream.name)
-                entry.status = FAILED
-                entry.note = str(exc)[:200]
+                self.fail_table(stream.name, exc)
                 if self.strict:
                     raise StreamsFailed(
                         f"table {stream.name} failed and strict is on: {exc}", exit_code=self.exit_code()

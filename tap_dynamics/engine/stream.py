@@ -10,7 +10,10 @@ A system's table stream (Dataverse's ``EntityStream``, later F&O's and Graph's) 
   message it writes goes out under the output lock, page by page);
 - the page checkpoint protocol: a page's ``checkpoint`` and ``activate_version`` are applied
   after its records are written and before its STATE message (:meth:`before_page_state`);
-- progress counters per written page.
+- progress counters per written page;
+- the replication method: ``FULL_TABLE``, a cursor column (INCREMENTAL) or the system's
+  log-based read (:attr:`PagedStream.log_based_method`), as discovery chose it, as a catalog
+  overrides it, and as the ``replication`` setting overrides both (:meth:`PagedStream.method_setting`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import typing as t
 from tap_dynamics.engine import override, sdk_compat
 from tap_dynamics.engine.fastpath import fast_path_enabled, sync_records_fast
 from tap_dynamics.engine.pages import Rows
-from tap_dynamics.engine.prefetch import prefetch
+from tap_dynamics.engine.replication.base import fetch_sequences
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +35,9 @@ if t.TYPE_CHECKING:
     from tap_dynamics.engine.pages import Page
     from tap_dynamics.engine.prefetch import PageBudget
     from tap_dynamics.engine.run import RunContext
+
+# The method name of a full-table read, in every system (a cursor read is named by its column).
+FULL_TABLE = "full_table"
 
 
 class PagedStream(sdk_compat.CompatStream):
@@ -64,9 +70,51 @@ class PagedStream(sdk_compat.CompatStream):
 
     @override
     def apply_catalog(self, catalog: t.Any) -> None:
-        """Apply the catalog, remembering it (subclasses ask whether it names this stream)."""
+        """Apply the catalog, remembering it (subclasses ask whether it names this stream), then
+        the ``replication`` setting, which wins for the streams it names.
+
+        A saved catalog carries the method discovery chose then (``forced-replication-method``);
+        a stream named in the setting must follow the setting, as the user asked.
+        """
         self.catalog_given = catalog
         super().apply_catalog(catalog)
+        method = self.method_setting()
+        if method is not None:
+            self.set_method(method)
+
+    # -- the replication method -----------------------------------------------------------------------
+    #: This system's name for a LOG_BASED read of the stream (change tracking, a delta query);
+    #: None when it has none.
+    log_based_method: str | None = None
+    #: Whether a cursor (INCREMENTAL on a replication key) is a method of this stream.
+    cursor_reads = True
+
+    def method_setting(self) -> str | None:
+        """The method the ``replication`` setting asks for this stream, checked against what the
+        stream can do (a one-line ConfigError if it cannot); None when the setting names it not."""
+        return None
+
+    def set_method(self, method: str) -> None:
+        """Read with ``method``: :data:`FULL_TABLE`, :attr:`log_based_method`, or a cursor column."""
+        if method == FULL_TABLE:
+            self.replication_key = None
+            self.forced_replication_method = "FULL_TABLE"
+        elif method == self.log_based_method:
+            self.replication_key = None
+            self.forced_replication_method = "LOG_BASED"
+        else:
+            self.replication_key = method
+            self.forced_replication_method = "INCREMENTAL"
+
+    @property
+    def method(self) -> str:
+        """The effective method, after any catalog override (the catalog may change it)."""
+        replication_method = self.replication_method
+        if replication_method == "LOG_BASED" and self.log_based_method is not None:
+            return self.log_based_method
+        if replication_method == "INCREMENTAL" and self.replication_key and self.cursor_reads:
+            return self.replication_key
+        return FULL_TABLE
 
     # -- what subclasses implement ------------------------------------------------------------------
     def get_pages(self, context: Context | None) -> Iterator[Page]:
@@ -157,18 +205,9 @@ class PagedStream(sdk_compat.CompatStream):
         cursor: tuple[str, type] | None = None,
     ) -> Iterator[Page]:
         """One page sequence, the next page fetched while this one is written."""
-
-        def source() -> Iterator[Page]:
-            return self.client.iter_pages(
-                url, prefer=prefer, table=self.name, required=required, cursor=cursor, page_format=self.page_format
-            )
-
-        for page in prefetch(source, self.run.page_budget, name=self.name):
-            self.page_arrived(page)
+        for _index, page in fetch_sequences(self, [url], prefer, required=required, cursor=cursor):
             yield page
-            # Every generator between the wire and stdout drops its page once it is written:
-            # a page kept while the next one is awaited would double the pages alive per table.
-            del page
+            del page  # not kept while the next page is awaited (see fetch_sequences)
 
     def checkpoint(self, **values: t.Any) -> None:
         """Set state keys and write a STATE at once: for phase changes, between pages."""
@@ -261,4 +300,4 @@ class OptInStream(PagedStream):
         return row
 
 
-__all__ = ["OptInStream", "PagedStream"]
+__all__ = ["FULL_TABLE", "OptInStream", "PagedStream"]

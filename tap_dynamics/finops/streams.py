@@ -26,7 +26,7 @@ from tap_dynamics.engine.replication import (
     odata_datetime,
 )
 from tap_dynamics.engine.replication.partitions import PartitionedCursor, PartitionedFullTable
-from tap_dynamics.engine.stream import PagedStream
+from tap_dynamics.engine.stream import FULL_TABLE, PagedStream
 from tap_dynamics.errors import ConfigError
 from tap_dynamics.finops.metadata import COMPANY_COLUMN
 
@@ -41,7 +41,6 @@ if t.TYPE_CHECKING:
     from tap_dynamics.finops.client import FinOpsClient
     from tap_dynamics.finops.metadata import EntityInfo
 
-FULL_TABLE = "full_table"
 # How F&O stores an empty date or date-time (dates are serialised at 12:00 UTC).
 SENTINELS = frozenset({"1900-01-01T00:00:00Z", "1900-01-01T12:00:00Z", "1900-01-01"})
 DEFAULT_COMPANY = "default"  # the partition name of a read without cross-company
@@ -83,7 +82,7 @@ class EntityStream(PagedStream):
         super().__init__(tap, client=client, run=run, name=entity.entity_set, schema=schema)
         self.entity = entity
         self.primary_keys = list(entity.keys)
-        self._set_method(method)
+        self.set_method(method)
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         properties = self.schema.get("properties", {})
         self._dates = tuple(
@@ -96,27 +95,9 @@ class EntityStream(PagedStream):
         return self.client.settings
 
     @override
-    def apply_catalog(self, catalog: t.Any) -> None:
-        """The catalog, then the ``replication`` setting, which wins for the entities it names."""
-        super().apply_catalog(catalog)
+    def method_setting(self) -> str | None:
         requested = self.settings.replication_for(self.entity.entity_set.lower())
-        if requested is not None:
-            self._set_method(choose_method(self.entity, self.schema, requested))
-
-    def _set_method(self, method: str) -> None:
-        if method == FULL_TABLE:
-            self.replication_key = None
-            self.forced_replication_method = "FULL_TABLE"
-        else:
-            self.replication_key = method
-            self.forced_replication_method = "INCREMENTAL"
-
-    @property
-    def method(self) -> str:
-        """The effective method after any catalog override."""
-        if self.replication_method == "INCREMENTAL" and self.replication_key:
-            return self.replication_key
-        return FULL_TABLE
+        return None if requested is None else choose_method(self.entity, self.schema, requested)
 
     # -- queries ------------------------------------------------------------------------------
     def selected_columns(self) -> list[str]:

@@ -142,7 +142,7 @@ class EventsStream(GraphStream):
         self._notes: set[str] = set()
 
     @override
-    def _set_method(self, method: str) -> None:
+    def set_method(self, method: str) -> None:
         self.replication_key = None
         self.forced_replication_method = "LOG_BASED"
 

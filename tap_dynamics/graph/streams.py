@@ -29,7 +29,7 @@ from tap_dynamics.engine.replication import (
     DeltaStrategy,
     FullTableStrategy,
 )
-from tap_dynamics.engine.stream import PagedStream
+from tap_dynamics.engine.stream import FULL_TABLE, PagedStream
 from tap_dynamics.errors import ConfigError, ServiceError
 from tap_dynamics.graph.policy import GraphDelta, GroupMembersDelta, is_denied, permission_denied
 from tap_dynamics.graph.resources import SIGN_IN_ACTIVITY_TOP
@@ -48,7 +48,6 @@ if t.TYPE_CHECKING:
     from tap_dynamics.graph.resources import GraphResource
 
 DELTA = "delta"
-FULL_TABLE = "full_table"
 # Graph pages a delta query at most this many objects (Prefer: odata.maxpagesize).
 MAX_DELTA_PAGE = 999
 _METHODS = {"delta": DELTA, "change_tracking": DELTA, "full_table": FULL_TABLE}
@@ -105,15 +104,17 @@ class GraphStream(PagedStream):
     """Base of every Graph stream: the engine's paged stream with Graph's resource facts."""
 
     client: GraphClient
+    cursor_reads = False  # Graph filters no collection by a modification time: delta or full
 
     def __init__(
         self, tap: t.Any, *, client: GraphClient, run: RunContext, resource: GraphResource, schema: dict[str, t.Any]
     ) -> None:
         super().__init__(tap, client=client, run=run, name=resource.stream, schema=schema)
         self.resource = resource
+        self.log_based_method = DELTA if resource.delta else None  # where Graph has a delta query
         self.primary_keys = resource.key
         self.STATE_MSG_FREQUENCY = client.settings.page_size
-        self._set_method(choose_method(resource, client.settings, client.settings.replication_for(resource.stream)))
+        self.set_method(choose_method(resource, client.settings, client.settings.replication_for(resource.stream)))
 
     @property
     def settings(self) -> Settings:
@@ -121,21 +122,9 @@ class GraphStream(PagedStream):
         return self.client.settings
 
     @override
-    def apply_catalog(self, catalog: t.Any) -> None:
-        """Apply the catalog, then the ``replication`` setting, which wins for the streams it names."""
-        super().apply_catalog(catalog)
+    def method_setting(self) -> str | None:
         requested = self.settings.replication_for(self.name)
-        if requested is not None:
-            self._set_method(choose_method(self.resource, self.settings, requested))
-
-    def _set_method(self, method: str) -> None:
-        self.replication_key = None
-        self.forced_replication_method = "LOG_BASED" if method == DELTA else "FULL_TABLE"
-
-    @property
-    def method(self) -> str:
-        """The effective method, after any catalog override."""
-        return DELTA if self.replication_method == "LOG_BASED" and self.resource.delta else FULL_TABLE
+        return None if requested is None else choose_method(self.resource, self.settings, requested)
 
     @property
     @override

@@ -6,9 +6,11 @@ import datetime as dt
 import json
 import typing as t
 
+from tap_dynamics.engine.prefetch import prefetch_pages
+
 if t.TYPE_CHECKING:
     import logging
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from tap_dynamics.engine.pages import Page, PageSource
     from tap_dynamics.engine.prefetch import PageBudget
@@ -141,6 +143,31 @@ class Reader(t.Protocol):
         Called before anything reads the page's rows (they are decoded on first use).
         """
         ...
+
+
+def fetch_sequences(
+    reader: Reader,
+    urls: Sequence[str],
+    prefer: str | None,
+    *,
+    required: tuple[str, ...] = (),
+    cursor: tuple[str, type] | None = None,
+) -> Iterator[tuple[int, Page]]:
+    """Several page sequences of one stream at once, each from its url, under the run's page
+    budget: ``(index of the url, page)`` as pages arrive, in the stream's page format, each page
+    counted (:meth:`Reader.page_arrived`) before anything reads its rows."""
+
+    def source(url: str) -> Callable[[], Iterator[Page]]:
+        return lambda: reader.client.iter_pages(
+            url, prefer=prefer, table=reader.name, required=required, cursor=cursor, page_format=reader.page_format
+        )
+
+    for index, page in prefetch_pages([source(url) for url in urls], reader.page_budget, name=reader.name):
+        reader.page_arrived(page)
+        yield index, page
+        # Every generator between the wire and stdout drops its page once it is written: a page
+        # kept while the next one is awaited would double the pages alive per table.
+        del page
 
 
 class Boundary:

@@ -7,11 +7,11 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from tap_dynamics.engine.prefetch import prefetch_pages
 from tap_dynamics.engine.replication.base import (
     BOUNDARY_KEY,
     WINDOWS_KEY,
     Boundary,
+    fetch_sequences,
     odata_datetime,
     odata_etag,
     row_key,
@@ -161,18 +161,8 @@ class CursorStrategy:
             Boundary(w.get("bookmark"), w.get("boundary"), None if cap is None else max(cap, w.get("lo") or cap))
             for w in pending
         ]
-        prefer, required, cursor_type = self.prefer, self.required, self.cursor_type
-
-        def source(window: dict[str, t.Any]) -> Callable[[], Iterator[Page]]:
-            url = self.queries.window_url(window)
-            return lambda: reader.client.iter_pages(
-                url, prefer=prefer, table=reader.name, required=required, cursor=cursor_type,
-                page_format=reader.page_format,
-            )
-
-        sources = [source(w) for w in pending]
-        for index, page in prefetch_pages(sources, reader.page_budget, name=reader.name):
-            reader.page_arrived(page)
+        urls = [self.queries.window_url(w) for w in pending]
+        for index, page in fetch_sequences(reader, urls, self.prefer, required=self.required, cursor=self.cursor_type):
             tracker = trackers[index]
             rows = tracker.rows(page.records, cursor, self.key, self.version)
             window = pending[index]

@@ -19,11 +19,11 @@ import time
 import typing as t
 from dataclasses import replace
 
-from tap_dynamics.engine.prefetch import prefetch_pages
 from tap_dynamics.engine.replication.base import (
     NEXT_LINK_KEY,
     VERSION_KEY,
     Boundary,
+    fetch_sequences,
     odata_etag,
     row_key,
 )
@@ -36,20 +36,6 @@ if t.TYPE_CHECKING:
 
 # Not "partitions": the Singer SDK keeps its own partition states under that key.
 PARTITIONS_KEY = "chains"
-
-
-def _read(reader: Reader, urls: Sequence[str], prefer: str, required: tuple[str, ...],
-          cursor: tuple[str, type] | None) -> Iterator[tuple[int, Page]]:
-    """Every chain at once (each from its url), under the run's page budget."""
-
-    def source(url: str) -> Callable[[], Iterator[Page]]:
-        return lambda: reader.client.iter_pages(url, prefer=prefer, table=reader.name, required=required,
-                                                cursor=cursor)
-
-    for index, page in prefetch_pages([source(u) for u in urls], reader.page_budget, name=reader.name):
-        reader.page_arrived(page)
-        yield index, page
-        del page
 
 
 class PartitionedFullTable:
@@ -80,7 +66,7 @@ class PartitionedFullTable:
             reader.activate_version(version)
             return
         urls = [parts[name][NEXT_LINK_KEY] or first_urls[name] for name in pending]
-        for index, page in _read(reader, urls, self.prefer, self.required, None):
+        for index, page in fetch_sequences(reader, urls, self.prefer, required=self.required):
             parts[pending[index]] = {NEXT_LINK_KEY: page.next_link, "done": page.next_link is None}
             if all(p["done"] for p in parts.values()):
                 yield replace(page, checkpoint=done, activate_version=version)
@@ -134,7 +120,7 @@ class PartitionedCursor:
         reader.set_windowed(True)  # rows of the partitions interleave: no stream-wide sort order
         try:
             urls = [self.url(name, parts[name].get("bookmark")) for name in partitions]
-            for index, page in _read(reader, urls, self.prefer, self.required, (cursor, str)):
+            for index, page in fetch_sequences(reader, urls, self.prefer, required=self.required, cursor=(cursor, str)):
                 tracker = trackers[index]
                 rows = tracker.rows(page.records, cursor, self.key, self.version)
                 if tracker.value is not None:
