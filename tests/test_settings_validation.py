@@ -30,3 +30,45 @@ def test_schema_errors_from_the_sdk_are_one_line_exit_2(emulator) -> None:
     assert len(errors) == 1 and "max_concurrency" in errors[0]
     assert "Traceback" not in run.stderr
     assert emulator.stats()["requests"] == 0
+
+
+WINDOWS = {"auth_scheme": "NTLM", "username": "CONTOSO\\svc-etl", "password": "w1ndows-pass"}
+
+
+@pytest.mark.parametrize(
+    ("config", "name", "shown"),
+    [
+        ({**GOOD, "url": "https://admin:hunter2pw@myorg.crm4.dynamics.com"}, "url", "https://myorg.crm4.dynamics.com"),
+        ({**GOOD, "url": "https://admin:hunter2pw@contoso.operations.dynamics.com"}, "url",
+         "https://contoso.operations.dynamics.com"),
+        ({**GOOD, "url": "https://admin:hunter2pw@graph.microsoft.com"}, "url", "https://graph.microsoft.com"),
+        ({**GOOD, "url": "ftp://hunter2pw@myorg.crm4.dynamics.com"}, "url", "ftp://myorg.crm4.dynamics.com"),
+        ({**GOOD, "authority_host": "https://admin:hunter2pw@login.microsoftonline.com"}, "authority_host",
+         "https://login.microsoftonline.com"),
+        ({**WINDOWS, "url": "http://admin:hunter2pw@crm.contoso.local/org"}, "url", "http://crm.contoso.local/org"),
+        ({**WINDOWS, "url": "https://admin:hunter2pw@crm.contoso.local/org"}, "url", "https://crm.contoso.local/org"),
+        ({"connection_string": "URL=https://admin:hunter2pw@myorg.crm4.dynamics.com;AuthScheme=AzureServicePrincipal;"
+          "OAuthClientId=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee;OAuthClientSecret=x;AzureTenant=contoso.onmicrosoft.com"},
+         "url", "https://myorg.crm4.dynamics.com"),
+    ],
+)
+def test_a_url_with_a_user_name_or_password_is_refused_without_repeating_them(config: dict, name: str, shown: str) -> None:
+    """``https://user:password@host`` would put the password into every URL the tap builds, its log
+    lines and its errors: refused in one line that shows the address without it."""
+    from tap_dynamics.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert message.startswith(f"setting '{name}' must not contain a user name or password (got {shown!r}")
+    assert "hunter2pw" not in message and "admin" not in message and "\n" not in message
+
+
+def test_a_url_with_a_password_is_one_line_that_does_not_repeat_it() -> None:
+    from tests.taprun import run_tap
+
+    run = run_tap({**GOOD, "url": "https://admin:hunter2pw@myorg.crm4.dynamics.com"}, "--discover")
+    assert run.returncode == 2
+    assert "hunter2pw" not in run.stderr + run.stdout and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("tap-dynamics: error:")]
+    assert len(errors) == 1 and "must not contain a user name or password" in errors[0]

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 
 from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
-from tap_dynamics.config.values import GUID_PATTERN, Explainer, https_origin
+from tap_dynamics.config.values import GUID_PATTERN, Explainer, https_origin, refuse_userinfo
 from tap_dynamics.config.windows import (
     WINDOWS_EXPLAINERS,
     WINDOWS_MESSAGES,
@@ -416,6 +416,7 @@ def _certificate(config: t.Mapping[str, t.Any]) -> Certificate | None:
 def _callback_url(config: t.Mapping[str, t.Any]) -> str:
     """The redirect URI the sign-in listens on: http only for localhost, as Entra ID allows."""
     value = str(config.get("callback_url") or DEFAULT_CALLBACK_URL)
+    refuse_userinfo("callback_url", value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         msg = (

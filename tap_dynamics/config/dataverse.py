@@ -21,7 +21,7 @@ from singer_sdk import typing as th
 from tap_dynamics.config.auth import ON_PREMISES_AUTH_SCHEMES
 from tap_dynamics.config.common import MAX_PAGE_SIZE
 from tap_dynamics.config.resource import Resource
-from tap_dynamics.config.values import Explainer, checked_url, https_origin
+from tap_dynamics.config.values import Explainer, checked_url, https_origin, refuse_userinfo
 from tap_dynamics.errors import ConfigError
 
 CRM_VERSIONS = ("CRMOnline", "CRM2011+")
@@ -298,6 +298,7 @@ def _on_premises_url(value: str, allow_http: bool) -> tuple[str, str, bool]:
     ``http://`` is accepted only with ``allow_http``: the NTLM handshake resists replay, but every
     row and the session would cross the network in clear text, so it must be a deliberate choice.
     """
+    refuse_userinfo("url", value)  # before any message quotes the value
     parts = urlsplit(value)
     scheme = parts.scheme.lower()
     if scheme == "http" and not allow_http:

@@ -206,6 +206,7 @@ def checked_url(name: str, value: str, schemes: tuple[str, ...], example: str) -
 
     Code rather than a ``pattern``: the message says which part is wrong.
     """
+    refuse_userinfo(name, value)
     parts = urlsplit(value)
     if parts.scheme.lower() not in schemes:
         msg = f"setting '{name}' must be an https:// URL (got {value!r}) — e.g. {example}"
@@ -217,6 +218,19 @@ def checked_url(name: str, value: str, schemes: tuple[str, ...], example: str) -
         msg = f"setting '{name}' must not contain a query string or fragment (got {value!r})"
         raise ConfigError(msg)
     return parts
+
+
+def refuse_userinfo(name: str, value: str) -> None:
+    """Refuse a URL that carries ``user:password@``: it would reach every log line, error and
+    request URL built from the setting. The message shows the URL without it."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        msg = (
+            f"setting '{name}' must not contain a user name or password (got {shown!r} with them removed) "
+            "— give the address alone, and the credentials in the sign-in settings"
+        )
+        raise ConfigError(msg)
 
 
 def https_origin(name: str, value: str, example: str = "https://myorg.crm.dynamics.com") -> str:
