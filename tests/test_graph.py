@@ -134,6 +134,9 @@ def test_first_run_reads_every_stream_exactly(make_graph_emulator) -> None:
     assert {row["member_type"] for _, row in warehouse.tables["group_members"].values()} == {"user"}
     assert warehouse.ids("directory_roles") == _truth(emu, "directoryRoles")
     assert [len(warehouse.ids(s)) for s in ("domains", "organization", "subscribed_skus")] == [1, 1, 1]
+    # live rows of a delta read say _sdc_deleted_at null; a full-table read's rows have no tombstones
+    assert all(m["record"]["_sdc_deleted_at"] is None for m in _messages(run, "RECORD", "users"))
+    assert all("_sdc_deleted_at" not in m["record"] for m in _messages(run, "RECORD", "domains"))
     # replays (the same object on a later page) come again but are the same row in the target
     assert len(_messages(run, "RECORD", "users")) > 450
     # delta streams keep the whole deltaLink; full-table streams close a version

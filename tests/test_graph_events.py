@@ -34,6 +34,7 @@ def test_every_mailbox_is_read_and_mailboxes_without_calendar_are_skipped(make_g
     events = _events(run)
     assert {(r["user_id"], r["id"]) for r in events} == _truth(emu)
     assert len(events) == len(_truth(emu))
+    assert all(r["_sdc_deleted_at"] is None for r in events)  # live rows of a delta read
     assert "60 mailboxes: 48 read, 12 without a mailbox skipped" in run.stderr
     assert emu.stats()["max_in_flight"] <= 3  # the global cap
     assert 1 <= emu.graph.max_per_mailbox <= 4  # Outlook's per-mailbox cap

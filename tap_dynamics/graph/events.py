@@ -191,6 +191,7 @@ class EventsStream(GraphStream):
     @override
     def get_pages(self, context: Context | None) -> Iterator[Page]:
         state = self.load_state(context)
+        self._delta_read = True  # always a delta query: live rows say _sdc_deleted_at null
         self.run.summary.stream(self.name).method = "DELTA"
         window, fresh = self.window(state)
         mailboxes: dict[str, t.Any] = {} if fresh else dict(state.get(MAILBOXES_KEY) or {})

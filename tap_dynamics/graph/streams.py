@@ -115,6 +115,8 @@ class GraphStream(PagedStream):
         self.primary_keys = resource.key
         self.STATE_MSG_FREQUENCY = client.settings.page_size
         self.set_method(choose_method(resource, client.settings, client.settings.replication_for(resource.stream)))
+        # Whether the read under way is a delta query (set by get_pages; read once per row).
+        self._delta_read = False
 
     @property
     def settings(self) -> Settings:
@@ -166,10 +168,10 @@ class GraphStream(PagedStream):
     def get_pages(self, context: Context | None) -> Iterator[Page]:
         """The stream's pages by the engine's strategy; a 403 names the missing permission."""
         self.load_state(context)
-        method = self.method
-        self.run.summary.stream(self.name).method = "DELTA" if method == DELTA else "FULL_TABLE"
+        self._delta_read = self.method == DELTA
+        self.run.summary.stream(self.name).method = "DELTA" if self._delta_read else "FULL_TABLE"
         try:
-            if method == DELTA:
+            if self._delta_read:
                 yield from DeltaStrategy(
                     self,
                     self.dialect(),
@@ -198,7 +200,7 @@ class GraphStream(PagedStream):
         stream says ``_sdc_deleted_at: null`` (an object restored after a soft delete)."""
         for name in [name for name in row if "@" in name]:
             del row[name]
-        if self.method == DELTA and DELETED_AT not in row:
+        if self._delta_read and DELETED_AT not in row:
             row[DELETED_AT] = None
         return row
 
