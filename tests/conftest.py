@@ -15,7 +15,7 @@ import tempfile
 
 from tests.taprun import scrubbed
 
-pytest_plugins = ["emulator.pytest_plugin", "tests.pipeline_fixtures"]
+pytest_plugins = ["emulator.pytest_plugin", "tests.pipeline_fixtures", "tests.kerberos_fixtures"]
 
 for _name in [name for name in os.environ if scrubbed(name)]:
     del os.environ[_name]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import krb5
@@ -33,41 +32,10 @@ from tests.taprun import (
     run_tap,
 )
 
-SMALL = {"account": 600, "contact": 40, "systemuser": 3}
 TABLES = ("account", "contact", "systemuser")
 
 
-@pytest.fixture(scope="session")
-def kdc() -> Iterator[KerberosRealm]:
-    realm = KerberosRealm().start()  # raises, naming the fix, when the KDC cannot start
-    try:
-        yield realm
-    finally:
-        realm.stop()
-
-
-@pytest.fixture
-def realm(kdc: KerberosRealm) -> KerberosRealm:
-    """The session's realm with the user unlocked and its failure count at zero."""
-    kdc.reset_failures()
-    return kdc
-
-
-@pytest.fixture
-def make_site(make_emulator, realm: KerberosRealm) -> Callable[..., OnPremEmulator]:
-    """An on-premises server whose IIS verifies tickets for HTTP/localhost with the KDC's keytab."""
-
-    def factory(auth: str = "kerberos", rows: dict[str, int] | None = None, **kw) -> OnPremEmulator:
-        return make_emulator(SMALL if rows is None else rows, kind=OnPremEmulator, auth=auth,
-                             keytab=str(realm.service_keytab), **kw)
-
-    return factory
-
-
-@pytest.fixture
-def krb_env(realm: KerberosRealm, tmp_path: Path) -> dict[str, str]:
-    """The tap's Kerberos environment: the realm's krb5.conf and a ticket cache path of its own."""
-    return realm.env(KRB5CCNAME=f"FILE:{tmp_path / 'tap-ccache'}")
+# The fixtures kdc, realm, make_site and krb_env are tests/kerberos_fixtures.py's (one KDC per session).
 
 
 def issued(realm: KerberosRealm) -> tuple[int, int]:

@@ -11,8 +11,6 @@ from tests.kdc import PASSWORD, KerberosRealm
 from tests.taprun import run_tap
 from tests.test_check import error_lines
 
-# The fixtures of tests/test_kerberos.py: its throw-away KDC (a second one for this module) and site.
-from tests.test_kerberos import kdc, krb_env, make_site, realm  # noqa: F401
 
 SV = "/XRMServices/2011/OrganizationData.svc"
 
@@ -31,7 +29,7 @@ def test_v2_discovery_takes_logical_name_globs(make_emulator) -> None:
 
 
 def test_kerberos_credentials_never_go_to_a_foreign_next_link(
-    make_site, make_emulator, realm: KerberosRealm, krb_env: dict[str, str]  # noqa: F811 (imported fixtures)
+    make_site, make_emulator, realm: KerberosRealm, krb_env: dict[str, str]
 ) -> None:
     """Issue: Kerberos has "the same origin lock ... as NTLM": a next link to another server
     (same organization name, another host:port) is refused before anything is sent to it."""
