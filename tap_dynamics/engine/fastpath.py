@@ -108,6 +108,9 @@ class RecordPlan:
         # Columns whose values the SDK coerces with ``value != 0`` (exclusively boolean types).
         self.booleans = tuple(n for n, s in properties.items() if sdk_compat.is_exclusive_boolean_type(s))
         self.prefix = b'{"type":"RECORD","stream":' + _ENCODER.encode(stream.name) + b',"record":'
+        # The bookmark's column (INCREMENTAL reads only), and whether the SDK checks its order.
+        self.rk = stream.replication_key if stream.replication_method == "INCREMENTAL" else None
+        self.check_sorted = bool(self.rk and stream.check_sorted)
 
     def suffix(self, version: int | None, extracted: datetime.datetime) -> bytes:
         """The part of a RECORD line after the record, shared by a whole page."""
@@ -123,11 +126,6 @@ def sync_records_fast(stream: Stream, context: Context | None) -> t.Generator[di
     plan = RecordPlan(stream)
     record_counter = stream.get_record_counter()
     timer = stream.get_sync_timer()
-    post_process = hooks.post_process
-    allowed, booleans, prefix = plan.allowed, plan.booleans, plan.prefix
-    rk = stream.replication_key if stream.replication_method == "INCREMENTAL" else None
-    check_sorted = bool(rk and stream.check_sorted)
-    out = sys.stdout.buffer
     warned: set[str] = set()
     with record_counter, timer:
         record_counter.with_context({})
@@ -137,21 +135,18 @@ def sync_records_fast(stream: Stream, context: Context | None) -> t.Generator[di
             sdk_compat.write_starting_replication_value(stream, None)
         previous = None  # last replication key value emitted, for the sort check
         for page in hooks.get_pages(None):
+            # Re-read per page: a stream may interleave sequences (time windows of a first load)
+            # and say so mid-stream.
+            check_sorted = plan.check_sorted and stream.is_sorted
             # The whole page is processed under the lock: the work is CPU-bound (one GIL), so
             # nothing is lost, and only one page's encoded lines exist at a time.
-            OUTPUT_LOCK.acquire()
-            try:
-                written = _emit_page(stream, hooks, page, plan, state_partition_context, post_process, allowed,
-                                     booleans, prefix, rk,
-                                     # re-read per page: a stream may interleave sequences
-                                     # (time windows of a first load) and say so mid-stream
-                                     check_sorted and stream.is_sorted, out, warned, previous)
-            finally:
-                OUTPUT_LOCK.release()
-            previous = written[1]
-            if written[0]:
-                record_counter.increment(written[0])
-            hooks.page_done(page, written[0])
+            with OUTPUT_LOCK:
+                written, previous = _emit_page(
+                    stream, hooks, page, plan, state_partition_context, check_sorted, warned, previous
+                )
+            if written:
+                record_counter.increment(written)
+            hooks.page_done(page, written)
             del page  # not kept while the next page is awaited (memory: see prefetch.py)
         with OUTPUT_LOCK:
             state = stream.get_context_state(None)
@@ -163,9 +158,19 @@ def sync_records_fast(stream: Stream, context: Context | None) -> t.Generator[di
     yield  # a generator, like the SDK's _sync_records
 
 
-def _emit_page(stream, hooks, page, plan, state_partition_context, post_process, allowed, booleans,
-               prefix, rk, check_sorted, out, warned, previous):
+def _emit_page(
+    stream: Stream,
+    hooks: PageHooks,
+    page: Page,
+    plan: RecordPlan,
+    state_partition_context: t.Any,
+    check_sorted: bool,
+    warned: set[str],
+    previous: t.Any,
+) -> tuple[int, t.Any]:
     """Write one page's RECORD lines and the STATE after them; (records written, last key value)."""
+    # Locals for the loop below: it runs once per record.
+    post_process, allowed, booleans, prefix, rk = hooks.post_process, plan.allowed, plan.booleans, plan.prefix, plan.rk
     extracted = datetime.datetime.now(datetime.timezone.utc)
     suffix = plan.suffix(sdk_compat.stream_version(stream), extracted)
     # The page's lines are encoded straight into one buffer (msgspec appends in place): no
@@ -200,6 +205,7 @@ def _emit_page(stream, hooks, page, plan, state_partition_context, post_process,
         buffer += suffix
         written += 1
     if written:
+        out = sys.stdout.buffer
         out.write(buffer)
         out.flush()
         stream.state_manager.is_flushed = False

@@ -65,7 +65,12 @@ class _ODataV4Body(msgspec.Struct):
 
 
 class ODataV4:
-    """OData v4 JSON (``value`` / ``@odata.nextLink`` / ``@odata.deltaLink``)."""
+    """OData v4 JSON (``value`` / ``@odata.nextLink`` / ``@odata.deltaLink``).
+
+    :meth:`page` is the page contract of every format; a format of another layout says where
+    its rows and links are (:meth:`body_parts`, :meth:`json_parts`) and, if its rows need it,
+    converts them in :meth:`check_rows`.
+    """
 
     decoder = msgspec.json.Decoder(_ODataV4Body)
 
@@ -79,28 +84,40 @@ class ODataV4:
         required: tuple[str, ...] = (),
         cursor: Cursor | None = None,
     ) -> Page:
-        """One page; its rows stay raw JSON until used (see :class:`Rows`)."""
-        if isinstance(payload, _ODataV4Body):
-            next_link = payload.next_link
+        """One page; its rows stay raw JSON until used (see :class:`Rows`), then are checked."""
+        if isinstance(payload, msgspec.Struct):  # what the typed decoder made of a page
+            raw, next_link, delta_link = self.body_parts(payload)
             check_loop(next_link, table, seen)
 
             def check(rows: list[t.Any]) -> None:
                 self.check_rows(rows, table, request_id, required, cursor)
 
-            return Page(Rows(payload.value, check), next_link or None, payload.delta_link, request_id)
-        # Valid JSON that is not a page: the checks below say what is wrong with it.
+            return Page(Rows(raw, check), next_link or None, delta_link, request_id)
+        # Valid JSON that is not a page: the checks say what is wrong with it.
+        records, next_link, delta_link = self.json_parts(payload, table, request_id)
+        self.check_rows(records, table, request_id, required, cursor)
+        check_loop(next_link, table, seen)
+        return Page(records, next_link or None, delta_link, request_id)
+
+    @staticmethod
+    def body_parts(body: t.Any) -> tuple[list[msgspec.Raw], str | None, str | None]:
+        """A decoded page's raw rows, next link and delta link."""
+        return body.value, body.next_link, body.delta_link
+
+    @staticmethod
+    def json_parts(payload: t.Any, table: str | None, request_id: str | None) -> tuple[list[t.Any], str | None, str | None]:
+        """The rows, next link and delta link of a body of plain JSON, or the error saying why it
+        is not a page."""
         records = payload.get("value") if isinstance(payload, dict) else None
         if not isinstance(records, list):
             msg = f"{where(table)}the response has no 'value' list (request id {request_id})"
             raise ServiceError(msg, table=table)
-        self.check_rows(records, table, request_id, required, cursor)
         next_link = payload.get("@odata.nextLink")
         if next_link is not None and not isinstance(next_link, str):
             msg = f"{where(table)}malformed @odata.nextLink in the response"
             raise ServiceError(msg, table=table)
-        check_loop(next_link, table, seen)
         delta_link = payload.get("@odata.deltaLink")
-        return Page(records, next_link or None, delta_link if isinstance(delta_link, str) else None, request_id)
+        return records, next_link, delta_link if isinstance(delta_link, str) else None
 
     @staticmethod
     def is_tombstone(row: dict[str, t.Any]) -> bool:
@@ -166,27 +183,14 @@ class ODataV2Verbose(ODataV4):
     def __init__(self, convert: RowConversion | None = None) -> None:
         self.convert = convert
 
+    @staticmethod
     @override
-    def page(
-        self,
-        payload: t.Any,
-        *,
-        table: str | None,
-        request_id: str | None,
-        seen: set[str],
-        required: tuple[str, ...] = (),
-        cursor: Cursor | None = None,
-    ) -> Page:
-        """One page; its rows stay raw JSON until used, then are converted and checked."""
-        convert = self.convert
-        if isinstance(payload, _ODataV2Body):
-            next_link = payload.d.next_link
-            check_loop(next_link, table, seen)
+    def body_parts(body: t.Any) -> tuple[list[msgspec.Raw], str | None, str | None]:
+        return body.d.results, body.d.next_link, None
 
-            def check(rows: list[t.Any]) -> None:
-                self.check_rows(rows, table, request_id, required, cursor, convert)
-
-            return Page(Rows(payload.d.results, check), next_link or None, None, request_id)
+    @staticmethod
+    @override
+    def json_parts(payload: t.Any, table: str | None, request_id: str | None) -> tuple[list[t.Any], str | None, str | None]:
         inner = payload.get("d") if isinstance(payload, dict) else None
         records = inner.get("results") if isinstance(inner, dict) else None
         if not isinstance(records, list):
@@ -196,9 +200,7 @@ class ODataV2Verbose(ODataV4):
         if next_link is not None and not isinstance(next_link, str):
             msg = f"{where(table)}malformed __next link in the response"
             raise ServiceError(msg, table=table)
-        self.check_rows(records, table, request_id, required, cursor, convert)
-        check_loop(next_link, table, seen)
-        return Page(records, next_link or None, None, request_id)
+        return records, next_link, None
 
     @override
     def check_rows(
@@ -208,9 +210,9 @@ class ODataV2Verbose(ODataV4):
         request_id: str | None,
         required: tuple[str, ...],
         cursor: Cursor | None = None,
-        convert: RowConversion | None = None,
     ) -> None:
         """Convert the rows in place (the list is the page's), then check them as v4 rows are."""
+        convert = self.convert
         if convert is not None:
             if not all(map(isinstance, records, repeat(dict))):
                 super().check_rows(records, table, request_id, required, cursor)  # names the problem
