@@ -152,3 +152,28 @@ def test_policies_classify_responses_and_only_dataverse_knows_its_codes() -> Non
     assert dataverse.url("accounts", {"$select": "name,accountid", "$filter": "name eq 'A B'"}) == (
         "https://org.example/api/data/v9.2/accounts?$select=name,accountid&$filter=name%20eq%20'A%20B'"
     )
+
+
+def test_budget_headers_pace_dataverse_and_finops_alike_and_nothing_else() -> None:
+    """The service-protection budget left (x-ms-ratelimit-*): pressure rises as it nears zero,
+    the same for Dataverse and for F&O's optional user-based limits; a generic service ignores it."""
+    import requests
+
+    from tap_dynamics.engine.policy import Pacing
+    from tap_dynamics.finops.policy import FinOpsPolicy
+
+    def response(**headers: str) -> requests.Response:
+        made = requests.Response()
+        made.headers.update(headers)
+        return made
+
+    low = response(**{"x-ms-ratelimit-burst-remaining-xrm-requests": "50",
+                      "x-ms-ratelimit-time-remaining-xrm-requests": "45.00"})
+    plenty = response(**{"x-ms-ratelimit-burst-remaining-xrm-requests": "5000",
+                         "x-ms-ratelimit-time-remaining-xrm-requests": "1,100.00"})
+    expected = Pacing(0.75, "50 requests, 45 s of execution time left in the 5-minute window")
+    for policy in (DataversePolicy("https://org.example/api/data/v9.2"), FinOpsPolicy("https://env.example/data")):
+        assert policy.pacing(low) == expected
+        assert policy.pacing(plenty) is None
+        assert policy.pacing(response()) is None
+    assert ServicePolicy("https://example.test/data").pacing(low) is None

@@ -8,6 +8,7 @@ filters to the default company unless ``cross-company=true``, pages with ``$skip
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from decimal import Decimal
 
@@ -216,6 +217,35 @@ def test_resource_throttling_is_waited_out_and_nothing_is_lost(emu: FinOpsEmulat
     assert emitted(run, "CustomersV3", ["dataAreaId", "CustomerAccount"]) == expected(emu, "CustomersV3")
     assert emu.faults.counts().get("throttle", 0) > 0
     assert "high resource utilization" in run.stderr
+
+
+def test_user_based_limits_are_waited_out_and_nothing_is_lost(emu: FinOpsEmulator) -> None:
+    """The optional user-based limits: a 429 with Retry-After per user, waited out by the run."""
+    emu.set(user_limits=True, limit_requests=4, limit_window_s=2)
+    run = run_tap({**emu.tap_config(), "entities": ["CustomersV3"], "page_size": 10})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert emitted(run, "CustomersV3", ["dataAreaId", "CustomerAccount"]) == expected(emu, "CustomersV3")
+    refused = emu.faults.protection.refusals
+    assert refused and {r.code for r in refused} == {"requests"}
+    assert "Number of requests exceeded the limit of 4 over time window of 2 seconds" in run.stderr
+    assert not re.search(r"\b0\.0 s throttled", run.stderr)  # the waits are counted as throttling
+
+
+def test_user_limit_budget_headers_slow_the_run_down_before_a_429(emu: FinOpsEmulator) -> None:
+    """Where F&O reports the budget left (Dataverse's x-ms-ratelimit-* headers), the run paces
+    itself near its end instead of being refused; without the headers it cannot, and does not."""
+    emu.set(user_limits=True, user_limit_headers=True, limit_requests=190)
+    run = run_tap({**emu.tap_config(), "entities": ["CustomersV3"], "page_size": 10})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert emitted(run, "CustomersV3", ["dataAreaId", "CustomerAccount"]) == expected(emu, "CustomersV3")
+    assert emu.faults.protection.refusals == []
+    assert "service-protection budget is low" in run.stderr
+    paced = float(re.search(r"([\d.]+) s paced", run.stderr).group(1))  # type: ignore[union-attr]
+    assert paced > 0
+    emu.set(user_limit_headers=False)
+    plain = run_tap({**emu.tap_config(), "entities": ["CustomersV3"], "page_size": 10})
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "0.0 s paced" in plain.stderr and "service-protection budget is low" not in plain.stderr
 
 
 def test_a_forbidden_or_failing_entity_is_skipped_with_one_warning(emu: FinOpsEmulator) -> None:

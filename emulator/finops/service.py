@@ -16,12 +16,16 @@ As reference §2 describes it, and no kinder:
 - Bearer tokens for the environment URL only; an app with a token that is not registered in
   F&O (System administration > Setup > Microsoft Entra applications) gets 401.
 - ``forbidden_entities`` answer 403, ``failing_entities`` 500 (an entity that errors on the server).
+- ``user_limits``: the optional user-based service protection limits, per caller (the ``limit_*``
+  knobs of emulator/core/limits.py), 429 with ``Retry-After``; ``user_limit_headers`` adds the
+  budget left as ``x-ms-ratelimit-*`` (undocumented for F&O, so off unless asked for).
 """
 
 from __future__ import annotations
 
 import email.utils
 import re
+import time
 import urllib.parse
 import uuid
 from functools import cmp_to_key
@@ -63,11 +67,36 @@ def _error(status: int, message: str, code: str = "") -> Response:
                                     "innererror": {"message": message, "type": "Microsoft.Dynamics.Platform.Integration.Services.OData.ODataException", "stacktrace": ""}}})
 
 
+# The optional user-based service protection limits (Feature management, off by default since
+# 10.0.35): Microsoft documents that they mirror Dataverse's three measures and messages.
+USER_LIMIT_MESSAGES = {
+    "requests": "Number of requests exceeded the limit of {requests} over time window of {window} seconds.",
+    "execution": ("Combined execution time of incoming requests exceeded limit of {execution_ms:,} milliseconds "
+                  "over time window of {window} seconds. Decrease number of concurrent requests or reduce the "
+                  "duration of requests and try again later."),
+    "concurrency": "Number of concurrent requests exceeded the limit of {concurrent}.",
+}
+
+
 class FinOpsFaults(FaultAdapter):
-    """F&O's own throttling answer (resource-based, environment-wide) and its 503."""
+    """F&O's own throttling answer (resource-based, environment-wide), its 503, and the 429 of
+    the optional user-based limits (``user_limits``: per caller, by the shared limits of
+    emulator/core/limits.py). Whether F&O also reports the budget left in Dataverse's
+    ``x-ms-ratelimit-*`` headers is not documented: they are sent only with
+    ``user_limit_headers`` (never kinder than the service by default)."""
 
     bearer = True
-    KNOBS: ClassVar[dict[str, Any]] = {"forbidden_entities": [], "failing_entities": []}
+    KNOBS: ClassVar[dict[str, Any]] = {"forbidden_entities": [], "failing_entities": [],
+                                       "user_limits": False, "user_limit_headers": False}
+    limit_codes: ClassVar[dict[str, str]] = {measure: measure for measure in USER_LIMIT_MESSAGES}
+
+    def limited(self, code: str, retry_after: int) -> Response:
+        k = self.knobs
+        message = USER_LIMIT_MESSAGES[code].format(
+            requests=int(k["limit_requests"]), window=int(float(k["limit_window_s"])),
+            execution_ms=int(float(k["limit_execution_s"]) * 1000), concurrent=int(k["limit_concurrent"]))
+        status, headers, body = _error(429, message)
+        return status, [*headers, ("Retry-After", str(retry_after))], body
 
     def applies(self, req: Request) -> bool:
         return req.path.startswith("/data")
@@ -133,6 +162,26 @@ class FinOpsService(Service):
         refused = self.authenticate(req)
         if refused is not None:
             return refused
+        caller = req.caller if self.knobs["user_limits"] and req.path.startswith("/data") else None
+        if caller is None:
+            return self.serve(req)
+        limits = self.host.faults.protection
+        refused = limits.admit(caller, self.faults)
+        if refused is not None:
+            return refused
+        started = time.perf_counter()
+        try:
+            status, headers, body = self.serve(req)
+        finally:
+            limits.done(caller, time.perf_counter() - started)
+        if self.knobs["user_limit_headers"]:
+            burst, left = limits.remaining(caller)
+            headers = [*headers, ("x-ms-ratelimit-burst-remaining-xrm-requests", str(max(0, burst))),
+                       ("x-ms-ratelimit-time-remaining-xrm-requests", f"{max(0.0, left):,.2f}")]
+        return status, headers, body
+
+    def serve(self, req: Request) -> Response:
+        """The answer to an authenticated request (within the user-based limits, if on)."""
         try:
             self.host.hold(urllib.parse.unquote(req.path + "?" + req.raw_query))
             if req.method != "GET":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import typing as t
 
 from tap_dynamics.engine import override
-from tap_dynamics.engine.policy import USER_AGENT, Pacing, ServicePolicy, Verdict
+from tap_dynamics.engine.policy import USER_AGENT, Pacing, ServicePolicy, Verdict, budget_pacing
 from tap_dynamics.engine.retry import number
 from tap_dynamics.errors import NOT_A_MEMBER, no_application_user
 
@@ -41,6 +41,14 @@ BASE_HEADERS = {
     "If-None-Match": "null",
     "User-Agent": USER_AGENT,
 }
+
+
+def budget_left(response: requests.Response) -> tuple[float | None, float | None]:
+    """The requests and execution seconds left in the caller's window, as the headers say."""
+    return (
+        number(response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests")),
+        number(response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests")),
+    )
 
 
 class DataversePolicy(ServicePolicy):
@@ -64,20 +72,7 @@ class DataversePolicy(ServicePolicy):
 
     @override
     def pacing(self, response: requests.Response) -> Pacing | None:
-        burst = number(response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests"))
-        budget = number(response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests"))
-        pressure = 0.0
-        if burst is not None and burst < self.LOW_BURST_REQUESTS:
-            pressure = max(pressure, 1 - burst / self.LOW_BURST_REQUESTS)
-        if budget is not None and budget < self.LOW_TIME_SECONDS:
-            pressure = max(pressure, 1 - budget / self.LOW_TIME_SECONDS)
-        if pressure <= 0:
-            return None
-        detail = (
-            f"{'?' if burst is None else f'{burst:.0f}'} requests, "
-            f"{'?' if budget is None else f'{budget:.0f}'} s of execution time left in the 5-minute window"
-        )
-        return Pacing(pressure, detail)
+        return budget_pacing(*budget_left(response), self.LOW_BURST_REQUESTS, self.LOW_TIME_SECONDS)
 
     @override
     def refusal(self, status: int, code: str | None, identity: str, origin: str) -> Exception | None:

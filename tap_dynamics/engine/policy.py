@@ -68,6 +68,30 @@ class Pacing:
     detail: str  # what is left, for the log line (e.g. "150 requests, 20 s of ... left")
 
 
+def budget_pacing(
+    requests_left: float | None, seconds_left: float | None, low_requests: float, low_seconds: float
+) -> Pacing | None:
+    """Pressure from the rate-limit budget a response reports, or None when there is plenty.
+
+    Microsoft's business-application services count each caller's requests and execution time
+    over a 5-minute window and may say what is left (each policy reads its own headers). Below
+    ``low_requests`` or ``low_seconds`` the pressure rises towards 1 as the budget nears zero,
+    so that the run spreads what is left instead of running into a 429.
+    """
+    pressure = 0.0
+    if requests_left is not None and requests_left < low_requests:
+        pressure = max(pressure, 1 - requests_left / low_requests)
+    if seconds_left is not None and seconds_left < low_seconds:
+        pressure = max(pressure, 1 - seconds_left / low_seconds)
+    if pressure <= 0:
+        return None
+    detail = (
+        f"{'?' if requests_left is None else f'{requests_left:.0f}'} requests, "
+        f"{'?' if seconds_left is None else f'{seconds_left:.0f}'} s of execution time left in the 5-minute window"
+    )
+    return Pacing(pressure, detail)
+
+
 class ServicePolicy:
     """The defaults: an OData v4 JSON API with bearer tokens and no service-specific codes."""
 
@@ -142,4 +166,4 @@ class ServicePolicy:
         return None
 
 
-__all__ = ["USER_AGENT", "Pacing", "ServicePolicy", "Verdict", "encode_query"]
+__all__ = ["USER_AGENT", "Pacing", "ServicePolicy", "Verdict", "budget_pacing", "encode_query"]
