@@ -12,3 +12,26 @@ def test_a_replication_method_graph_lacks_is_one_line_naming_the_fix(make_graph_
     assert run.returncode == 2
     [line] = [x for x in error_lines(run.stderr) if x.startswith("tap-dynamics: error:")]
     assert "asks for 'modifiedon' on stream users" in line and "use one of them" in line
+
+
+def test_delegated_sign_in_to_graph(make_graph_emulator, tmp_path) -> None:
+    """Issue: "delegated sign-in (`AzureAD`, `tap-dynamics login`) with the same scope" — a user's
+    `login` once, then syncs and `check` refresh silently with tokens Graph accepts (the emulator
+    refuses a token issued for any other audience)."""
+    from tests.taprun import run_command
+    from tests.test_auth import USER_APP, free_port, login
+
+    emu = make_graph_emulator(counts={"users": 30})
+    port = free_port()
+    emu.entra.register_app(USER_APP, "", redirect_uris=[f"http://localhost:{port}"])
+    config = {**emu.tap_config(), "auth_scheme": "AzureAD", "client_id": USER_APP,
+              "callback_url": f"http://localhost:{port}", "token_cache_path": str(tmp_path / "tokens.json"),
+              "entities": ["users"]}
+    config.pop("client_secret")
+    login(emu, tmp_path, config)
+    run = run_tap({**config, "initiate_oauth": "REFRESH"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert {r["id"] for r in run.records("users")} == set(emu.directory.objects["users"])
+    check = run_command(["check"], {**config, "initiate_oauth": "REFRESH"})
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "as user alex@contoso.onmicrosoft.com" in check.stdout
