@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 import typing as t
 from collections.abc import Iterator, Mapping
 
@@ -33,12 +32,8 @@ from tap_dynamics.config.auth import (
     WindowsAuth,
 )
 from tap_dynamics.config.resource import Resource
+from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError
-
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from tap_dynamics.auth.delegated import DelegatedCredential

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import typing as t
 
 from tap_dynamics.auth.entra import ConfidentialClient
 from tap_dynamics.auth.negotiate import warn_if_plain_http
+from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError, TapDynamicsError
-
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from tap_dynamics.config.auth import AdfsAuth

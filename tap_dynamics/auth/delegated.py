@@ -29,12 +29,8 @@ from tap_dynamics.auth.entra import discovery_failure, instance_discovery
 from tap_dynamics.auth.guidance import LOGIN_AGAIN, auth_error_from_response
 from tap_dynamics.auth.http import TokenEndpointBusy, VerifyingSession, network_error
 from tap_dynamics.config.auth import DelegatedAuth
+from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError, ConfigError
-
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from tap_dynamics.config.common import HttpOptions

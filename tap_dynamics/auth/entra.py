@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import time
 import typing as t
@@ -25,12 +24,8 @@ from tap_dynamics.auth.certificates import client_credential
 from tap_dynamics.auth.guidance import auth_error_from_response
 from tap_dynamics.auth.http import TokenEndpointBusy, VerifyingSession, busy, network_error
 from tap_dynamics.config.resource import MICROSOFT_AUTHORITY_HOSTS
+from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError, ConnectionProblem
-
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from tap_dynamics.config.auth import ManagedIdentityAuth, ServicePrincipalAuth

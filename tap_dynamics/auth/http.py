@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
-import sys
 import typing as t
 from urllib.parse import urlsplit
 
@@ -22,12 +21,9 @@ import requests
 import urllib3
 
 from tap_dynamics.auth.guidance import AADSTS_GUIDANCE
+from tap_dynamics.engine import override
 from tap_dynamics.errors import ConnectionProblem, TapDynamicsError, TokenServiceUnavailable
 
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 
 class TokenEndpointBusy(requests.exceptions.RequestException):

@@ -44,12 +44,8 @@ from tap_dynamics.auth.negotiate import (
     offered,
     scheme_token,
 )
+from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError, SecurityError, TapDynamicsError
-
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from tap_dynamics.config.common import HttpOptions

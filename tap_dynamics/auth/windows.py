@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import sys
 import typing as t
 from urllib.parse import urlsplit
 
@@ -42,12 +41,8 @@ from tap_dynamics.auth.negotiate import (
     scheme_token,
 )
 from tap_dynamics.config.windows import KerberosAuth
+from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError, TapDynamicsError
-
-if sys.version_info >= (3, 12):
-    from typing import override
-else:
-    from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from tap_dynamics.config.auth import WindowsAuth
