@@ -89,14 +89,16 @@ class KerberosUnavailable(AuthError):
 
 
 def kerberos_library_missing() -> str | None:
-    """Why pyspnego cannot do Kerberos here (the gssapi/krb5 packages are missing), or None."""
+    """The one line saying that pyspnego cannot do Kerberos here (the gssapi/krb5 packages are
+    missing) and how to fix it, or None."""
     if sys.platform == "win32":
         return None  # SSPI, part of Windows
     try:
         import gssapi
         import krb5
     except ImportError as exc:
-        return f"the Python {exc.name or 'gssapi'} library is not installed"
+        missing = f"the Python {exc.name or 'gssapi'} library is not installed"
+        return f"auth_scheme Kerberos needs the GSSAPI library: {missing} — {INSTALL_FIX}"
     return None
 
 
@@ -150,9 +152,7 @@ class KerberosSignIn:
             if self._template is None:
                 missing = kerberos_library_missing()
                 if missing is not None:
-                    self._failure = KerberosUnavailable(
-                        f"auth_scheme Kerberos needs the GSSAPI library: {missing} — {INSTALL_FIX}"
-                    )
+                    self._failure = KerberosUnavailable(missing)
                     raise self._failure
                 try:
                     self._template = spnego.client(
@@ -336,8 +336,7 @@ class KerberosCredential(ConnectionCredential[OriginLockedKerberosAuth]):
         self.signin = KerberosSignIn(auth, self.host)
         missing = kerberos_library_missing()
         if missing is not None:  # before any request: nothing else can work
-            msg = f"auth_scheme Kerberos needs the GSSAPI library: {missing} — {INSTALL_FIX}"
-            raise AuthError(msg)
+            raise AuthError(missing)
 
     def identity(self) -> str:
         """The principal, as configured (or where it comes from)."""
