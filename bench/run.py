@@ -80,7 +80,7 @@ SCENARIOS = {
         {"account": 20_000}, ["account"], 100, floors=False, onprem_version="7.1",
         # 50-row pages make one chain latency-bound (500 rows/s at 100 ms): the first load's
         # time windows are read concurrently; the variant is the one chain.
-        variants=[("tap, one chain", {"first_load_windows": 1}, None)], runs=1),
+        variants=[("tap, one chain", {"first_load_windows": 1}, None)]),
     # F&O: CustomersV3 (13 columns, 3 companies); the tap reads one page chain per company.
     "finops-0ms": Scenario(
         "finops-0ms", "F&O CustomersV3, 3 companies, 300k rows, 10,000-row pages, no latency (CPU-bound)",
@@ -91,7 +91,7 @@ SCENARIOS = {
         "finops-300ms", "F&O CustomersV3, 3 companies, 600k rows, 10,000-row pages, 300 ms per page",
         {"CustomersV3": 600_000}, ["CustomersV3"], 300, finops=True, floors=False,
         # the bound is one chain's: rows / (pages x 300 ms); the variant reads the companies one at a time
-        variants=[("tap, max_concurrency=1", {"max_concurrency": 1}, None)], runs=1),
+        variants=[("tap, max_concurrency=1", {"max_concurrency": 1}, None)]),
     "memory-10k": Scenario(
         "memory-10k", "account, 10k rows (peak RSS)", {"account": 10_000}, ["account"], 0, runs=1),
     "memory-1m": Scenario(
