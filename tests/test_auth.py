@@ -91,6 +91,14 @@ def user_config(emu, tmp: Path, port: int, **more) -> dict:
             **more}
 
 
+def delegated(config: dict, tmp: Path, port: int) -> dict:
+    """A service's app-only tap config turned into a delegated one (AzureAD) for USER_APP."""
+    out = {**config, "auth_scheme": "AzureAD", "client_id": USER_APP, "callback_url": f"http://localhost:{port}",
+           "token_cache_path": str(tmp / "tokens.json")}
+    out.pop("client_secret", None)
+    return out
+
+
 class Interactive:
     """A tap process that signs in interactively; the test plays the browser."""
 

@@ -77,14 +77,11 @@ def test_managed_identity_and_certificate_sign_in_to_finops(emu: FinOpsEmulator,
 def test_delegated_sign_in_to_finops(emu: FinOpsEmulator, tmp_path: Path) -> None:
     """Issue: "Auth: every Entra scheme the tap has (… delegated …)" — `login` as a user once, then
     scheduled syncs and `check` refresh silently with tokens for the environment."""
-    from tests.test_auth import USER_APP, free_port, login
+    from tests.test_auth import USER_APP, delegated, free_port, login
 
     port = free_port()
     emu.register_app(USER_APP, secret="", redirect_uris=[f"http://localhost:{port}"])
-    config = {**emu.tap_config(), "auth_scheme": "AzureAD", "client_id": USER_APP,
-              "callback_url": f"http://localhost:{port}", "token_cache_path": str(tmp_path / "tokens.json"),
-              "entities": ["CustomersV3"]}
-    config.pop("client_secret")
+    config = {**delegated(emu.tap_config(), tmp_path, port), "entities": ["CustomersV3"]}
     login(emu, tmp_path, config)
     run = run_tap({**config, "initiate_oauth": "REFRESH"})
     assert run.returncode == 0, run.stderr[-2000:]

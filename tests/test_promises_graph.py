@@ -19,15 +19,12 @@ def test_delegated_sign_in_to_graph(make_graph_emulator, tmp_path) -> None:
     `login` once, then syncs and `check` refresh silently with tokens Graph accepts (the emulator
     refuses a token issued for any other audience)."""
     from tests.taprun import run_command
-    from tests.test_auth import USER_APP, free_port, login
+    from tests.test_auth import USER_APP, delegated, free_port, login
 
     emu = make_graph_emulator(counts={"users": 30})
     port = free_port()
     emu.entra.register_app(USER_APP, "", redirect_uris=[f"http://localhost:{port}"])
-    config = {**emu.tap_config(), "auth_scheme": "AzureAD", "client_id": USER_APP,
-              "callback_url": f"http://localhost:{port}", "token_cache_path": str(tmp_path / "tokens.json"),
-              "entities": ["users"]}
-    config.pop("client_secret")
+    config = {**delegated(emu.tap_config(), tmp_path, port), "entities": ["users"]}
     login(emu, tmp_path, config)
     run = run_tap({**config, "initiate_oauth": "REFRESH"})
     assert run.returncode == 0, run.stderr[-2000:]
