@@ -32,3 +32,15 @@ def test_delegated_sign_in_to_graph(make_graph_emulator, tmp_path) -> None:
     check = run_command(["check"], {**config, "initiate_oauth": "REFRESH"})
     assert check.returncode == 0, check.stderr[-2000:]
     assert "as user alex@contoso.onmicrosoft.com" in check.stdout
+    # A user's token carries the app's delegated permissions, granted apart from its application
+    # permissions: a refusal names the kind the run uses, and every application permission is no help.
+    emu.deny_delegated("User.Read.All", "Directory.Read.All")
+    refused = run_tap({**config, "initiate_oauth": "REFRESH"})
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "missing Microsoft Graph delegated permission User.Read.All" in refused.stderr
+    assert "Microsoft Graph > Delegated permissions" in refused.stderr
+    assert error_lines(refused.stderr)[-1].endswith("failed and were skipped: users (see the warnings above)")
+    partial = run_command(["check"], {**config, "initiate_oauth": "REFRESH"})
+    assert "missing delegated permissions: users (User.Read.All)" in partial.stdout + partial.stderr
+    app_only = run_tap({**emu.tap_config(), "entities": ["users"]})  # application permissions: unaffected
+    assert app_only.returncode == 0, app_only.stderr[-2000:]

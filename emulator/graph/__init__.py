@@ -65,5 +65,9 @@ class GraphEmulator(Host):
         """Grant every permission but these."""
         self.grant(*[p for p in ALL_PERMISSIONS if p not in permissions])
 
+    def deny_delegated(self, *permissions: str) -> None:
+        """Consent every delegated permission but these (what a signed-in user's token carries)."""
+        self.set(graph_delegated_permissions=[p for p in ALL_PERMISSIONS if p not in permissions])
+
 
 __all__ = ["ALL_PERMISSIONS", "DEFAULT_COUNTS", "Directory", "GraphEmulator", "GraphService"]

@@ -13,8 +13,9 @@
 - ``/v1.0/users/{id}/calendarView`` and ``…/calendarView/delta`` (the window fixed into the
   token; ``Prefer: odata.maxpagesize``; 404 ``MailboxNotEnabledForRESTAPI`` for a user without a
   mailbox); requests in flight per mailbox are counted (``/_emulator/graph/stats``);
-- 403 ``Authorization_RequestDenied`` when the granted application permissions
-  (``graph_permissions``) do not cover the endpoint.
+- 403 ``Authorization_RequestDenied`` when the granted permissions do not cover the endpoint:
+  the application permissions (``graph_permissions``) for an app-only token, the delegated
+  permissions consented for the app (``graph_delegated_permissions``) for a signed-in user's.
 
 Tokens must be issued for the service's own audience (its origin, like ``https://graph.microsoft.com``).
 """
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from ..core.service import Request, Response, Service, caller_of
+from ..core.service import Request, Response, Service, bearer_claims, caller_of
 from ..odata import ODataError
 from ..odata.query import parse_prefer
 from . import model as m
@@ -99,6 +100,7 @@ class GraphService(Service):
     fault_adapter_class = GraphFaults
     KNOBS: ClassVar[dict[str, Any]] = {
         "graph_permissions": list(ALL_PERMISSIONS),  # application permissions granted (consented)
+        "graph_delegated_permissions": list(ALL_PERMISSIONS),  # delegated permissions consented
         "graph_delta_page_size": 200,  # the most objects per delta page (Graph pages delta itself)
         "graph_default_top": 100,  # page size of a list without $top
         "graph_replay_every": 7,  # every n-th object of a delta round comes again later (0: never)
@@ -143,10 +145,14 @@ class GraphService(Service):
                 why, "Access token validation failure.")
             return graph_error(401, "InvalidAuthenticationToken", message)
         req.principal, req.caller = app, caller_of(auth)
+        if bearer_claims(auth).get("idtyp") == "user":  # a signed-in user's (delegated) token
+            req.user_id = req.caller
         return None
 
-    def require(self, need: str) -> None:
-        granted = set(self.knobs["graph_permissions"])
+    def require(self, need: str, req: Request) -> None:
+        """403 unless the token's kind of permission (delegated for a user, else application)
+        granted covers ``need``."""
+        granted = set(self.knobs["graph_delegated_permissions" if req.user_id else "graph_permissions"])
         if not NEEDS[need] & granted:
             raise ODataError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
@@ -191,7 +197,7 @@ class GraphService(Service):
         path = req.path
         mailbox = _MAILBOX.match(path)
         if mailbox:
-            self.require("calendar")
+            self.require("calendar", req)
             user = mailbox.group(1)
             if user not in self.directory.mailboxes:
                 raise ODataError(404, "MailboxNotEnabledForRESTAPI",
@@ -199,7 +205,7 @@ class GraphService(Service):
             return self.events(req, user, delta=bool(mailbox.group(2)))
         members = _MEMBERS.match(path)
         if members:
-            self.require("members")
+            self.require("members", req)
             group = members.group(1)
             ids = sorted(self.directory.members.get(group, {}))
             return self.listing(req, "members", [("member", (group, i)) for i in ids], None)
@@ -207,7 +213,7 @@ class GraphService(Service):
         collection = parts[0]
         if collection not in m.COLLECTIONS or len(parts) > 2 or (len(parts) == 2 and parts[1] != "delta"):
             raise ODataError(400, "BadRequest", f"Resource not found for the segment '{parts[-1]}'.")
-        self.require(collection)
+        self.require(collection, req)
         delta = len(parts) == 2
         if delta and collection not in m.DELTA_COLLECTIONS:
             raise ODataError(400, "BadRequest", "Resource not found for the segment 'delta'.")
@@ -237,7 +243,7 @@ class GraphService(Service):
                     f"Parsing OData Select and Expand failed: Could not find a property named '{name}' on "
                     f"type 'microsoft.graph.{entity}'."))
         if "signInActivity" in names:
-            self.require("signInActivity")
+            self.require("signInActivity", req)
         return names
 
     def context(self, collection: str, select: list[str] | None, delta: bool = False) -> str:

@@ -2,8 +2,8 @@
 
 A token for the Graph host (the credential's own errors name AADSTS65001 consent, a wrong
 resource or a wrong cloud), the tenant's name from ``/organization``, then one cheap probe per
-chosen stream (``$select=id&$top=1``) to say which streams the granted application permissions
-cover, naming the permission each missing one needs.
+chosen stream (``$select=id&$top=1``) to say which streams the granted permissions (application, or
+delegated for a signed-in user) cover, naming the permission each missing one needs.
 """
 
 from __future__ import annotations
@@ -100,9 +100,10 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
     )
     if denied:
         missing = ", ".join(f"{r.stream} ({r.permission})" for r in denied)
+        kind = "delegated" if client.delegated else "application"
         line += (
-            f" — missing application permissions: {missing}; add them under App registrations > your "
-            "app > API permissions > Microsoft Graph > Application permissions and grant admin consent"
+            f" — missing {kind} permissions: {missing}; add them under App registrations > your "
+            f"app > API permissions > Microsoft Graph > {kind.capitalize()} permissions and grant admin consent"
         )
     if failed:
         line += f" — could not read: {', '.join(r.stream for r, _ in failed)} (first error: {failed[0][1]})"

@@ -31,6 +31,12 @@ class GraphClient(SettingsTransport):
         super().__init__(GraphPolicy(settings.api_base), settings, tokens, on_retry)
 
     @property
+    def delegated(self) -> bool:
+        """Whether the run signs in as a user (AzureAD): Graph then checks the app's delegated
+        permissions, not its application permissions, and a refusal names those."""
+        return self.settings.auth_scheme == "AzureAD"
+
+    @property
     def graph(self) -> GraphSettings:
         """The Graph setting group of the run."""
         return t.cast("GraphSettings", self.settings.service)

@@ -202,7 +202,9 @@ class EventsStream(GraphStream):
             yield from self.read_all(window, mailboxes)
         except ServiceError as exc:
             if is_denied(exc):
-                raise permission_denied(self.name, "Calendars.Read (and User.Read.All)", exc) from None
+                raise permission_denied(
+                    self.name, "Calendars.Read (and User.Read.All)", exc, delegated=self.client.delegated
+                ) from None
             raise
         counts = self.counts
         note = (

@@ -71,13 +71,19 @@ def is_denied(exc: ServiceError) -> bool:
     return exc.status == 403 or exc.code in DENIED_CODES
 
 
-def permission_denied(stream: str, permission: str, exc: ServiceError) -> PermissionDenied:
-    """The one line for a stream Graph refuses: the permission to grant, and where."""
+def permission_denied(stream: str, permission: str, exc: ServiceError, *, delegated: bool = False) -> PermissionDenied:
+    """The one line for a stream Graph refuses: the permission to grant, and where.
+
+    A signed-in user's token (``delegated``) carries the app's delegated permissions, which are
+    granted apart from its application permissions: the line names the kind the run uses.
+    """
+    kind = "delegated" if delegated else "application"
     msg = (
-        f"table {stream}: missing Microsoft Graph application permission {permission} "
+        f"table {stream}: missing Microsoft Graph {kind} permission {permission} "
         f"(HTTP {exc.status} {exc.code or ''}) — add it under Azure portal > App registrations > "
-        "your app > API permissions > Add a permission > Microsoft Graph > Application "
+        f"your app > API permissions > Add a permission > Microsoft Graph > {kind.capitalize()} "
         "permissions, then click 'Grant admin consent for <tenant>'"
+        + (" (the signed-in user must be allowed to read it too)" if delegated else "")
     )
     return PermissionDenied(msg, status=exc.status, code=exc.code, request_id=exc.request_id, table=stream)
 

@@ -184,7 +184,7 @@ class GraphStream(PagedStream):
                 yield from FullTableStrategy(self, prefer=None, required=("id",)).pages(self.list_url())
         except ServiceError as exc:
             if is_denied(exc):
-                raise permission_denied(self.name, self.permission, exc) from None
+                raise permission_denied(self.name, self.permission, exc, delegated=self.client.delegated) from None
             raise
 
     @property
