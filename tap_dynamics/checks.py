@@ -72,14 +72,22 @@ class TableAccess:
         return ConnectionProblem(line)
 
 
+def refused(error: ServiceError) -> bool:
+    """Whether a probe's error is a missing privilege (403) rather than a failure to read."""
+    return error.status == 403
+
+
 def probe_tables(
     tables: Sequence[T],
     probe: Callable[[T], object],
     name_of: Callable[[T], str],
     max_workers: int,
+    *,
+    denied: Callable[[ServiceError], bool] = refused,
 ) -> TableAccess:
     """Run ``probe`` on every table, ``max_workers`` at a time, and tally the outcomes: a
-    :class:`ServiceError` with status 403 is "no read privilege", any other one "could not read"."""
+    :class:`ServiceError` that is ``denied`` (by default a 403) is "no read privilege", any other
+    one "could not read"."""
 
     def attempt(table: T) -> ServiceError | None:
         try:
@@ -94,7 +102,7 @@ def probe_tables(
     for table, error in zip(tables, outcomes, strict=True):
         if error is None:
             access.readable += 1
-        elif error.status == 403:
+        elif denied(error):
             access.denied.append(name_of(table))
         else:
             access.failed[name_of(table)] = error
@@ -122,4 +130,4 @@ def verdict(line: str, access: TableAccess) -> str:
     return f"connection available: {line}"
 
 
-__all__ = ["MAX_NAMES", "TableAccess", "probe_tables", "service_answers", "shown_names", "verdict"]
+__all__ = ["MAX_NAMES", "TableAccess", "probe_tables", "refused", "service_answers", "shown_names", "verdict"]

@@ -327,6 +327,19 @@ def test_check_reads_the_organization_once_for_the_name_and_the_stream(make_grap
     assert "organization (Organization.Read.All), subscribed_skus (Organization.Read.All)" in denied.stdout
 
 
+def test_check_with_no_stream_readable_is_one_line_exit_2(make_graph_emulator) -> None:
+    """Nothing granted: the check's line names every missing permission and the run exits 2
+    (a person must grant them), as Dataverse's and F&O's checks do with no readable table."""
+    emu = make_graph_emulator()
+    emu.grant()
+    check = run_command(["check"], {**emu.tap_config(), "entities": ["users", "devices"]})
+    assert check.returncode == 2, check.stderr
+    line = [row for row in check.stderr.splitlines() if row.startswith("connection unavailable:")]
+    assert len(line) == 1 and "the permissions cover 0 of 2 streams" in line[0]
+    assert "missing application permissions: users (User.Read.All), devices (Device.Read.All)" in line[0]
+    assert "connection available" not in check.stdout and "Traceback" not in check.stderr
+
+
 def test_missing_admin_consent_is_one_line(make_graph_emulator) -> None:
     emu = make_graph_emulator()
     emu.entra.register_app("44444444-4444-4444-8444-444444444444", "another~secret.0123456789", consent=False)

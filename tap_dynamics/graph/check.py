@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 
 from tap_dynamics.auth import build_token_provider
+from tap_dynamics.checks import probe_tables, service_answers, shown_names, verdict
 from tap_dynamics.engine.retry import CHECK_ATTEMPTS
-from tap_dynamics.errors import ConnectionProblem, ServiceError, ServiceUnavailable
+from tap_dynamics.errors import ServiceError, ServiceUnavailable
 from tap_dynamics.graph.client import GraphClient
 from tap_dynamics.graph.discovery import select_streams
 from tap_dynamics.graph.policy import NO_MAILBOX_CODES, is_denied
@@ -79,39 +79,32 @@ def connection_check(settings: Settings, tokens: TokenProvider | None = None) ->
     client = GraphClient(settings, tokens or build_token_provider(settings))
     client.MAX_ATTEMPTS = CHECK_ATTEMPTS
     resources = select_streams(settings.entities, settings.exclude_entities)
-    try:
+    with service_answers():
         name, organization = _tenant_name(client)
-        with ThreadPoolExecutor(max_workers=settings.max_concurrency) as pool:
+
+        def read(resource: GraphResource) -> None:
             # The organization stream reads what the tenant's name was read from: not asked twice.
-            outcomes = list(pool.map(
-                lambda resource: organization if resource.stream == ORGANIZATION else probe(client, resource),
-                resources,
-            ))
-    except ServiceUnavailable:
-        raise
-    except ServiceError as exc:
-        raise ConnectionProblem(str(exc)) from None
-    denied = [r for r, error in zip(resources, outcomes, strict=True) if error is not None and is_denied(error)]
-    failed = [(r, e) for r, e in zip(resources, outcomes, strict=True) if e is not None and not is_denied(e)]
-    covered = len(resources) - len(denied) - len(failed)
+            error = organization if resource.stream == ORGANIZATION else probe(client, resource)
+            if error is not None:
+                raise error
+
+        access = probe_tables(resources, read, lambda r: r.stream, settings.max_concurrency, denied=is_denied)
+    permission = {r.stream: r.permission for r in resources}
     line = (
-        f"{name} at {settings.url} as {client.tokens.identity()}; the permissions cover {covered} of "
-        f"{len(resources)} streams"
+        f"{name} at {settings.url} as {client.tokens.identity()}; the permissions cover {access.readable} of "
+        f"{access.total} streams"
     )
-    if denied:
-        missing = ", ".join(f"{r.stream} ({r.permission})" for r in denied)
+    if access.denied:
+        missing = ", ".join(f"{stream} ({permission[stream]})" for stream in access.denied)
         kind = "delegated" if client.delegated else "application"
         line += (
             f" — missing {kind} permissions: {missing}; add them under App registrations > your "
             f"app > API permissions > Microsoft Graph > {kind.capitalize()} permissions and grant admin consent"
         )
-    if failed:
-        line += f" — could not read: {', '.join(r.stream for r, _ in failed)} (first error: {failed[0][1]})"
-    if resources and not covered:
-        if not denied and all(isinstance(e, ServiceUnavailable) for _, e in failed):
-            raise ServiceUnavailable(line)
-        raise ConnectionProblem(line)
-    return f"connection available: {line}"
+    if access.failed:
+        first = next(iter(access.failed.values()))
+        line += f" — could not read: {shown_names(list(access.failed))} (first error: {first})"
+    return verdict(line, access)
 
 
 __all__ = ["connection_check", "probe"]
