@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from emulator.finops import FinOpsEmulator
 from emulator.finops.model import synthetic
 from tests.taprun import run_command, run_tap, select_streams
@@ -88,3 +90,14 @@ def test_a_corrupt_cache_file_is_rediscovered_not_an_error(tmp_path: Path) -> No
         emu.reset_stats()
         assert run_tap(config, "--discover").returncode == 0
         assert metadata_reads(emu) == 0  # rewritten by the first run
+
+
+def test_a_metadata_document_declaring_a_dtd_or_entities_is_refused() -> None:
+    """CSDL has no DTD: entity declarations are how an XML body makes a parser expand without bound."""
+    from tap_dynamics.errors import ConnectionProblem
+    from tap_dynamics.finops.metadata import parse_metadata
+
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+            b'<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx">&b;</edmx:Edmx>')
+    with pytest.raises(ConnectionProblem, match="declares a DTD or entities; refusing to read it"):
+        parse_metadata(bomb)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import typing as t
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # bodies declaring a DTD or entities are refused (parse_metadata)
 from dataclasses import dataclass
 
 from tap_dynamics.errors import ConfigError, ConnectionProblem
@@ -82,7 +82,16 @@ def _local(tag: str) -> str:
 
 
 def parse_metadata(document: bytes) -> Metadata:
-    """The entity sets and enum types of a CSDL document, parsed incrementally."""
+    """The entity sets and enum types of a CSDL document, parsed incrementally.
+
+    A document that declares a DTD or entities is refused before parsing: CSDL has none, and
+    entity expansion is how an XML body makes a parser blow up (the OData v2 EDMX reader refuses
+    them too).
+    """
+    head = document[:4096].upper()
+    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+        msg = "the environment's $metadata declares a DTD or entities; refusing to read it"
+        raise ConnectionProblem(msg)
     enums: dict[str, tuple[tuple[str, int], ...]] = {}
     types: dict[str, tuple[tuple[str, ...], tuple[Property, ...]]] = {}
     sets: dict[str, str] = {}
