@@ -94,7 +94,7 @@ def kerberos_library_missing() -> str | None:
     if sys.platform == "win32":
         return None  # SSPI, part of Windows
     try:
-        import gssapi
+        import gssapi  # optional: only auth_scheme Kerberos needs it
         import krb5
     except ImportError as exc:
         missing = f"the Python {exc.name or 'gssapi'} library is not installed"

@@ -111,7 +111,7 @@ class OriginLockedAuth(HttpNtlmAuth):
     @staticmethod
     def release(response: requests.Response) -> None:
         """Drain the body so the connection can carry the next leg of the handshake."""
-        response.content
+        response.content  # read (and dropped) only to free the connection
         response.raw.release_conn()
 
     @staticmethod

@@ -53,7 +53,7 @@ def fetch_totals(client: HttpTransport, tables: Iterable[str]) -> dict[str, int]
         collection = payload.get("EntityRecordCountCollection") or {}
         keys, values = collection.get("Keys") or [], collection.get("Values") or []
         return {str(k): int(v) for k, v in zip(keys, values, strict=False) if isinstance(v, int) and v >= 0}
-    except Exception as exc:
+    except Exception as exc:  # progress is a nicety; never fail a sync over it
         LOGGER.debug("No total row counts (RetrieveTotalRecordCount failed: %s)", exc)
         return {}
 

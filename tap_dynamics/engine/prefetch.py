@@ -137,7 +137,7 @@ class _Feed(threading.Thread):
                         return
                     self.out.put((self.index, page))
                 del page  # the consumer owns it now; not kept during the next fetch
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the consumer, raised there
             self.out.put((self.index, _Failed(exc)))
         finally:
             close = getattr(pages, "close", None)

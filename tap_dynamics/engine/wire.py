@@ -20,7 +20,7 @@ def read_body(response: requests.Response) -> None:
     except BaseException:
         response.close()
         raise
-    response._content = body
+    response._content = body  # what requests itself does once it has read a body
     response._content_consumed = True  # type: ignore[attr-defined]
 
 
