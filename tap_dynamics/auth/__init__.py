@@ -36,8 +36,6 @@ from tap_dynamics.engine import override
 from tap_dynamics.errors import AuthError
 
 if t.TYPE_CHECKING:
-    from tap_dynamics.auth.delegated import DelegatedCredential
-    from tap_dynamics.auth.kerberos import KerberosCredential
     from tap_dynamics.config.common import HttpOptions
     from tap_dynamics.config.settings import Settings
 
@@ -97,16 +95,6 @@ def sign_in(settings: Settings, *, device_code: bool) -> str:
     return delegated_sign_in(settings, device_code=device_code)
 
 
-_LAZY = {"DelegatedCredential": DelegatedAuth.scheme, "KerberosCredential": KerberosAuth.scheme}
-
-
-def __getattr__(name: str) -> t.Any:  # PEP 562: names whose modules load on use
-    if name in _LAZY:
-        return SCHEMES[_LAZY[name]][1]
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
-
-
 def build_token_provider(settings: Settings, resource: Resource | None = None) -> TokenProvider:
     """The run's credential: for ``resource``, by default the configured system's."""
     return build_credential(settings.auth, settings.http, resource or settings.resource)
@@ -115,8 +103,6 @@ def build_token_provider(settings: Settings, resource: Resource | None = None) -
 __all__ = [
     "SCHEMES",
     "BearerCredential",
-    "DelegatedCredential",
-    "KerberosCredential",
     "ManagedIdentityCredential",
     "ServicePrincipalCredential",
     "TokenProvider",
