@@ -213,3 +213,23 @@ def test_tap_processes_show_sdk_deprecations_and_the_tests_fail_on_them() -> Non
     with pytest.raises(AssertionError, match="Singer SDK deprecation"):
         assert_no_sdk_deprecation(shown.stderr)
     assert_no_sdk_deprecation("/venv/lib/urllib3/util.py:3: DeprecationWarning: not the SDK's\n")
+
+
+def test_a_run_loads_only_its_own_sign_in_and_system() -> None:
+    """Start-up cost: every run imports the tap and the auth package, but only one scheme's
+    credential module and one system's package (NTLM's spnego, the signed-in user's
+    msal_extensions, Kerberos' gssapi, F&O, Graph and OData v2 load when a run uses them)."""
+    import subprocess
+    import sys
+
+    heavy = ("spnego", "requests_ntlm", "msal_extensions", "gssapi", "krb5", "tap_dynamics.auth.windows",
+             "tap_dynamics.auth.kerberos", "tap_dynamics.auth.delegated", "tap_dynamics.finops",
+             "tap_dynamics.graph", "tap_dynamics.onprem.v2streams")
+    script = (
+        "import sys, tap_dynamics.tap, tap_dynamics.auth\n"
+        "from tap_dynamics.auth import SCHEMES\n"
+        "SCHEMES['AzureServicePrincipal']\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
