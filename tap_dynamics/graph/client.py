@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_dynamics.config.auth import DelegatedAuth
 from tap_dynamics.graph.policy import GraphPolicy
 from tap_dynamics.transport import SettingsTransport
 
@@ -34,7 +35,7 @@ class GraphClient(SettingsTransport):
     def delegated(self) -> bool:
         """Whether the run signs in as a user (AzureAD): Graph then checks the app's delegated
         permissions, not its application permissions, and a refusal names those."""
-        return self.settings.auth_scheme == "AzureAD"
+        return isinstance(self.settings.auth, DelegatedAuth)
 
     @property
     def graph(self) -> GraphSettings:
