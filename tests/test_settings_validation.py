@@ -72,3 +72,22 @@ def test_a_url_with_a_password_is_one_line_that_does_not_repeat_it() -> None:
     assert "hunter2pw" not in run.stderr + run.stdout and "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("tap-dynamics: error:")]
     assert len(errors) == 1 and "must not contain a user name or password" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        ({**GOOD, "url": "https://[myorg.crm4.dynamics.com"}, "url"),
+        ({**GOOD, "url": "https://admin:hunter2pw@[myorg.crm4.dynamics.com"}, "url"),
+        ({**GOOD, "authority_host": "https://[login.microsoftonline.com"}, "authority_host"),
+        ({**WINDOWS, "url": "https://[crm.contoso.local/org"}, "url"),
+    ],
+)
+def test_a_url_that_cannot_be_parsed_is_one_line_without_its_value(config: dict, name: str) -> None:
+    """``urlsplit`` raises on an unclosed IPv6 bracket: a config error naming the setting, not an
+    internal error, and the value (which may carry a password) is not repeated."""
+    from tap_dynamics.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert str(caught.value) == f"setting '{name}' is not a valid URL (Invalid IPv6 URL) — check its host, brackets and port"

@@ -207,7 +207,7 @@ def checked_url(name: str, value: str, schemes: tuple[str, ...], example: str) -
     Code rather than a ``pattern``: the message says which part is wrong.
     """
     refuse_userinfo(name, value)
-    parts = urlsplit(value)
+    parts = split_url(name, value)
     if parts.scheme.lower() not in schemes:
         msg = f"setting '{name}' must be an https:// URL (got {value!r}) — e.g. {example}"
         raise ConfigError(msg)
@@ -220,10 +220,22 @@ def checked_url(name: str, value: str, schemes: tuple[str, ...], example: str) -
     return parts
 
 
+def split_url(name: str, value: str) -> SplitResult:
+    """``value`` split into its parts, or a one-line error when it cannot be (``https://[host``).
+
+    The value is not repeated: a URL that cannot be split cannot have its password removed.
+    """
+    try:
+        return urlsplit(value)
+    except ValueError as exc:
+        msg = f"setting '{name}' is not a valid URL ({exc}) — check its host, brackets and port"
+        raise ConfigError(msg) from None
+
+
 def refuse_userinfo(name: str, value: str) -> None:
     """Refuse a URL that carries ``user:password@``: it would reach every log line, error and
     request URL built from the setting. The message shows the URL without it."""
-    parts = urlsplit(value)
+    parts = split_url(name, value)
     if "@" in parts.netloc:
         shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         msg = (
