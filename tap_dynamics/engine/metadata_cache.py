@@ -50,7 +50,7 @@ class MetadataCache:
         object_hook: Callable[[dict[str, t.Any]], t.Any] | None = None,
     ) -> None:
         """``object_hook``: ``json.load``'s, for a system that shares repeated strings on load."""
-        self.path, self.org, self.ttl, self.fingerprint = path, scope, ttl, fingerprint
+        self.path, self.scope, self.ttl, self.fingerprint = path, scope, ttl, fingerprint
         self.tables: dict[str, dict[str, t.Any]] = {}
         self.hits = 0
         try:
@@ -96,7 +96,7 @@ class MetadataCache:
         wanted = set(keep)
         data = {
             "format": CACHE_FORMAT,
-            "org": self.org,
+            "org": self.scope,  # the key of the files Dataverse discovery wrote before F&O shared them
             "fingerprint": self.fingerprint,
             "tables": {k: v for k, v in self.tables.items() if k in wanted},
         }
